@@ -1,0 +1,1 @@
+"""iclab: in-context learning lab."""

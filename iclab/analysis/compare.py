@@ -1,0 +1,183 @@
+"""Model-vs-algorithm comparison on the same prompts (DESIGN "Comparison metrics").
+
+* losses: ½·MSE of each against the query targets;
+* preds diff: mean |ŷ_θ − ŷ_A| and the normalised ‖ŷ_θ − ŷ_A‖ / ‖ŷ_A‖;
+* model cos: mean over queries of cos(∂ŷ_θ/∂x_q, ∂ŷ_A/∂x_q) — the implicit linear models, by autograd;
+* weight match: W_KQ, W_PV rescaled by the mean of W_KQ's x-block diagonal, relative Frobenius distance to a
+  construction (whole matrices, and the blocks a single layer's prediction can see at all);
+* interpolation: the loss along the line between the rescaled trained and the constructed weights;
+* OOD curves: the loss as inputs x (or task vectors w) are scaled by α after training.
+
+A learner is anything with predict(x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d]) → [B, m].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from iclab.models.lsa import LSA
+from iclab.tasks.base import Prompts
+
+__all__ = [
+    "Learner",
+    "compare_learners",
+    "effective_preconditioner",
+    "half_mse",
+    "implicit_linear_map",
+    "interpolation_curve",
+    "ood_curves",
+    "weight_match",
+]
+
+
+class Learner(Protocol):
+    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor: ...
+
+
+def _predict(learner: Learner, prompts: Prompts, chunk: int = 8192) -> Tensor:
+    with torch.no_grad():
+        parts = [
+            learner.predict(p.x_ctx, p.y_ctx, p.x_q)
+            for p in (prompts[s : s + chunk] for s in range(0, len(prompts), chunk))
+        ]
+    return torch.cat(parts)
+
+
+def half_mse(learner: Learner, prompts: Prompts, *, noiseless: bool = False) -> float:
+    """½·mean (ŷ − y_q)² over prompts and queries (against the noiseless f_q if `noiseless`)."""
+    target = prompts.f_q if noiseless else prompts.y_q
+    return 0.5 * ((_predict(learner, prompts) - target) ** 2).double().mean().item()
+
+
+def implicit_linear_map(learner: Learner, prompts: Prompts) -> Tensor:
+    """∂ŷ/∂x_q for every query: [B, m, d]. Queries never see each other, so one backward gives all."""
+    x_q = prompts.x_q.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        pred = learner.predict(prompts.x_ctx, prompts.y_ctx, x_q)
+        (grad,) = torch.autograd.grad(pred.sum(), x_q)
+    return grad
+
+
+def compare_learners(model: Learner, reference: Learner, prompts: Prompts, chunk: int = 8192) -> dict[str, float]:
+    """Losses, preds diff (absolute and normalised) and model cos of `model` against `reference`."""
+    pred_m, pred_r = _predict(model, prompts), _predict(reference, prompts)
+    diff = (pred_m - pred_r).double()
+    cos_parts = []
+    for s in range(0, len(prompts), chunk):
+        part = prompts[s : s + chunk]
+        g_m, g_r = implicit_linear_map(model, part), implicit_linear_map(reference, part)
+        cos_parts.append(torch.nn.functional.cosine_similarity(g_m.double(), g_r.double(), dim=-1).flatten())
+    return {
+        "model_half_mse": 0.5 * ((pred_m - prompts.y_q) ** 2).double().mean().item(),
+        "reference_half_mse": 0.5 * ((pred_r - prompts.y_q) ** 2).double().mean().item(),
+        "preds_diff": diff.abs().mean().item(),
+        "preds_diff_normalised": (diff.norm() / pred_r.double().norm()).item(),
+        "model_cos": torch.cat(cos_parts).mean().item(),
+    }
+
+
+def _rescaled(w_kq: Tensor, w_pv: Tensor, d: int) -> tuple[Tensor, Tensor, float]:
+    # The model is invariant to W_KQ → W_KQ/s, W_PV → s·W_PV; fix s by the x-block diagonal of W_KQ.
+    s = torch.diagonal(w_kq[:d, :d]).mean().item()
+    return w_kq / s, w_pv * s, s
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def weight_match(model: LSA, construction: LSA) -> list[dict[str, float | list]]:
+    """Per layer: relative Frobenius distances of rescaled (W_KQ, W_PV) to the construction's (head 0).
+
+    "functional" distances use only the blocks that can reach a one-layer prediction: the W_KQ columns that
+    multiply the query's x (its y-slot is 0) and the W_PV row that writes the y-slot. The other entries
+    receive no gradient in a one-layer model and keep their initial values; the whole-matrix distance counts them.
+    """
+    if model.config.heads != 1:
+        raise ValueError("model.heads: weight match reads one (W_KQ, W_PV) pair per layer; needs heads = 1")
+    d = model.d
+    rows = []
+    for layer in range(model.config.layers):
+        w_t, w_c = model.layer_weights(layer), construction.layer_weights(layer)
+        kq, pv, s = _rescaled(w_t.W_KQ[0].detach().double(), w_t.W_PV[0].detach().double(), d)
+        kq_c, pv_c = w_c.W_KQ[0].detach().double(), w_c.W_PV[0].detach().double()
+        rows.append(
+            {
+                "layer": layer,
+                "scale": s,
+                "kq_distance": _rel(kq, kq_c),
+                "pv_distance": _rel(pv, pv_c),
+                "kq_distance_functional": _rel(kq[:, :d], kq_c[:, :d]),
+                "pv_distance_functional": _rel(pv[d], pv_c[d]),
+                "W_KQ": kq.tolist(),
+                "W_PV": pv.tolist(),
+            }
+        )
+    return rows
+
+
+def _with_effective_weights(model: LSA, kqs: Sequence[Tensor], pvs: Sequence[Tensor]) -> LSA:
+    """A copy of `model` (one head) whose layer l has W_Kᵀ W_Q = kqs[l] and P W_V = pvs[l] (W_K = P = I)."""
+    clone = LSA(model.config, model.d).to(dtype=kqs[0].dtype)
+    clone.load_state_dict({k: v.to(kqs[0].dtype) for k, v in model.state_dict().items()})
+    eye = torch.eye(model.d + 1, dtype=kqs[0].dtype)
+    with torch.no_grad():
+        for weights, kq, pv in zip(clone.weights, kqs, pvs):
+            weights.W_K[0], weights.W_Q[0], weights.P[0], weights.W_V[0] = eye, kq, eye, pv
+    return clone
+
+
+def interpolation_curve(
+    model: LSA, construction: LSA, prompts: Prompts, ts: Sequence[float] = tuple(i / 10 for i in range(11))
+) -> list[float]:
+    """½·MSE of the model whose (rescaled) W_KQ, W_PV are (1 − t)·trained + t·constructed, for each t."""
+    if model.config.heads != 1:
+        raise ValueError("model.heads: interpolation needs heads = 1")
+    d = model.d
+    pairs = []
+    for layer in range(len(model.weights)):
+        w_t, w_c = model.weights[layer], construction.weights[layer]
+        kq, pv, _ = _rescaled(w_t.W_KQ[0].detach().double(), w_t.W_PV[0].detach().double(), d)
+        pairs.append((kq, pv, w_c.W_KQ[0].detach().double(), w_c.W_PV[0].detach().double()))
+    prompts64 = prompts.to(dtype=torch.float64)
+    losses = []
+    for t in ts:
+        kqs = [(1 - t) * kq + t * kq_c for kq, _, kq_c, _ in pairs]
+        pvs = [(1 - t) * pv + t * pv_c for _, pv, _, pv_c in pairs]
+        losses.append(half_mse(_with_effective_weights(model, kqs, pvs), prompts64))
+    return losses
+
+
+def ood_curves(
+    learners: dict[str, Learner], prompts: Prompts, alphas: Sequence[float], *, kind: str = "input"
+) -> dict[str, list[float]]:
+    """½·MSE of each learner when inputs (kind="input") or task vectors (kind="target") are scaled by α."""
+    if kind not in ("input", "target"):
+        raise ValueError(f"kind: unknown value {kind!r}; choose one of: input, target")
+    curves: dict[str, list[float]] = {name: [] for name in learners}
+    for alpha in alphas:
+        shifted = prompts.scaled(**{f"{kind}_scale": alpha})
+        for name, learner in learners.items():
+            curves[name].append(half_mse(learner, shifted))
+    return curves
+
+
+def effective_preconditioner(model: LSA) -> Tensor:
+    """A [d, d] with ŷ ≈ x_qᵀ A (1/N) Xᵀy for a one-layer, one-head LSA (REFERENCE §6 linear family).
+
+    ŷ = −Σ_i (W_PV e_i)_y · e_iᵀ W_KQ e_q; keeping the GD-like terms, (W_PV e_i)_y = c·y_i (c = W_PV[y, y]) and
+    e_iᵀ W_KQ e_q = x_iᵀ M x_q (M = W_KQ's x-block), so A = −c·N·Mᵀ with N the training context length.
+    The neglected terms (W_PV's y-row on x, W_KQ's y-row) are reported by `weight_match` and are ≈ 0 after
+    training. Returns −c·Mᵀ, i.e. A / N: multiply by the context length N the model is used at.
+    """
+    if model.config.layers != 1 or model.config.heads != 1:
+        raise ValueError("model: the effective preconditioner is defined for one layer with one head")
+    d = model.d
+    w = model.weights[0]
+    c = w.W_PV[0, d, d].detach().double()
+    m = w.W_KQ[0, :d, :d].detach().double()
+    return -c * m.T

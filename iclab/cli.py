@@ -1,0 +1,217 @@
+"""`iclab` command line, generated from the config dataclasses by tyro.
+
+    iclab train [--preset NAME] [--config PATH] [--out DIR] [--force|--resume] [--task.d 10 --train.steps 500 …]
+    iclab compare RUN [--against gd|gd++|ols|ridge:LAMBDA] [--json PATH]
+    iclab reproduce von-oswald [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
+    iclab presets
+
+Every user error (bad value, unknown field or option, existing output) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from iclab.config import PRESETS, ConfigError, ExperimentConfig, config_to_dict, load_config, preset
+from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
+
+__all__ = ["entrypoint", "main"]
+
+COMMANDS = ("train", "compare", "reproduce", "presets")
+
+
+class UsageError(Exception):
+    """A one-line user error (exit code 2)."""
+
+
+def _one_line(box: str) -> str:
+    """Condense tyro's boxed error message to its first paragraph on one line."""
+    lines = []
+    for raw in box.splitlines():
+        text = raw.strip().strip("│╭╰╮╯─ ").strip()
+        if not text:
+            continue
+        if set(raw.strip()) <= set("│─ "):  # the separator after the first paragraph
+            break
+        if raw.strip().startswith("╭"):  # the title line ("Value error", "Unrecognized options")
+            continue
+        if lines and raw.strip("│ ").startswith("─"):
+            break
+        lines.append(text)
+    message = " ".join(lines) or "invalid arguments"
+    # "Error parsing task: task.d: must be …" → keep our own field-naming message.
+    return re.sub(r"^Error parsing [\w.\-]+: (?=[\w.]+: )", "", message)
+
+
+def _tyro(cls, args: list[str], *, prog: str, default=None, unknown: bool = False):
+    """tyro.cli with errors turned into UsageError (one line); help goes to stdout as usual."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(cls, args=args, prog=prog, default=default, return_unknown_args=unknown)
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            sys.stdout.write(err.getvalue())
+            raise
+        raise UsageError(_one_line(err.getvalue())) from None
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Options of `iclab train`; every ExperimentConfig field is also an option (--task.d, --train.lr, …)."""
+
+    preset: str | None = None
+    """start from a named preset (see `iclab presets`)"""
+    config: Path | None = None
+    """start from a JSON config (an ExperimentConfig, or a run's config.json)"""
+    out: Path | None = None
+    """run directory (default runs/<name>)"""
+    force: bool = False
+    """overwrite an existing run directory"""
+    resume: bool = False
+    """continue an existing run from its latest checkpoint"""
+
+
+def _cmd_train(args: list[str]) -> int:
+    from iclab.training import train
+
+    if "-h" in args or "--help" in args:
+        _tyro(TrainOptions, ["--help"], prog="iclab train")
+    opts, rest = _tyro(TrainOptions, args, prog="iclab train", unknown=True)
+    if opts.preset is not None and opts.config is not None:
+        raise UsageError("preset: give either --preset or --config, not both")
+    base = preset(opts.preset) if opts.preset else load_config(opts.config) if opts.config else ExperimentConfig()
+    cfg = _tyro(ExperimentConfig, rest, prog="iclab train", default=base)
+    out = opts.out or Path("runs") / cfg.name
+    run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
+    result = train(cfg, run, resume=opts.resume)
+    print(
+        f"trained {cfg.name}: held-out ½·MSE {result.final_eval_half_mse:.5g} after {result.steps} steps "
+        f"({result.wall_time_s:.1f} s); run: {run.path}"
+    )
+    return 0
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """Compare a trained run with a reference algorithm on its held-out prompts."""
+
+    run: tyro.conf.Positional[Path]
+    """run directory"""
+    against: str = "gd"
+    """reference: gd (K tuned steps), gd++ (K tuned steps), ols, ridge:LAMBDA"""
+    json: Path | None = None
+    """also write the metrics as JSON here"""
+
+
+def _cmd_compare(args: list[str]) -> int:
+    from iclab.experiments.compare_run import compare_run
+
+    opts = _tyro(CompareOptions, args, prog="iclab compare")
+    summary, table = compare_run(opts.run, opts.against)
+    print(table)
+    if opts.json is not None:
+        atomic_write_bytes(opts.json, json.dumps(summary, indent=2).encode())
+    return 0
+
+
+@dataclass(frozen=True)
+class ReproduceOptions:
+    """Reproduce a paper's headline result: prints the table and claims, writes figures and a report."""
+
+    paper: tyro.conf.Positional[Literal["von-oswald"]]
+    """which paper"""
+    layers: int = 1
+    """K: train LSA with 1..K layers (tied and untied) and compare with K steps of GD and GD++"""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    scale: Literal["smoke", "paper"] = "smoke"
+    """smoke: minutes on a laptop CPU; paper: the paper's training budgets"""
+    json: Path | None = None
+    """write {"name", "config", "metrics", "claims"} here"""
+    out: Path | None = None
+    """output directory (default runs/reproduce-<paper>-<layers>-<scale>)"""
+    force: bool = False
+    """overwrite an existing output directory"""
+    resume: bool = False
+    """resume the trained runs of an interrupted reproduction"""
+    seed: int = 0
+    progress: bool = True
+
+
+def _cmd_reproduce(args: list[str]) -> int:
+    from iclab.experiments.von_oswald import reproduce_von_oswald
+    from iclab.report import claims_table
+
+    opts = _tyro(ReproduceOptions, args, prog="iclab reproduce")
+    if opts.layers < 1:
+        raise UsageError(f"layers: must be an integer >= 1, got {opts.layers}")
+    out = opts.out or Path("runs") / f"reproduce-{opts.paper}-{opts.layers}-{opts.scale}"
+    results = reproduce_von_oswald(
+        layers=opts.layers,
+        device=opts.device,
+        scale=opts.scale,
+        out=out,
+        force=opts.force,
+        resume=opts.resume,
+        seed=opts.seed,
+        progress=opts.progress,
+    )
+    from iclab.report import Claim
+
+    claims = [Claim(**c) for c in results["claims"]]
+    print(results["table"])
+    print()
+    print(claims_table(claims))
+    print(f"\n{sum(c.holds for c in claims)}/{len(claims)} claims hold; report: {out / 'report.html'}")
+    if opts.json is not None:
+        payload = {k: results[k] for k in ("name", "config", "metrics", "claims")}
+        atomic_write_bytes(opts.json, json.dumps(payload, indent=2).encode())
+    return 0
+
+
+def _cmd_presets(_args: list[str]) -> int:
+    for name, cfg in PRESETS.items():
+        t, m = cfg.task, cfg.model
+        print(
+            f"{name:22s} d={t.d} n={t.n_points} x~{t.x_dist}({t.x_scale:g}) noise={t.noise_var:g} "
+            f"layers={m.layers}{' tied' if m.tied else ''} steps={cfg.train.steps}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for user errors)."""
+    from iclab.training import TrainingDiverged
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    handlers = {"train": _cmd_train, "compare": _cmd_compare, "reproduce": _cmd_reproduce, "presets": _cmd_presets}
+    try:
+        if command not in handlers:
+            raise UsageError(f"command: unknown value {command!r}; choose one of: {', '.join(COMMANDS)}")
+        return handlers[command](rest)
+    except (UsageError, ConfigError, RunExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. a resumed run whose config differs
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Frozen, validated configuration: one dataclass per component, composed into `ExperimentConfig`.
+
+Every invalid value raises `ConfigError` whose message is one line naming the dotted field and what is allowed,
+e.g. ``task.d: must be an integer >= 1, got 0``. The CLI turns it into exit code 2 (see `iclab.cli`).
+JSON round trip: `config_to_dict` / `config_from_dict` (unknown keys are errors, listing the valid ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "preset",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message is one line naming the field."""
+
+
+def _fail(name: str, allowed: str, got: Any) -> None:
+    raise ConfigError(f"{name}: must be {allowed}, got {got!r}")
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(name, f"an integer >= {low}", value)
+
+
+def _real(name: str, value: Any, *, low: float = -math.inf, strict: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = value > low if strict else value >= low
+    if not ok:
+        _fail(name, f"a finite number {'>' if strict else '>='} {low:g}", value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: unknown value {value!r}; choose one of: {', '.join(choices)}")
+
+
+X_DISTS = ("uniform", "gaussian")
+TASKS = ("linear",)
+MODELS = ("lsa",)
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+DEVICES = ("cpu", "cuda", "auto")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """In-context linear regression: y = wᵀx + ε.
+
+    x ~ U(−x_scale, x_scale)^d ("uniform", the vO code's U(−0.5, 0.5)) or N(0, diag(x_cov_diag)·x_scale²)
+    ("gaussian"); w ~ N(0, w_scale²·diag(w_cov_diag)); ε ~ N(0, noise_var). Each prompt has n_points context
+    pairs and n_queries queries (queries never see each other).
+    """
+
+    name: Literal["linear"] = "linear"
+    d: int = 10
+    n_points: int = 10
+    n_queries: int = 1
+    x_dist: Literal["uniform", "gaussian"] = "uniform"
+    x_scale: float = 0.5
+    x_cov_diag: tuple[float, ...] | None = None
+    w_scale: float = 1.0
+    w_cov_diag: tuple[float, ...] | None = None
+    noise_var: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("task.name", self.name, TASKS)
+        _int_at_least("task.d", self.d, 1)
+        _int_at_least("task.n_points", self.n_points, 1)
+        _int_at_least("task.n_queries", self.n_queries, 1)
+        _choice("task.x_dist", self.x_dist, X_DISTS)
+        _real("task.x_scale", self.x_scale, low=0.0, strict=True)
+        _real("task.w_scale", self.w_scale, low=0.0, strict=True)
+        _real("task.noise_var", self.noise_var, low=0.0)
+        for name in ("x_cov_diag", "w_cov_diag"):
+            diag = getattr(self, name)
+            if diag is None:
+                continue
+            if len(diag) != self.d:
+                _fail(f"task.{name}", f"a list of d = {self.d} positive numbers", list(diag))
+            for v in diag:
+                _real(f"task.{name}", v, low=0.0, strict=True)
+        if self.x_cov_diag is not None and self.x_dist != "gaussian":
+            _fail("task.x_cov_diag", "unset unless task.x_dist is 'gaussian'", list(self.x_cov_diag))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Linear self-attention (LSA) stack on the "concat" layout [x, y].
+
+    init_scale is the initialisation variance before the 1/K scaling (vO code: 0.002/K).
+    """
+
+    name: Literal["lsa"] = "lsa"
+    layers: int = 1
+    tied: bool = False
+    heads: int = 1
+    layernorm: bool = False
+    init_scale: float = 0.002
+
+    def __post_init__(self) -> None:
+        _choice("model.name", self.name, MODELS)
+        _int_at_least("model.layers", self.layers, 1)
+        _int_at_least("model.heads", self.heads, 1)
+        _real("model.init_scale", self.init_scale, low=0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam(W) on ½·MSE at the queries; evaluation every eval_every steps on a fixed held-out set."""
+
+    steps: int = 5000
+    batch_size: int = 2048
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.98
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    schedule: Literal["constant", "cosine", "warmup_cosine"] = "constant"
+    warmup_steps: int = 0
+    eval_every: int = 250
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _int_at_least("train.steps", self.steps, 0)
+        _int_at_least("train.batch_size", self.batch_size, 1)
+        _real("train.lr", self.lr, low=0.0, strict=True)
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0.0 <= v < 1.0):
+                _fail(f"train.{name}", "a number in [0, 1)", v)
+        _real("train.weight_decay", self.weight_decay, low=0.0)
+        _real("train.grad_clip", self.grad_clip, low=0.0)
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _int_at_least("train.warmup_steps", self.warmup_steps, 0)
+        _int_at_least("train.eval_every", self.eval_every, 1)
+        _int_at_least("train.checkpoint_every", self.checkpoint_every, 1)
+        _int_at_least("train.seed", self.seed, 0)
+        _choice("train.device", self.device, DEVICES)
+        _choice("train.dtype", self.dtype, DTYPES)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation: a fixed set of prompts (seeded apart from training) and the OOD scales."""
+
+    n_prompts: int = 10_000
+    seed: int = 12345
+    alphas: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+
+    def __post_init__(self) -> None:
+        _int_at_least("eval.n_prompts", self.n_prompts, 1)
+        _int_at_least("eval.seed", self.seed, 0)
+        if len(self.alphas) == 0:
+            _fail("eval.alphas", "a non-empty list of positive numbers", list(self.alphas))
+        for a in self.alphas:
+            _real("eval.alphas", a, low=0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a run; stored resolved in the run's config.json."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = "experiment"
+
+    def replace(self, **sections: Any) -> ExperimentConfig:
+        """Copy with sections replaced by dicts of field overrides, e.g. replace(train={"steps": 10})."""
+        updates = {}
+        for key, overrides in sections.items():
+            current = getattr(self, key)
+            updates[key] = dataclasses.replace(current, **overrides) if isinstance(overrides, dict) else overrides
+        return dataclasses.replace(self, **updates)
+
+
+# ---------------------------------------------------------------------------------------------- JSON round trip
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Turn JSON values into the annotated types (lists → tuples); reject nested dicts where not expected."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            _fail(name, "a list of numbers", value)
+        return tuple(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        _fail(name, "a single value, not an object", value)
+    return value
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        _fail(prefix, "an object", data)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{dotted}: unknown field; allowed: {', '.join(names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, dotted)
+        else:
+            kwargs[key] = _coerce(dotted, value, hint)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a wrong type tyro would have caught; keep it one line
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Inverse of `config_to_dict`; missing fields take their defaults, unknown fields are errors."""
+    return _from_dict(ExperimentConfig, data, "")
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an ExperimentConfig from JSON (a run's config.json with a top-level "config" key also works)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config: {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, dict) and "config" in data and "task" not in data:
+        data = data["config"]
+    return config_from_dict(data)
+
+
+# ----------------------------------------------------------------------------------------------------- presets
+
+
+def _von_oswald(layers: int, tied: bool) -> ExperimentConfig:
+    # vO code: x ~ U(-0.5, 0.5), d = N = 10, noiseless, Adam lr 1e-3 (5e-4 beyond 3 layers), beta2 = 0.98,
+    # batch 2048, init variance 0.002 / K; 5 000 steps tied, 50 000 untied.
+    steps = 5000 if (tied or layers == 1) else 50_000
+    return ExperimentConfig(
+        task=TaskConfig(),
+        model=ModelConfig(layers=layers, tied=tied),
+        train=TrainConfig(steps=steps, lr=1e-3 if layers <= 3 else 5e-4),
+        name=f"von-oswald-{layers}{'-tied' if tied else ''}",
+    )
+
+
+def _gaussian(d: int, n: int, noise_var: float) -> ExperimentConfig:
+    return ExperimentConfig(
+        task=TaskConfig(d=d, n_points=n, x_dist="gaussian", x_scale=1.0, noise_var=noise_var),
+        model=ModelConfig(layers=1),
+        train=TrainConfig(steps=4000, lr=2e-3, schedule="cosine"),
+        name=f"gaussian-d{d}-n{n}-s{noise_var:g}",
+    )
+
+
+PRESETS: dict[str, ExperimentConfig] = {
+    "von-oswald": _von_oswald(1, False),
+    "von-oswald-2": _von_oswald(2, False),
+    "von-oswald-3": _von_oswald(3, False),
+    "von-oswald-2-tied": _von_oswald(2, True),
+    "von-oswald-3-tied": _von_oswald(3, True),
+    "gaussian": _gaussian(10, 20, 0.25),
+}
+
+
+def preset(name: str) -> ExperimentConfig:
+    """The named preset; unknown names list the valid ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown value {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]

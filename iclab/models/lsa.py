@@ -1,0 +1,106 @@
+"""Linear self-attention (von Oswald et al.): e_j ← e_j + Σ_h P_h Σ_{i≤N} (W_V,h e_i)(W_K,h e_i)ᵀ(W_Q,h e_j).
+
+Keys and values come from the N context tokens only, so queries never see each other. No softmax and no 1/N:
+the construction puts η/N into P. Layers are untied (K weight sets) or tied (one weight set applied K times;
+vO's "recurrent" model). Optional pre-LayerNorm on every layer but the first (as in the vO code).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from iclab.config import ModelConfig
+from iclab.models.hooks import HookedModule, HookPoint
+from iclab.tasks.base import Prompts
+from iclab.tokens import ConcatLayout
+
+__all__ = ["LSA", "LSAWeights"]
+
+
+class LSAWeights(nn.Module):
+    """One layer's weights, per head: W_Q, W_K, W_V, P each [heads, D, D] with D = d + 1 (token width)."""
+
+    def __init__(self, width: int, heads: int, std: float, generator: torch.Generator | None = None):
+        super().__init__()
+        shape = (heads, width, width)
+        for name in ("W_Q", "W_K", "W_V", "P"):
+            init = torch.randn(shape, generator=generator) * std
+            setattr(self, name, nn.Parameter(init))
+
+    @property
+    def W_KQ(self) -> Tensor:
+        """[heads, D, D]: score(i, j) = e_iᵀ W_KQ e_j."""
+        return self.W_K.transpose(-1, -2) @ self.W_Q
+
+    @property
+    def W_PV(self) -> Tensor:
+        """[heads, D, D]: the update written by key i is W_PV e_i (times its score)."""
+        return self.P @ self.W_V
+
+
+class LSABlock(HookedModule):
+    """Hook points (and the optional LayerNorm) of one application of a layer."""
+
+    def __init__(self, width: int, layernorm: bool):
+        super().__init__()
+        self.ln = nn.LayerNorm(width) if layernorm else None
+        self.hook_q = HookPoint()  # [B, H, T, D]
+        self.hook_k = HookPoint()  # [B, H, N, D]
+        self.hook_v = HookPoint()  # [B, H, N, D]
+        self.hook_pattern = HookPoint()  # [B, H, T, N] unnormalised scores
+        self.hook_update = HookPoint()  # [B, T, D] what the layer adds to the residual stream
+        self.hook_resid_post = HookPoint()  # [B, T, D]
+
+    def forward(self, z: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
+        h = z if self.ln is None else self.ln(z)
+        ctx = h[:, :n_ctx]  # [B, N, D]
+        q = self.hook_q(torch.einsum("btd,hed->bhte", h, w.W_Q))  # [B, H, T, D]
+        k = self.hook_k(torch.einsum("bnd,hed->bhne", ctx, w.W_K))  # [B, H, N, D]
+        v = self.hook_v(torch.einsum("bnd,hed->bhne", ctx, w.W_V))  # [B, H, N, D]
+        scores = self.hook_pattern(q @ k.transpose(-1, -2))  # [B, H, T, N]
+        heads_out = scores @ v  # [B, H, T, D]
+        update = self.hook_update(torch.einsum("bhte,hfe->btf", heads_out, w.P))  # [B, T, D]
+        return self.hook_resid_post(z + update)
+
+
+class LSA(HookedModule):
+    """K-layer linear self-attention on the concat layout; also a Learner (predict, predict_prompts)."""
+
+    layout = ConcatLayout()
+
+    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+        super().__init__()
+        self.config = config
+        self.d = d
+        width = d + 1
+        # vO code: VarianceScaling(init_scale / K) → variance init_scale / (K · fan_in).
+        std = math.sqrt(config.init_scale / (config.layers * width))
+        n_weights = 1 if config.tied else config.layers
+        self.weights = nn.ModuleList(LSAWeights(width, config.heads, std, generator) for _ in range(n_weights))
+        # LayerNorm is off before layer 0; in tied mode the later layers share one LayerNorm's parameters.
+        self.blocks = nn.ModuleList(LSABlock(width, config.layernorm and layer > 0) for layer in range(config.layers))
+        if config.tied and config.layernorm and config.layers > 2:
+            for block in self.blocks[2:]:
+                block.ln = self.blocks[1].ln
+
+    def layer_weights(self, layer: int) -> LSAWeights:
+        return self.weights[0 if self.config.tied else layer]
+
+    def forward(self, tokens: Tensor, n_ctx: int) -> Tensor:
+        """tokens [B, n_ctx + m, d + 1] → tokens of the same shape after all layers."""
+        z = tokens
+        for layer, block in enumerate(self.blocks):
+            z = block(z, self.layer_weights(layer), n_ctx)
+        return z
+
+    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
+        tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)
+        return self.layout.readout(self(tokens, x_ctx.shape[1]), x_ctx.shape[1])
+
+    def predict_prompts(self, prompts: Prompts) -> Tensor:
+        """[B, n_queries] predictions for the prompts' queries."""
+        return self.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)

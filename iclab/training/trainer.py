@@ -1,0 +1,196 @@
+"""The trainer: Adam(W) on ½·MSE at the queries, fixed held-out evaluation, checkpoints, bit-identical resume.
+
+A training step does no host synchronisation: prompts are sampled on the device from the run's generator,
+the loss is accumulated on the device, and metrics are pulled only every `eval_every` steps. Checkpoints are
+taken at evaluation steps (so the logged train loss is never split across a resume) and hold the model,
+the optimizer, the data generator's state and the step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from iclab.config import ConfigError, ExperimentConfig
+from iclab.models import make_model
+from iclab.runs import (
+    RunDir,
+    generator_state,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    restore_generator,
+)
+from iclab.tasks import Prompts, make_task
+
+__all__ = ["TrainResult", "TrainingDiverged", "evaluate_half_mse", "load_model", "resolve_device", "train"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MODEL_PREFIX = "model/"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    run: RunDir | None
+    final_eval_half_mse: float
+    steps: int
+    wall_time_s: float
+    eval_prompts: Prompts
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use cpu")
+    return torch.device(name)
+
+
+def eval_prompts_for(config: ExperimentConfig, device: torch.device, dtype: torch.dtype) -> Prompts:
+    """The fixed held-out set: drawn from eval.seed on the CPU (identical on every device), then moved."""
+    task = make_task(config.task)
+    gen = torch.Generator().manual_seed(config.eval.seed)
+    return task.sample(config.eval.n_prompts, generator=gen, dtype=torch.float64).to(device, dtype)
+
+
+@torch.no_grad()
+def evaluate_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> float:
+    """Held-out ½·MSE at the queries, in chunks to bound memory."""
+    total = 0.0
+    for start in range(0, len(prompts), chunk):
+        part = prompts[start : start + chunk]
+        total += 0.5 * ((model.predict_prompts(part) - part.y_q) ** 2).double().sum().item()
+    return total / (len(prompts) * prompts.y_q.shape[1])
+
+
+def _lr_lambda(config: ExperimentConfig):
+    t = config.train
+
+    def factor(step: int) -> float:
+        if t.schedule == "constant":
+            return 1.0
+        if t.schedule == "warmup_cosine" and step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        start = t.warmup_steps if t.schedule == "warmup_cosine" else 0
+        progress = min(1.0, (step - start) / max(1, t.steps - start))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train(config: ExperimentConfig, run: RunDir | None = None, *, resume: bool = False) -> TrainResult:
+    """Train the configured model; with `run`, log metrics and checkpoints there (resume from its latest)."""
+    t = config.train
+    device, dtype = resolve_device(t.device), DTYPES[t.dtype]
+    task = make_task(config.task)
+    model = make_model(config.model, config.task.d, generator=torch.Generator().manual_seed(t.seed))
+    model = model.to(device=device, dtype=dtype)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        weight_decay=t.weight_decay,
+        fused=device.type == "cuda",
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    eval_set = eval_prompts_for(config, device, dtype)
+
+    start = 0
+    if resume and run is not None and run.latest_checkpoint() is not None:
+        start = _restore(run, model, opt, sched, gen)
+        run.truncate_metrics(after_step=start)
+    elif run is not None:
+        run.truncate_metrics(after_step=-1)
+        _save(run, 0, model, opt, gen)
+        run.log_metrics([{"step": 0, "eval_half_mse": evaluate_half_mse(model, eval_set)}])
+
+    began = time.perf_counter()
+    running = torch.zeros((), device=device, dtype=torch.float64)
+    since_eval = 0
+    bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=config.name, leave=False)
+    last_eval = math.nan
+    for step in range(start + 1, t.steps + 1):
+        prompts = task.sample(t.batch_size, generator=gen, device=device, dtype=dtype)
+        loss = 0.5 * ((model.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        sched.step()
+        running += loss.detach()
+        since_eval += 1
+        if step % t.eval_every == 0 or step == t.steps:
+            train_loss = (running / since_eval).item()
+            last_eval = evaluate_half_mse(model, eval_set)
+            if not (math.isfinite(train_loss) and math.isfinite(last_eval)):
+                good = run.latest_checkpoint() if run is not None else None
+                raise TrainingDiverged(
+                    f"train: loss became non-finite between steps {step - since_eval} and {step}; "
+                    f"last good checkpoint: {good if good is not None else 'none'}"
+                )
+            running.zero_()
+            since_eval = 0
+            bar.update(step - bar.n)
+            bar.set_postfix(eval_half_mse=f"{last_eval:.4g}")
+            if run is not None:
+                row = {
+                    "step": step,
+                    "train_half_mse": train_loss,
+                    "eval_half_mse": last_eval,
+                    "lr": sched.get_last_lr()[0],
+                    "wall_time_s": time.perf_counter() - began,
+                }
+                run.log_metrics([row])
+                if step % t.checkpoint_every == 0 or step == t.steps:
+                    _save(run, step, model, opt, gen)
+    bar.close()
+    if start >= t.steps:
+        last_eval = evaluate_half_mse(model, eval_set)
+    return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set)
+
+
+def _save(run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    optim_tensors, optim_meta = optimizer_to_tensors(opt.state_dict())
+    tensors = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+    tensors.update(optim_tensors)
+    tensors["rng/data"] = generator_state(gen)
+    run.save_checkpoint(step, tensors, {"optim": optim_meta, "step": step})
+
+
+def _restore(run: RunDir, model: nn.Module, opt, sched, gen: torch.Generator) -> int:
+    tensors, meta = run.load_checkpoint()
+    device = next(model.parameters()).device
+    model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
+    opt.load_state_dict(optimizer_from_tensors(tensors, meta["optim"]))
+    for state in opt.state.values():  # load_state_dict keeps the saved device; move to the model's
+        for key, value in state.items():
+            if torch.is_tensor(value) and key != "step":
+                state[key] = value.to(device)
+    restore_generator(gen, tensors["rng/data"])
+    step = int(meta["step"])
+    sched.last_epoch = step
+    for group, lr0 in zip(opt.param_groups, sched.base_lrs):
+        group["lr"] = lr0 * sched.lr_lambdas[0](step)
+    return step
+
+
+def load_model(run: RunDir) -> nn.Module:
+    """The model of a run at its latest checkpoint (on the CPU, in the run's dtype)."""
+    from iclab.config import config_from_dict
+
+    config = config_from_dict(run.config())
+    model = make_model(config.model, config.task.d)
+    tensors, _ = run.load_checkpoint()
+    model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
+    return model.to(DTYPES[config.train.dtype])
