@@ -33,21 +33,32 @@ class UsageError(Exception):
     """A one-line user error (exit code 2)."""
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RULE = re.compile(r"[│|]?\s*[─-]{3,}\s*[│|]?")
+
+
 def _one_line(box: str) -> str:
-    """Condense tyro's boxed error message to its first paragraph on one line."""
-    lines = []
-    for raw in box.splitlines():
-        text = raw.strip().strip("│╭╰╮╯─ ").strip()
-        if not text:
+    """Condense tyro's boxed error message to its first paragraph on one line.
+
+    tyro draws a UTF-8 box (title in the top border) when stdout is UTF-8, else an ASCII one (title line, rule,
+    content), and adds colours on a terminal; paragraphs are separated by horizontal rules.
+    """
+    utf8 = "╭" in box
+    paragraphs: list[list[str]] = [[]]
+    for raw in _ANSI.sub("", box).splitlines():
+        line = raw.strip()
+        if line.startswith(("╭", "╰")):  # UTF-8 top border (with the title) and bottom border
             continue
-        if set(raw.strip()) <= set("│─ "):  # the separator after the first paragraph
-            break
-        if raw.strip().startswith("╭"):  # the title line ("Value error", "Unrecognized options")
+        if _RULE.fullmatch(line):
+            paragraphs.append([])
             continue
-        if lines and raw.strip("│ ").startswith("─"):
-            break
-        lines.append(text)
-    message = " ".join(lines) or "invalid arguments"
+        text = line.strip("│").strip()
+        if text:
+            paragraphs[-1].append(text)
+    paragraphs = [p for p in paragraphs if p]
+    if not utf8 and len(paragraphs) > 1:  # ASCII box: the title is a paragraph of its own
+        paragraphs = paragraphs[1:]
+    message = " ".join(paragraphs[0]) if paragraphs else "invalid arguments"
     # "Error parsing task: task.d: must be …" → keep our own field-naming message.
     return re.sub(r"^Error parsing [\w.\-]+: (?=[\w.]+: )", "", message)
 
@@ -83,14 +94,19 @@ class TrainOptions:
 
 def _cmd_train(args: list[str]) -> int:
     from iclab.training import train
+    from iclab.training.trainer import resolve_device
 
-    if "-h" in args or "--help" in args:
-        _tyro(TrainOptions, ["--help"], prog="iclab train")
+    if "-h" in args or "--help" in args:  # the run options, then every config field (--task.d, …)
+        for cls in (TrainOptions, ExperimentConfig):
+            with contextlib.suppress(SystemExit):
+                _tyro(cls, ["--help"], prog="iclab train")
+        return 0
     opts, rest = _tyro(TrainOptions, args, prog="iclab train", unknown=True)
     if opts.preset is not None and opts.config is not None:
         raise UsageError("preset: give either --preset or --config, not both")
     base = preset(opts.preset) if opts.preset else load_config(opts.config) if opts.config else ExperimentConfig()
     cfg = _tyro(ExperimentConfig, rest, prog="iclab train", default=base)
+    resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
     out = opts.out or Path("runs") / cfg.name
     run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
     result = train(cfg, run, resume=opts.resume)
@@ -202,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         if command not in handlers:
             raise UsageError(f"command: unknown value {command!r}; choose one of: {', '.join(COMMANDS)}")
         return handlers[command](rest)
+    except SystemExit as exc:  # --help
+        if exc.code in (0, None):
+            return 0
+        raise
     except (UsageError, ConfigError, RunExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

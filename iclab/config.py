@@ -52,6 +52,16 @@ def _real(name: str, value: Any, *, low: float = -math.inf, strict: bool = False
         _fail(name, f"a finite number {'>' if strict else '>='} {low:g}", value)
 
 
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(name, "true or false", value)
+
+
+def _sequence(name: str, value: Any, allowed: str) -> None:
+    if not isinstance(value, tuple | list):
+        _fail(name, allowed, value)
+
+
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}: unknown value {value!r}; choose one of: {', '.join(choices)}")
@@ -98,6 +108,7 @@ class TaskConfig:
             diag = getattr(self, name)
             if diag is None:
                 continue
+            _sequence(f"task.{name}", diag, f"a list of d = {self.d} positive numbers")
             if len(diag) != self.d:
                 _fail(f"task.{name}", f"a list of d = {self.d} positive numbers", list(diag))
             for v in diag:
@@ -123,7 +134,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice("model.name", self.name, MODELS)
         _int_at_least("model.layers", self.layers, 1)
+        _bool("model.tied", self.tied)
         _int_at_least("model.heads", self.heads, 1)
+        _bool("model.layernorm", self.layernorm)
         _real("model.init_scale", self.init_scale, low=0.0, strict=True)
 
 
@@ -153,7 +166,7 @@ class TrainConfig:
         _real("train.lr", self.lr, low=0.0, strict=True)
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and 0.0 <= v < 1.0):
+            if isinstance(v, bool) or not (isinstance(v, int | float) and 0.0 <= v < 1.0):
                 _fail(f"train.{name}", "a number in [0, 1)", v)
         _real("train.weight_decay", self.weight_decay, low=0.0)
         _real("train.grad_clip", self.grad_clip, low=0.0)
@@ -164,6 +177,7 @@ class TrainConfig:
         _int_at_least("train.seed", self.seed, 0)
         _choice("train.device", self.device, DEVICES)
         _choice("train.dtype", self.dtype, DTYPES)
+        _bool("train.progress", self.progress)
 
 
 @dataclass(frozen=True)
@@ -177,6 +191,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _int_at_least("eval.n_prompts", self.n_prompts, 1)
         _int_at_least("eval.seed", self.seed, 0)
+        _sequence("eval.alphas", self.alphas, "a non-empty list of positive numbers")
         if len(self.alphas) == 0:
             _fail("eval.alphas", "a non-empty list of positive numbers", list(self.alphas))
         for a in self.alphas:
@@ -192,6 +207,12 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = "experiment"
+
+    def __post_init__(self) -> None:
+        # The name is the default run directory (runs/<name>): one plain path component.
+        n = self.name
+        if not isinstance(n, str) or not n or "/" in n or "\\" in n or n in (".", ".."):
+            _fail("name", "a non-empty name without '/' or '\\' (it names the run directory)", n)
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         """Copy with sections replaced by dicts of field overrides, e.g. replace(train={"steps": 10})."""
@@ -232,7 +253,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 
 def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        _fail(prefix, "an object", data)
+        _fail(prefix or "config", "an object", data)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -264,6 +285,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"config: file {str(path)!r} does not exist") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config: {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {str(path)!r} is not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:  # a directory, no permission, …
+        raise ConfigError(f"config: cannot read {str(path)!r} ({exc.strerror or exc})") from None
     if isinstance(data, dict) and "config" in data and "task" not in data:
         data = data["config"]
     return config_from_dict(data)

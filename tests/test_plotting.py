@@ -94,9 +94,7 @@ def test_training_curve_length_mismatch_is_an_error(tmp_path):
 def test_symmetric_limits():
     assert plotting.symmetric_limits(np.array([[0.5, -2.0]]), np.array([1.0])) == 2.0
     assert plotting.symmetric_limits(np.array([np.nan, -np.inf, 0.3])) == 0.3
-    assert (
-        plotting.symmetric_limits(np.zeros(3), np.array([np.nan])) == 1.0
-    )  # degenerate: any non-empty scale
+    assert plotting.symmetric_limits(np.zeros(3), np.array([np.nan])) == 1.0  # degenerate: any non-empty scale
 
 
 def test_weight_heatmaps_share_colour_limits_per_row(tmp_path, figures):
@@ -134,9 +132,7 @@ def test_weight_heatmaps_reject_mismatched_inputs(tmp_path):
     with pytest.raises(ValueError, match="same, non-empty set of matrices"):
         plotting.plot_weight_heatmaps({"W_KQ": constructed["W_KQ"]}, constructed, tmp_path / "a.png")
     with pytest.raises(ValueError, match="W_KQ: need two 2-D arrays of one shape"):
-        plotting.plot_weight_heatmaps(
-            {"W_KQ": np.zeros((2, 2))}, {"W_KQ": np.zeros((3, 3))}, tmp_path / "b.png"
-        )
+        plotting.plot_weight_heatmaps({"W_KQ": np.zeros((2, 2))}, {"W_KQ": np.zeros((3, 3))}, tmp_path / "b.png")
 
 
 # ---------------------------------------------------------------- generic curves

@@ -38,10 +38,7 @@ def test_existing_run_requires_force_or_resume(tmp_path):
     RunDir.create(path, CONFIG)
     with pytest.raises(RunExistsError) as err:
         RunDir.create(path, CONFIG)
-    assert (
-        str(err.value)
-        == f"run directory {path} already exists; pass --force to overwrite or --resume to continue"
-    )
+    assert str(err.value) == f"run directory {path} already exists; pass --force to overwrite or --resume to continue"
     with pytest.raises(ValueError, match="mutually exclusive"):
         RunDir.create(path, CONFIG, force=True, resume=True)
 

@@ -73,9 +73,7 @@ def test_gd1_half_mse_matches_mc(setting, eta_factor):
     m2, m4 = theory.input_moments(x_dist, scale)
     kw = dict(d=d, n=n, m2=m2, m4=m4, tau2=tau2, sigma2=sigma2)
     eta = eta_factor * theory.gd1_optimal_eta(**kw)
-    u, yq = _gd1_mc_parts(
-        np.random.default_rng(1), d=d, n=n, tau2=tau2, sigma2=sigma2, x_dist=x_dist, scale=scale
-    )
+    u, yq = _gd1_mc_parts(np.random.default_rng(1), d=d, n=n, tau2=tau2, sigma2=sigma2, x_dist=x_dist, scale=scale)
     _assert_close_mc(theory.gd1_half_mse(eta, **kw), 0.5 * (eta * u - yq) ** 2)
 
 
@@ -101,9 +99,7 @@ def test_gd1_optimal_eta_is_minimiser(setting):
 
     # The MC loss curve L(η) = E ½(ηu − y_q)² has derivative E[(ηu − y_q)u]: zero at η*, negative below,
     # positive above.
-    u, yq = _gd1_mc_parts(
-        np.random.default_rng(2), d=d, n=n, tau2=tau2, sigma2=sigma2, x_dist=x_dist, scale=scale
-    )
+    u, yq = _gd1_mc_parts(np.random.default_rng(2), d=d, n=n, tau2=tau2, sigma2=sigma2, x_dist=x_dist, scale=scale)
     mean, se = _mean_se((eta_star * u - yq) * u)
     assert abs(mean) < 3 * se
     for factor, sign in [(0.6, -1.0), (1.5, 1.0)]:
@@ -138,9 +134,7 @@ def _linear_family_mc_err2(rng, As, Lambda, Sigma_w, n, sigma2) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
-@pytest.mark.parametrize(
-    ("d", "n", "tau2", "sigma2"), [(10, 10, 1.0, 0.0), (5, 20, 1.0, 0.5), (8, 4, 2.0, 1.0)]
-)
+@pytest.mark.parametrize(("d", "n", "tau2", "sigma2"), [(10, 10, 1.0, 0.0), (5, 20, 1.0, 0.5), (8, 4, 2.0, 1.0)])
 def test_mahankali_matches_mc(d, n, tau2, sigma2):
     alpha = theory.mahankali_preconditioner(d, n, sigma2, tau2)
     As = [alpha * np.eye(d)]
@@ -148,9 +142,7 @@ def test_mahankali_matches_mc(d, n, tau2, sigma2):
     _assert_close_mc(theory.mahankali_excess_risk(d, n, sigma2, tau2), err2[0])
 
 
-@pytest.mark.parametrize(
-    ("d", "n", "tau2", "sigma2"), [(10, 10, 1.0, 0.0), (5, 20, 0.5, 0.5), (3, 2, 2.0, 3.0)]
-)
+@pytest.mark.parametrize(("d", "n", "tau2", "sigma2"), [(10, 10, 1.0, 0.0), (5, 20, 0.5, 0.5), (3, 2, 2.0, 3.0)])
 def test_optimal_preconditioner_reduces_to_mahankali(d, n, tau2, sigma2):
     A, risk = theory.optimal_preconditioner(np.eye(d), tau2 * np.eye(d), n, sigma2)
     np.testing.assert_allclose(A, theory.mahankali_preconditioner(d, n, sigma2, tau2) * np.eye(d), rtol=1e-12)
@@ -219,9 +211,7 @@ def test_ols_excess_risk_matches_mc(d, n, sigma2):
     _assert_close_mc(theory.ols_excess_risk(d, n, sigma2), np.concatenate(out))
 
 
-@pytest.mark.parametrize(
-    ("d", "n", "tau2", "sigma2"), [(20, 5, 1.0, 0.5), (30, 10, 1.0, 0.2), (15, 3, 2.0, 1.0)]
-)
+@pytest.mark.parametrize(("d", "n", "tau2", "sigma2"), [(20, 5, 1.0, 0.5), (30, 10, 1.0, 0.2), (15, 3, 2.0, 1.0)])
 def test_min_norm_excess_risk_matches_mc(d, n, tau2, sigma2):
     rng = np.random.default_rng(6)
     out = []
@@ -241,9 +231,7 @@ def test_ridge_bayes_lambda_gives_posterior_mean(sigma2, tau2):
     x, y = rng.standard_normal((12, 5)), rng.standard_normal(12)
     posterior_mean = np.linalg.solve(x.T @ x / sigma2 + np.eye(5) / tau2, x.T @ y / sigma2)
     lam = theory.ridge_bayes_lambda(sigma2, tau2)
-    np.testing.assert_allclose(
-        np.linalg.solve(x.T @ x + lam * np.eye(5), x.T @ y), posterior_mean, rtol=1e-10
-    )
+    np.testing.assert_allclose(np.linalg.solve(x.T @ x + lam * np.eye(5), x.T @ y), posterior_mean, rtol=1e-10)
 
 
 @pytest.mark.parametrize(

@@ -61,8 +61,8 @@ def tune_steps(
         m2 = task.x_second_moment().mean().item()
         eta0 = task.config.n_points / (m2 * (task.config.n_points + task.config.d + 1))
     n_free = 1 if tied else steps
-    # η decays over later steps in the optimum; start all steps at the one-step optimum (scaled down a bit).
-    etas = torch.full((n_free,), eta0 * (1.0 if steps == 1 else 0.8), dtype=torch.float64, requires_grad=True)
+    # Distinct, decaying starts: K-step GD loss is symmetric in the steps, so equal starts stay on that saddle.
+    etas = (eta0 * torch.linspace(1.0, 0.5, n_free, dtype=torch.float64)).requires_grad_(True)
     gammas = torch.zeros(n_free, dtype=torch.float64, requires_grad=plus_plus)
     params = [etas, gammas] if plus_plus else [etas]
 

@@ -87,8 +87,14 @@ def _lr_lambda(config: ExperimentConfig):
     return factor
 
 
-def train(config: ExperimentConfig, run: RunDir | None = None, *, resume: bool = False) -> TrainResult:
-    """Train the configured model; with `run`, log metrics and checkpoints there (resume from its latest)."""
+def train(
+    config: ExperimentConfig, run: RunDir | None = None, *, resume: bool = False, stop_after: int | None = None
+) -> TrainResult:
+    """Train the configured model; with `run`, log metrics and checkpoints there (resume from its latest).
+
+    `stop_after` ends the session after that step (as an interruption would, with a checkpoint when it is a
+    checkpoint step); a later `resume=True` call continues exactly where it stopped.
+    """
     t = config.train
     device, dtype = resolve_device(t.device), DTYPES[t.dtype]
     task = make_task(config.task)
@@ -154,6 +160,8 @@ def train(config: ExperimentConfig, run: RunDir | None = None, *, resume: bool =
                 run.log_metrics([row])
                 if step % t.checkpoint_every == 0 or step == t.steps:
                     _save(run, step, model, opt, gen)
+        if stop_after is not None and step >= stop_after:
+            break
     bar.close()
     if start >= t.steps:
         last_eval = evaluate_half_mse(model, eval_set)

@@ -1,0 +1,7 @@
+"""Shared test set-up: one torch thread per xdist worker (2-core CI machines), deterministic algorithms."""
+
+import torch
+
+# The tensors in tests are tiny: with two threads per process on two cores, OpenMP's spinning makes small ops up
+# to 100x slower when another worker is busy. One thread per test process is both faster and steadier.
+torch.set_num_threads(1)

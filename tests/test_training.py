@@ -1,0 +1,85 @@
+"""Trainer: bit-identical resume on the CPU, divergence handling, metrics and checkpoints on disk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig, config_to_dict
+from iclab.runs import RunDir
+from iclab.training import TrainingDiverged, evaluate_half_mse, load_model, train
+
+
+def tiny(steps: int = 40, **train_overrides) -> ExperimentConfig:
+    train_fields = dict(steps=steps, batch_size=64, lr=1e-2, eval_every=10, checkpoint_every=20, progress=False)
+    train_fields.update(train_overrides)
+    return ExperimentConfig(
+        task=TaskConfig(d=3, n_points=6, n_queries=2),
+        model=ModelConfig(layers=2),
+        train=TrainConfig(**train_fields),
+        eval=EvalConfig(n_prompts=256),
+        name="tiny",
+    )
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_bit_identical(tmp_path):
+    straight = train(tiny(40), RunDir.create(tmp_path / "a", config_to_dict(tiny(40))))
+    first = RunDir.create(tmp_path / "b", config_to_dict(tiny(20)))
+    train(tiny(20), first)
+    resumed_run = RunDir.create(tmp_path / "b", config_to_dict(tiny(40)), resume=True)
+    resumed = train(tiny(40), resumed_run, resume=True)
+    for name, value in _params(straight.model).items():
+        assert torch.equal(value, _params(resumed.model)[name]), name
+    a = straight.run.metrics().drop(columns="wall_time_s")
+    b = resumed_run.metrics().drop(columns="wall_time_s")
+    assert a.equals(b)
+    assert list(b["step"]) == [0, 10, 20, 30, 40]
+
+
+def test_resume_with_cosine_schedule_keeps_learning_rate(tmp_path):
+    cfg = tiny(40, schedule="cosine")
+    straight = train(cfg, RunDir.create(tmp_path / "a", config_to_dict(cfg)))
+    # An interruption after step 20 of a 40-step cosine run, then --resume.
+    train(cfg, RunDir.create(tmp_path / "b", config_to_dict(cfg)), stop_after=20)
+    resumed = train(cfg, RunDir.create(tmp_path / "b", config_to_dict(cfg), resume=True), resume=True)
+    for name, value in _params(straight.model).items():
+        assert torch.equal(value, _params(resumed.model)[name]), name
+
+
+def test_metrics_and_checkpoints_written(tmp_path):
+    run = RunDir.create(tmp_path / "r", config_to_dict(tiny(40)))
+    result = train(tiny(40), run)
+    df = run.metrics()
+    assert {"step", "train_half_mse", "eval_half_mse", "lr", "wall_time_s"} <= set(df.columns)
+    assert df["eval_half_mse"].iloc[-1] == pytest.approx(result.final_eval_half_mse)
+    assert run.latest_checkpoint().name == "step_00000040.safetensors"
+    reloaded = load_model(run)
+    assert evaluate_half_mse(reloaded, result.eval_prompts) == pytest.approx(result.final_eval_half_mse, rel=1e-6)
+
+
+def test_training_reduces_loss():
+    result = train(tiny(200))
+    untrained = train(tiny(0))
+    assert result.final_eval_half_mse < 0.7 * untrained.final_eval_half_mse
+
+
+def test_divergence_names_step_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny(60, lr=1e4, grad_clip=0.0).replace(model={"init_scale": 5.0})
+    run = RunDir.create(tmp_path / "r", config_to_dict(cfg))
+    with pytest.raises(TrainingDiverged, match=r"between steps \d+ and \d+; last good checkpoint: .*step_"):
+        train(cfg, run)
+    tensors, _ = run.load_checkpoint()
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model/"))
+
+
+def test_cuda_request_without_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from iclab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^train.device: 'cuda' requested"):
+        train(tiny(1, device="cuda"))
