@@ -216,7 +216,7 @@ def reproduce_von_oswald(
             metrics_df["step"].to_numpy(),
             metrics_df["eval_half_mse"].to_numpy(),
             out / "figures" / "training_curve.png",
-            reference={"1 step of GD (tuned η)": gd1_closed},
+            reference={"1 GD step (same prompts)": cmp1["reference_half_mse"], "1 GD step (closed form)": gd1_closed},
             title="1-layer LSA vs one step of GD",
         )
     )

@@ -1,0 +1,52 @@
+"""Acceptance: short training runs that reproduce the core findings (marked slow; they still run in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from iclab import theory
+from iclab.analysis.compare import effective_preconditioner
+from iclab.cli import main
+from iclab.config import preset
+from iclab.training import train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("d", "n", "noise_var"), [(4, 10, 0.25), (3, 12, 1.0)])
+def test_gaussian_one_layer_learns_optimal_preconditioner(d, n, noise_var):
+    """x, w ~ N(0, I), noise σ²: the trained preconditioner is n/(n + d + 1 + σ²)·I (REFERENCE §6), within 2 %."""
+    cfg = preset("gaussian").replace(
+        task={"d": d, "n_points": n, "noise_var": noise_var},
+        train={"steps": 1500, "batch_size": 2048, "lr": 3e-3, "progress": False, "eval_every": 500},
+        eval={"n_prompts": 1000},
+    )
+    model = train(cfg).model
+    a = effective_preconditioner(model) * n
+    a_star = theory.mahankali_preconditioner(d, n, noise_var)
+    rel = ((a - a_star * torch.eye(d, dtype=a.dtype)).norm() / (a_star * d**0.5)).item()
+    assert rel <= 0.02, f"relative distance {rel:.4f} of the trained preconditioner to {a_star:.4f}·I"
+
+
+@pytest.mark.slow
+def test_reproduce_von_oswald_one_layer(tmp_path, capsys):
+    """`iclab reproduce von-oswald` (smoke, CPU): every claim of the one-layer reproduction holds."""
+    out, js = tmp_path / "vo", tmp_path / "vo.json"
+    code = main(["reproduce", "von-oswald", "--out", str(out), "--json", str(js), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "model cos" in printed and "claims hold" in printed
+    result = json.loads(js.read_text())
+    assert set(result) == {"name", "config", "metrics", "claims"}
+    failed = [c for c in result["claims"] if not c["holds"]]
+    assert not failed, failed
+    for claim in result["claims"]:
+        assert set(claim) == {"id", "description", "reference", "measured", "tolerance", "holds"}
+    for fig in ("training_curve", "weights", "ood_input_scale", "ood_target_scale", "interpolation"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
+    assert (out / "report.html").exists() and (out / "runs" / "lsa-1" / "metrics.parquet").exists()
+    # An existing reproduction is never overwritten silently.
+    assert main(["reproduce", "von-oswald", "--out", str(out), "--no-progress"]) == 2
+    assert "already exists" in capsys.readouterr().err
