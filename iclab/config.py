@@ -86,14 +86,23 @@ class TaskConfig:
 
     name: Literal["linear"] = "linear"
     d: int = 10
+    """input dimension d"""
     n_points: int = 10
+    """context pairs per prompt (N)"""
     n_queries: int = 1
+    """queries per prompt (each sees only the context)"""
     x_dist: Literal["uniform", "gaussian"] = "uniform"
+    """input distribution"""
     x_scale: float = 0.5
+    """half-width a of U(-a, a), or the standard deviation of the Gaussian"""
     x_cov_diag: tuple[float, ...] | None = None
+    """Gaussian input covariance diagonal (d values; times x_scale²)"""
     w_scale: float = 1.0
+    """task-vector standard deviation τ"""
     w_cov_diag: tuple[float, ...] | None = None
+    """task-vector covariance diagonal (d values; times w_scale²)"""
     noise_var: float = 0.0
+    """label noise variance σ²"""
 
     def __post_init__(self) -> None:
         _choice("task.name", self.name, TASKS)
@@ -126,10 +135,15 @@ class ModelConfig:
 
     name: Literal["lsa"] = "lsa"
     layers: int = 1
+    """number of LSA layers K"""
     tied: bool = False
+    """one weight set applied K times (vO "recurrent")"""
     heads: int = 1
+    """attention heads per layer (updates add up)"""
     layernorm: bool = False
+    """pre-LayerNorm on every layer but the first"""
     init_scale: float = 0.002
+    """initial variance · fan-in, divided by K"""
 
     def __post_init__(self) -> None:
         _choice("model.name", self.name, MODELS)
@@ -145,20 +159,31 @@ class TrainConfig:
     """Adam(W) on ½·MSE at the queries; evaluation every eval_every steps on a fixed held-out set."""
 
     steps: int = 5000
+    """optimizer steps"""
     batch_size: int = 2048
+    """prompts per step (fresh every step)"""
     lr: float = 1e-3
+    """peak learning rate"""
     beta1: float = 0.9
     beta2: float = 0.98
     weight_decay: float = 0.0
+    """AdamW decoupled weight decay"""
     grad_clip: float = 10.0
+    """global gradient-norm clip (0: off)"""
     schedule: Literal["constant", "cosine", "warmup_cosine"] = "constant"
     warmup_steps: int = 0
+    """linear warm-up steps (warmup_cosine only)"""
     eval_every: int = 250
+    """steps between held-out evaluations (and metric rows)"""
     checkpoint_every: int = 1000
+    """steps between checkpoints (a multiple of eval_every)"""
     seed: int = 0
+    """seed of the initialisation and of the training prompts"""
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """cpu, cuda, or auto (cuda when available)"""
     dtype: Literal["float32", "float64"] = "float32"
     progress: bool = True
+    """show a progress bar"""
 
     def __post_init__(self) -> None:
         _int_at_least("train.steps", self.steps, 0)
@@ -174,6 +199,11 @@ class TrainConfig:
         _int_at_least("train.warmup_steps", self.warmup_steps, 0)
         _int_at_least("train.eval_every", self.eval_every, 1)
         _int_at_least("train.checkpoint_every", self.checkpoint_every, 1)
+        if self.checkpoint_every % self.eval_every:
+            # checkpoints are taken at evaluation steps so a resume never splits a logged train-loss window
+            _fail(
+                "train.checkpoint_every", f"a multiple of train.eval_every ({self.eval_every})", self.checkpoint_every
+            )
         _int_at_least("train.seed", self.seed, 0)
         _choice("train.device", self.device, DEVICES)
         _choice("train.dtype", self.dtype, DTYPES)
@@ -185,8 +215,10 @@ class EvalConfig:
     """Held-out evaluation: a fixed set of prompts (seeded apart from training) and the OOD scales."""
 
     n_prompts: int = 10_000
+    """held-out prompts (fixed set)"""
     seed: int = 12345
     alphas: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+    """input / target scales of the OOD curves"""
 
     def __post_init__(self) -> None:
         _int_at_least("eval.n_prompts", self.n_prompts, 1)

@@ -85,6 +85,7 @@ BAD = [
     ("train", {"schedule": "linearly"}, "train.schedule", "choose one of: constant, cosine, warmup_cosine"),
     ("train", {"warmup_steps": -1}, "train.warmup_steps", "integer >= 0"),
     ("train", {"eval_every": 0}, "train.eval_every", "integer >= 1"),
+    ("train", {"eval_every": 100, "checkpoint_every": 250}, "train.checkpoint_every", "a multiple of train.eval_every"),
     ("train", {"checkpoint_every": 0}, "train.checkpoint_every", "integer >= 1"),
     ("train", {"seed": -1}, "train.seed", "integer >= 0"),
     ("train", {"device": "tpu"}, "train.device", "choose one of: cpu, cuda, auto"),
