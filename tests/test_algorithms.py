@@ -23,15 +23,6 @@ from iclab.tasks.linear import LinearRegressionTask
 SEEDS = range(12)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only contend on a shared CPU (16 ms vs 0.1 ms per einsum under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # naive references (numpy, one prompt at a time)
 

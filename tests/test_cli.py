@@ -28,15 +28,6 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny runs are dominated by thread overhead; one thread keeps them fast on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _with(args: list[str], option: str, value: str) -> list[str]:
     """TINY-style args with one option's value changed."""
     out = list(args)

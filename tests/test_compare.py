@@ -23,15 +23,6 @@ from iclab.tasks.linear import LinearRegressionTask
 D, N = 4, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only contend on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _prompts(batch=64, *, noise_var=0.0, n_queries=3, seed=0, d=D, n=N, dtype=torch.float64):
     task = LinearRegressionTask(TaskConfig(d=d, n_points=n, n_queries=n_queries, noise_var=noise_var))
     return task.sample(batch, generator=torch.Generator().manual_seed(seed), dtype=dtype)

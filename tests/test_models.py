@@ -16,15 +16,6 @@ from iclab.models.lsa import LSA
 HOOKS = ("hook_q", "hook_k", "hook_v", "hook_pattern", "hook_update", "hook_resid_post")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only contend on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(d=3, *, seed=0, init_scale=1.0, **kw) -> LSA:
     """A float64 LSA with O(1) random weights (init_scale 1 makes every term visible)."""
     cfg = ModelConfig(init_scale=init_scale, **kw)

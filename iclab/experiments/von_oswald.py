@@ -233,30 +233,20 @@ def reproduce_von_oswald(
         )
     )
     alphas = list(base.eval.alphas)
-    ood = ood_curves({"LSA (1 layer)": model, "GD (1 step)": gd_learner}, eval64, alphas)
-    metrics["ood_input_scale"] = {"alphas": alphas, **ood}
-    figures.append(
-        plotting.plot_curves(
-            np.array(alphas),
-            {k: np.array(v) for k, v in ood.items()},
-            out / "figures" / "ood_input_scale.png",
-            xlabel="input scale α (x → αx)",
-            ylabel="held-out ½·MSE",
-            title="Out of distribution: input scale",
+    learners = {"LSA (1 layer)": model, "GD (1 step)": gd_learner}
+    for kind, xlabel in (("input", "input scale α (x → αx)"), ("target", "target scale α (w → αw)")):
+        ood = ood_curves(learners, eval64, alphas, kind=kind)
+        metrics[f"ood_{kind}_scale"] = {"alphas": alphas, **ood}
+        figures.append(
+            plotting.plot_curves(
+                np.array(alphas),
+                {k: np.array(v) for k, v in ood.items()},
+                out / "figures" / f"ood_{kind}_scale.png",
+                xlabel=xlabel,
+                ylabel="held-out ½·MSE",
+                title=f"Out of distribution: {kind} scale",
+            )
         )
-    )
-    ood_t = ood_curves({"LSA (1 layer)": model, "GD (1 step)": gd_learner}, eval64, alphas, kind="target")
-    metrics["ood_target_scale"] = {"alphas": alphas, **ood_t}
-    figures.append(
-        plotting.plot_curves(
-            np.array(alphas),
-            {k: np.array(v) for k, v in ood_t.items()},
-            out / "figures" / "ood_target_scale.png",
-            xlabel="target scale (w → αw)",
-            ylabel="held-out ½·MSE",
-            title="Out of distribution: target scale",
-        )
-    )
     figures.append(
         plotting.plot_curves(
             np.linspace(0, 1, len(interp)),
