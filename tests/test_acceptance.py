@@ -50,3 +50,20 @@ def test_reproduce_von_oswald_one_layer(tmp_path, capsys):
     # An existing reproduction is never overwritten silently.
     assert main(["reproduce", "von-oswald", "--out", str(out), "--no-progress"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_untied_layers_beat_two_tuned_gd_steps():
+    """vO setting, K = 2 untied: the trained model beats 2 GD steps with both steps tuned (L-BFGS)."""
+    from iclab.algorithms.gd import GD
+    from iclab.algorithms.tuning import tune_steps
+    from iclab.analysis import half_mse
+    from iclab.tasks import make_task
+
+    cfg = preset("von-oswald-2").replace(
+        train={"steps": 1500, "lr": 3e-3, "schedule": "cosine", "progress": False, "eval_every": 500},
+    )
+    result = train(cfg)
+    gd2 = GD(tune_steps(make_task(cfg.task), 2).etas)
+    gd_loss = half_mse(gd2, result.eval_prompts)
+    assert result.final_eval_half_mse < 0.97 * gd_loss, (result.final_eval_half_mse, gd_loss)
