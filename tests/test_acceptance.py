@@ -67,3 +67,23 @@ def test_two_untied_layers_beat_two_tuned_gd_steps():
     gd2 = GD(tune_steps(make_task(cfg.task), 2).etas)
     gd_loss = half_mse(gd2, result.eval_prompts)
     assert result.final_eval_half_mse < 0.97 * gd_loss, (result.final_eval_half_mse, gd_loss)
+
+
+@pytest.mark.slow
+def test_reproduce_multi_layer_pipeline(tmp_path, monkeypatch):
+    """--layers 2 end to end at a tiny budget: runs, tuned references, comparisons, figure and claims exist.
+
+    (Whether the claims hold needs the smoke or paper budget; that is measured in the README, not here.)
+    """
+    from iclab.experiments import von_oswald
+
+    monkeypatch.setitem(von_oswald.SCALES, "tiny", von_oswald.Scale(200, 300, 200, 3e-3, "cosine"))
+    result = von_oswald.reproduce_von_oswald(layers=2, scale="tiny", out=tmp_path / "vo", progress=False)
+    ids = {c["id"] for c in result["claims"]}
+    assert {"untied_2_beats_gd", "untied_2_matches_gdpp", "tied_2_matches"} <= ids
+    per_k = result["metrics"]["layers"]
+    assert per_k[2]["ref"]["GD++"] <= per_k[2]["ref"]["GD"] + 1e-9
+    assert per_k[2]["ref"]["GD"] < per_k[1]["ref"]["GD"]
+    assert len(per_k[2]["untied"]["weight_match_to_gdpp"]) == 2
+    assert (tmp_path / "vo" / "figures" / "loss_vs_layers.png").stat().st_size > 10_000
+    assert {p.name for p in (tmp_path / "vo" / "runs").iterdir()} == {"lsa-1", "lsa-2", "lsa-2-tied"}

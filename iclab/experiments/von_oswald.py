@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from iclab import plotting, theory
-from iclab.algorithms.construct import construct_gd
+from iclab.algorithms.construct import construct_gd, construct_gdpp
 from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.tuning import StepSizes, tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
@@ -337,6 +337,10 @@ def _multi_layer(layers, sc, device, seed, progress, out, resume, task, eval64, 
                 curves["LSA tied" if tied else "LSA untied"].append(loss)
                 ref_name = "GD++ tied" if tied else "GD++"
                 cmp = compare_learners(model, learners[ref_name], eval64)
+                steps_ref = tuned[ref_name]
+                construction = construct_gdpp(task.d, task.config.n_points, steps_ref.etas, steps_ref.gammas, tied=tied)
+                wm = weight_match(model, construction)
+                dist = " ".join(f"{r['kq_distance']:.3f}/{r['pv_distance']:.3f}" for r in wm)
                 gd_name = "GD tied" if tied else "GD"
                 rows.append(
                     {
@@ -348,12 +352,17 @@ def _multi_layer(layers, sc, device, seed, progress, out, resume, task, eval64, 
                         "preds diff": cmp["preds_diff"],
                         "preds diff (norm)": cmp["preds_diff_normalised"],
                         "model cos": cmp["model_cos"],
-                        "weight dist KQ/PV": "-",
+                        "weight dist KQ/PV": dist,
                         "steps": cfg.train.steps,
                         "wall s": result.wall_time_s,
                     }
                 )
-                entry["tied" if tied else "untied"] = {"half_mse": loss, **cmp, "train_wall_s": result.wall_time_s}
+                entry["tied" if tied else "untied"] = {
+                    "half_mse": loss,
+                    **cmp,
+                    "weight_match_to_gdpp": [{k: v for k, v in r.items() if not k.startswith("W_")} for r in wm],
+                    "train_wall_s": result.wall_time_s,
+                }
                 if k == layers:
                     _claims_k(k, tied, loss, losses, claims)
         per_k[k] = entry
