@@ -93,6 +93,7 @@ class TrainOptions:
 
 
 def _cmd_train(args: list[str]) -> int:
+    from iclab.experiments.compare_run import draw_training_curve
     from iclab.training import train
     from iclab.training.trainer import resolve_device
 
@@ -110,6 +111,7 @@ def _cmd_train(args: list[str]) -> int:
     out = opts.out or Path("runs") / cfg.name
     run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
     result = train(cfg, run, resume=opts.resume)
+    draw_training_curve(run.path)
     print(
         f"trained {cfg.name}: held-out ½·MSE {result.final_eval_half_mse:.5g} after {result.steps} steps "
         f"({result.wall_time_s:.1f} s); run: {run.path}"

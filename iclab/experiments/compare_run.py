@@ -11,7 +11,7 @@ from iclab.algorithms.construct import construct_gd, construct_gdpp
 from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.least_squares import OLS, Ridge
 from iclab.algorithms.tuning import tune_steps
-from iclab.analysis.compare import compare_learners, weight_match
+from iclab.analysis.compare import compare_learners, half_mse, weight_match
 from iclab.config import ConfigError, config_from_dict
 from iclab.report import format_table
 from iclab.runs import RunDir
@@ -62,3 +62,26 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
         summary["weight_match"] = [{k: v for k, v in r.items() if not k.startswith("W_")} for r in wm]
         row["weight dist KQ/PV"] = " ".join(f"{r['kq_distance']:.3f}/{r['pv_distance']:.3f}" for r in wm)
     return summary, format_table([row])
+
+
+def draw_training_curve(path: Path) -> Path:
+    """figures/training_curve.png of a run: held-out ½·MSE over steps, with K tuned GD steps as a reference line."""
+    from iclab import plotting
+
+    run = RunDir.open(path)
+    config = config_from_dict(run.config())
+    metrics = run.metrics()
+    reference = {}
+    if config.model.name == "lsa":
+        task = make_task(config.task)
+        steps = tune_steps(task, config.model.layers, tied=config.model.tied)
+        prompts = eval_prompts_for(config, torch.device("cpu"), torch.float64)
+        name = f"GD, {config.model.layers} step{'s' * (config.model.layers > 1)}{' (tied)' * config.model.tied}"
+        reference[name] = half_mse(GD(steps.etas), prompts)
+    return plotting.plot_training_curve(
+        metrics["step"].to_numpy(),
+        metrics["eval_half_mse"].to_numpy(),
+        run.figure_path("training_curve.png"),
+        reference=reference,
+        title=config.name,
+    )
