@@ -50,6 +50,12 @@ def test_reproduce_von_oswald_one_layer(tmp_path, capsys):
     # An existing reproduction is never overwritten silently.
     assert main(["reproduce", "von-oswald", "--out", str(out), "--no-progress"]) == 2
     assert "already exists" in capsys.readouterr().err
+    # --resume reuses the finished run (no retraining) and measures the same.
+    before = (out / "runs" / "lsa-1" / "metrics.parquet").read_bytes()
+    assert main(["reproduce", "von-oswald", "--out", str(out), "--json", str(js), "--resume", "--no-progress"]) == 0
+    assert (out / "runs" / "lsa-1" / "metrics.parquet").read_bytes() == before
+    resumed = json.loads(js.read_text())
+    assert resumed["metrics"]["one_layer"]["model_half_mse"] == result["metrics"]["one_layer"]["model_half_mse"]
 
 
 @pytest.mark.slow

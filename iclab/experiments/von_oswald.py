@@ -29,6 +29,7 @@ from iclab.report import Claim, format_table, write_report
 from iclab.runs import RunDir, atomic_write_bytes
 from iclab.tasks import make_task
 from iclab.training import train
+from iclab.training.trainer import resolve_device
 
 __all__ = ["SCALES", "Scale", "reproduce_von_oswald"]
 
@@ -108,6 +109,7 @@ def reproduce_von_oswald(
         raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
     if layers < 1:
         raise ConfigError(f"layers: must be an integer >= 1, got {layers}")
+    resolve_device(device)  # fail on a missing GPU before anything is written
     out = Path(out)
     _prepare_out(out, force, resume)
     sc = SCALES[scale]
