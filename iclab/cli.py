@@ -3,6 +3,7 @@
     iclab train [--preset NAME] [--config PATH] [--out DIR] [--force|--resume] [--task.d 10 --train.steps 500 …]
     iclab compare RUN [--against gd|gd++|ols|ridge:LAMBDA] [--json PATH]
     iclab reproduce von-oswald [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
+    iclab bench [--device cpu|cuda] [--repeats 10] [--json PATH]
     iclab presets
 
 Every user error (bad value, unknown field or option, existing output) is one line on stderr and exit code 2.
@@ -26,7 +27,7 @@ from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
 
-COMMANDS = ("train", "compare", "reproduce", "presets")
+COMMANDS = ("train", "compare", "reproduce", "bench", "presets")
 
 
 class UsageError(Exception):
@@ -196,6 +197,40 @@ def _cmd_reproduce(args: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class BenchOptions:
+    """Time fast paths against their naive references in one run; prints the ratios."""
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    repeats: int = 10
+    """timed repetitions of each path (median reported)"""
+    batch: int = 2048
+    """prompts per training step"""
+    json: Path | None = None
+    """also write the results as JSON here"""
+
+
+def _cmd_bench(args: list[str]) -> int:
+    from iclab.bench import run_benchmarks
+    from iclab.report import format_table
+    from iclab.training.trainer import resolve_device
+
+    opts = _tyro(BenchOptions, args, prog="iclab bench")
+    if opts.repeats < 1 or opts.batch < 1:
+        raise UsageError(f"repeats, batch: must be integers >= 1, got {opts.repeats}, {opts.batch}")
+    results = run_benchmarks(resolve_device(opts.device), opts.repeats, opts.batch)
+    rows = [
+        {"case": r.case, "fast ms": r.fast_ms, "naive ms": r.naive_ms, "speed-up": f"{r.speedup:.1f}x"} for r in results
+    ]
+    print(format_table(rows))
+    if opts.json is not None:
+        payload = [
+            {"case": r.case, "fast_ms": r.fast_ms, "naive_ms": r.naive_ms, "speedup": r.speedup} for r in results
+        ]
+        atomic_write_bytes(opts.json, json.dumps(payload, indent=2).encode())
+    return 0
+
+
 def _cmd_presets(_args: list[str]) -> int:
     for name, cfg in PRESETS.items():
         t, m = cfg.task, cfg.model
@@ -215,7 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"train": _cmd_train, "compare": _cmd_compare, "reproduce": _cmd_reproduce, "presets": _cmd_presets}
+    handlers = {
+        "train": _cmd_train,
+        "compare": _cmd_compare,
+        "reproduce": _cmd_reproduce,
+        "bench": _cmd_bench,
+        "presets": _cmd_presets,
+    }
     try:
         if command not in handlers:
             raise UsageError(f"command: unknown value {command!r}; choose one of: {', '.join(COMMANDS)}")

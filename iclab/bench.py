@@ -1,0 +1,95 @@
+"""`iclab bench`: speed of fast paths against their naive references, measured side by side in one run.
+
+Ratios, not absolute times, are the result (absolute times depend on the machine and its load). Each case runs
+both paths alternately for the same number of repeats after a warm-up, and reports the median time of each.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from iclab.algorithms.gd import gd_predict
+from iclab.config import ModelConfig, TaskConfig
+from iclab.models.lsa import LSA
+from iclab.tasks import make_task
+
+__all__ = ["BenchResult", "run_benchmarks"]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    case: str
+    fast_ms: float
+    naive_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.naive_ms / self.fast_ms
+
+
+def _median_ms(fns: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(2):  # warm-up
+        for fn in fns.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():  # alternate so that load changes hit both paths alike
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) -> BenchResult:
+    """One vO training step (sample, forward, backward, AdamW): Gram-form attention vs the written-out one."""
+    task = make_task(TaskConfig())
+    gen = torch.Generator(device=device).manual_seed(0)
+    steps = {}
+    for name, fast in (("fast", True), ("naive", False)):
+        model = LSA(ModelConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
+        for block in model.blocks:
+            block.fast = fast
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+
+        def step(model=model, opt=opt) -> None:
+            prompts = task.sample(batch, generator=gen, device=device)
+            loss = 0.5 * ((model.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[name] = step
+    ms = _median_ms(steps, repeats, device)
+    return BenchResult(f"LSA train step, {layers} layer(s), batch {batch}", ms["fast"], ms["naive"])
+
+
+def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchResult:
+    """Predictions of 3 GD steps on held-out prompts: batched over prompts vs a Python loop over prompts."""
+    task = make_task(TaskConfig())
+    prompts = task.sample(n_prompts, generator=torch.Generator(device=device).manual_seed(0), device=device)
+    etas = [6.0, 4.0, 2.0]
+
+    def batched() -> None:
+        gd_predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q, etas)
+
+    def per_prompt() -> None:
+        for i in range(n_prompts):
+            gd_predict(prompts.x_ctx[i : i + 1], prompts.y_ctx[i : i + 1], prompts.x_q[i : i + 1], etas)
+
+    ms = _median_ms({"fast": batched, "naive": per_prompt}, repeats, device)
+    return BenchResult(f"GD(3) predictions, {n_prompts} prompts", ms["fast"], ms["naive"])
+
+
+def run_benchmarks(device: torch.device, repeats: int = 10, batch: int = 2048) -> list[BenchResult]:
+    with torch.no_grad():
+        evals = [bench_gd_eval(1000, device, max(3, repeats // 3))]
+    return [bench_lsa_step(1, batch, device, repeats), bench_lsa_step(3, batch, device, repeats), *evals]

@@ -1,0 +1,21 @@
+"""`iclab bench` runs both paths of every case and reports their times (speed itself is not asserted)."""
+
+import json
+
+from iclab.cli import main
+
+
+def test_bench_cli_writes_every_case(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--repeats", "1", "--batch", "32", "--json", str(out)]) == 0
+    assert "speed-up" in capsys.readouterr().out
+    cases = json.loads(out.read_text())
+    assert len(cases) == 3
+    for case in cases:
+        assert case["fast_ms"] > 0 and case["naive_ms"] > 0
+        assert abs(case["speedup"] - case["naive_ms"] / case["fast_ms"]) < 1e-9
+
+
+def test_bench_rejects_bad_repeats(capsys):
+    assert main(["bench", "--repeats", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: repeats")
