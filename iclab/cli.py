@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. a resumed run whose config differs
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output path that cannot be written (a file where a directory belongs, …)
+        print(f"error: {exc.filename or 'path'}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

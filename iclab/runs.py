@@ -207,6 +207,26 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+def _check_resumed_length(run: RunDir, config: dict[str, Any]) -> None:
+    """train.steps may grow on --resume only where that equals training longer from scratch.
+
+    A cosine schedule's shape depends on its length, so extending it would change the learning rate of steps
+    already taken; and a run cannot be shortened below its latest checkpoint.
+    """
+    old, new = run.config().get("train", {}), config.get("train", {})
+    if old.get("steps") == new.get("steps"):
+        return
+    if new.get("schedule", "constant") != "constant":
+        raise ValueError(
+            f"train.steps: can change on --resume only with train.schedule constant (the {new.get('schedule')} "
+            f"schedule's shape depends on its length); stored {old.get('steps')}, given {new.get('steps')}"
+        )
+    latest = run.latest_checkpoint()
+    done = int(latest.stem.split("_")[1]) if latest is not None else 0
+    if isinstance(new.get("steps"), int) and new["steps"] < done:
+        raise ValueError(f"train.steps: must be >= {done}, the step of the run's latest checkpoint, got {new['steps']}")
+
+
 class RunDir:
     """A run directory on disk. Obtain one with :meth:`create` or :meth:`open`, not the constructor."""
 
@@ -234,6 +254,7 @@ class RunDir:
                 diff = _first_config_difference(run.config(), config)
                 if diff is not None:
                     raise ValueError(diff)
+                _check_resumed_length(run, config)
                 record = dict(run._record, config=config)
                 record["resumed"] = [*record.get("resumed", []), {"time": _now(), "git_sha": _git_sha()}]
                 run._write_record(record)
@@ -282,6 +303,8 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         """The resolved experiment config stored in config.json."""
+        if "config" not in self._record:
+            raise ValueError(f'run: {self.path / "config.json"} has no "config" entry; not an iclab run')
         return self._record["config"]
 
     @property

@@ -270,3 +270,11 @@ def test_compare_bad_reference(tiny_run, capsys, against, mentions):
     capsys.readouterr()
     code, _, err = _run(capsys, ["compare", str(tiny_run), "--against", against])
     _assert_user_error(code, err, *mentions)
+
+
+def test_unwritable_output_paths_are_one_line_errors(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = main(["reproduce", "von-oswald", "--out", str(blocker / "sub"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err

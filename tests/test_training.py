@@ -70,7 +70,7 @@ def test_training_reduces_loss():
 def test_divergence_names_step_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny(60, lr=1e4, grad_clip=0.0).replace(model={"init_scale": 5.0})
     run = RunDir.create(tmp_path / "r", config_to_dict(cfg))
-    with pytest.raises(TrainingDiverged, match=r"between steps \d+ and \d+; last good checkpoint: .*step_"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step \d+; last good checkpoint: .*step_"):
         train(cfg, run)
     tensors, _ = run.load_checkpoint()
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model/"))
@@ -83,3 +83,17 @@ def test_cuda_request_without_gpu_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"^train.device: 'cuda' requested"):
         train(tiny(1, device="cuda"))
+
+
+def test_resume_refuses_to_stretch_a_cosine_schedule(tmp_path):
+    cfg = tiny(20, schedule="cosine")
+    train(cfg, RunDir.create(tmp_path / "r", config_to_dict(cfg)))
+    longer = tiny(40, schedule="cosine")
+    with pytest.raises(ValueError, match=r"^train.steps: can change on --resume only with train.schedule constant"):
+        RunDir.create(tmp_path / "r", config_to_dict(longer), resume=True)
+
+
+def test_resume_refuses_fewer_steps_than_done(tmp_path):
+    train(tiny(40), RunDir.create(tmp_path / "r", config_to_dict(tiny(40))))
+    with pytest.raises(ValueError, match=r"^train.steps: must be >= 40"):
+        RunDir.create(tmp_path / "r", config_to_dict(tiny(20)), resume=True)

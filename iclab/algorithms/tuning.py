@@ -83,7 +83,7 @@ def tune_steps(
     etas, gammas = etas.expand(steps).clone(), gammas.expand(steps).clone()
     if plus_plus and not tied:
         gammas[-1] = 0.0  # the last step's x-transform reaches no prediction: report 0, not its arbitrary start
-    method = f"L-BFGS, {len(starts)} starts, on held-out prompts" + (" (tied)" if tied else "")
+    method = f"L-BFGS, {len(starts)} starts, on {n_prompts} tuning prompts" + (" (tied)" if tied else "")
     return StepSizes(tuple(etas.tolist()), tuple(gammas.tolist()) if plus_plus else (0.0,) * steps, loss, method)
 
 

@@ -104,7 +104,7 @@ def weight_match(model: LSA, construction: LSA) -> list[dict[str, float | list]]
     for layer in range(model.config.layers):
         w_t, w_c = model.layer_weights(layer), construction.layer_weights(layer)
         kq, pv, s = _rescaled(w_t.W_KQ[0].detach().double(), w_t.W_PV[0].detach().double(), d)
-        kq_c, pv_c = w_c.W_KQ[0].detach().double(), w_c.W_PV[0].detach().double()
+        kq_c, pv_c = w_c.W_KQ[0].detach().double().to(kq.device), w_c.W_PV[0].detach().double().to(kq.device)
         rows.append(
             {
                 "layer": layer,
@@ -122,9 +122,10 @@ def weight_match(model: LSA, construction: LSA) -> list[dict[str, float | list]]
 
 def _with_effective_weights(model: LSA, kqs: Sequence[Tensor], pvs: Sequence[Tensor]) -> LSA:
     """A copy of `model` (one head) whose layer l has W_Kᵀ W_Q = kqs[l] and P W_V = pvs[l] (W_K = P = I)."""
-    clone = LSA(model.config, model.d).to(dtype=kqs[0].dtype)
-    clone.load_state_dict({k: v.to(kqs[0].dtype) for k, v in model.state_dict().items()})
-    eye = torch.eye(model.d + 1, dtype=kqs[0].dtype)
+    dtype, device = kqs[0].dtype, kqs[0].device
+    clone = LSA(model.config, model.d, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    clone.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
+    eye = torch.eye(model.d + 1, dtype=dtype, device=device)
     with torch.no_grad():
         for weights, kq, pv in zip(clone.weights, kqs, pvs):
             weights.W_K[0], weights.W_Q[0], weights.P[0], weights.W_V[0] = eye, kq, eye, pv
@@ -142,8 +143,9 @@ def interpolation_curve(
     for layer in range(len(model.weights)):
         w_t, w_c = model.weights[layer], construction.weights[layer]
         kq, pv, _ = _rescaled(w_t.W_KQ[0].detach().double(), w_t.W_PV[0].detach().double(), d)
-        pairs.append((kq, pv, w_c.W_KQ[0].detach().double(), w_c.W_PV[0].detach().double()))
-    prompts64 = prompts.to(dtype=torch.float64)
+        kq_c, pv_c = w_c.W_KQ[0].detach().double().to(kq.device), w_c.W_PV[0].detach().double().to(kq.device)
+        pairs.append((kq, pv, kq_c, pv_c))
+    prompts64 = prompts.to(device=pairs[0][0].device, dtype=torch.float64)
     losses = []
     for t in ts:
         kqs = [(1 - t) * kq + t * kq_c for kq, _, kq_c, _ in pairs]

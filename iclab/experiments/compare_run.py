@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def _reference(name: str, task, layers: int, tied: bool):
             lam = float(name.split(":", 1)[1])
         except ValueError:
             lam = -1.0
-        if lam <= 0:
+        if not (math.isfinite(lam) and lam > 0):
             raise ConfigError(f"against: ridge needs a positive lambda (ridge:0.25), got {name!r}")
         return Ridge(lam), None, name
     raise ConfigError(f"against: unknown value {name!r}; choose one of: {', '.join(REFERENCES)}")

@@ -134,20 +134,20 @@ def reproduce_von_oswald(
         sigma2=base.task.noise_var,
     )
     gd_learner = GD(gd1.etas)
-    cmp1 = compare_learners(model, gd_learner, eval_set)
-    construction = construct_gd(base.task.d, base.task.n_points, gd1.etas)
-    wm = weight_match(model.cpu().double(), construction)[0]
+    # All analysis in float64 on the CPU, on the same held-out prompts (drawn in float64 on the CPU).
     eval64 = eval_set.to("cpu", torch.float64)
     model = model.cpu().double()
+    cmp1 = compare_learners(model, gd_learner, eval64)
+    construction = construct_gd(base.task.d, base.task.n_points, gd1.etas)
+    wm = weight_match(model, construction)[0]
     interp = interpolation_curve(model, construction, eval64)
-    wall = time.perf_counter() - began
     rows.append(
         {
             "model": "LSA 1 layer",
             "reference": "GD 1 step",
             "trained ½MSE": cmp1["model_half_mse"],
-            "ref ½MSE (MC)": cmp1["reference_half_mse"],
-            "ref ½MSE (closed form)": gd1_closed,
+            "ref ½MSE": cmp1["reference_half_mse"],
+            "GD ½MSE": f"{gd1_closed:.4g} (closed form)",
             "preds diff": cmp1["preds_diff"],
             "preds diff (norm)": cmp1["preds_diff_normalised"],
             "model cos": cmp1["model_cos"],
@@ -351,8 +351,8 @@ def _multi_layer(layers, sc, device, seed, progress, out, resume, task, eval64, 
                         "model": f"LSA {k} layers{' tied' if tied else ''}",
                         "reference": f"{ref_name} {k} steps",
                         "trained ½MSE": loss,
-                        "ref ½MSE (MC)": losses[ref_name],
-                        "ref ½MSE (closed form)": f"{gd_name}: {losses[gd_name]:.4g}",
+                        "ref ½MSE": losses[ref_name],
+                        "GD ½MSE": f"{losses[gd_name]:.4g} ({gd_name}, K steps)",
                         "preds diff": cmp["preds_diff"],
                         "preds diff (norm)": cmp["preds_diff_normalised"],
                         "model cos": cmp["model_cos"],
@@ -390,23 +390,27 @@ def _claims_k(k, tied, loss, losses, claims):
         claims.append(
             Claim(
                 f"untied_{k}_matches_gdpp",
-                f"{k} untied LSA layers within 5 % of {k} GD++ steps (η, γ tuned per step)",
+                f"{k} untied LSA layers within 5 % (either side) of {k} GD++ steps (η, γ tuned per step); "
+                f"relative gap {gap:+.1%}",
                 losses["GD++"],
                 loss,
-                "5 %",
-                gap <= 0.05,
+                "±5 %",
+                abs(gap) <= 0.05,
             )
         )
     else:
-        best = min(("GD tied", "GD++ tied"), key=lambda n: abs(loss / losses[n] - 1))
-        gap = loss / losses[best] - 1
+        # The issue asks which of the two tied algorithms the tied model matches; both gaps are stated.
+        gaps = {name: loss / losses[name] - 1 for name in ("GD tied", "GD++ tied")}
+        best = min(gaps, key=lambda n: abs(gaps[n]))
         claims.append(
             Claim(
                 f"tied_{k}_matches",
-                f"{k} tied LSA layers vs tied GD / tied GD++ (one η, γ): closest is {best}",
+                f"{k} tied LSA layers within 5 % of tied GD or tied GD++ (one η, γ for all steps); gaps: "
+                + ", ".join(f"{n} {g:+.1%}" for n, g in gaps.items())
+                + f"; closest: {best}",
                 losses[best],
                 loss,
-                "5 %",
-                abs(gap) <= 0.05,
+                "±5 %",
+                abs(gaps[best]) <= 0.05,
             )
         )

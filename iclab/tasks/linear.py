@@ -18,6 +18,15 @@ class LinearRegressionTask:
 
     def __init__(self, config: TaskConfig):
         self.config = config
+        self._sqrt_diag: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _sqrt(self, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        # Built once per device and dtype: a host→device copy in every sample() would sync each training step.
+        key = (name, device, dtype)
+        if key not in self._sqrt_diag:
+            values = getattr(self.config, name)
+            self._sqrt_diag[key] = torch.tensor(values, dtype=torch.float64).sqrt().to(device=device, dtype=dtype)
+        return self._sqrt_diag[key]
 
     @property
     def d(self) -> int:
@@ -60,10 +69,10 @@ class LinearRegressionTask:
         else:
             x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * c.x_scale
             if c.x_cov_diag is not None:
-                x = x * torch.tensor(c.x_cov_diag, device=device, dtype=dtype).sqrt()
+                x = x * self._sqrt("x_cov_diag", device, dtype)
         w = torch.randn((batch, c.d), generator=generator, device=device, dtype=dtype) * c.w_scale
         if c.w_cov_diag is not None:
-            w = w * torch.tensor(c.w_cov_diag, device=device, dtype=dtype).sqrt()
+            w = w * self._sqrt("w_cov_diag", device, dtype)
         f = torch.einsum("btd,bd->bt", x, w)  # [batch, total]
         y = f
         if c.noise_var > 0:

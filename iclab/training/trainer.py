@@ -122,6 +122,8 @@ def train(
 
     began = time.perf_counter()
     running = torch.zeros((), device=device, dtype=torch.float64)
+    # First step whose loss was non-finite, tracked on the device (no sync); -1 while all are finite.
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
     since_eval = 0
     bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=config.name, leave=False)
     last_eval = math.nan
@@ -133,16 +135,20 @@ def train(
         if t.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
+        lr_used = opt.param_groups[0]["lr"]
         sched.step()
         running += loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
         since_eval += 1
         if step % t.eval_every == 0 or step == t.steps:
             train_loss = (running / since_eval).item()
             last_eval = evaluate_half_mse(model, eval_set)
             if not (math.isfinite(train_loss) and math.isfinite(last_eval)):
                 good = run.latest_checkpoint() if run is not None else None
+                bad = int(first_bad.item())
+                where = f"at step {bad}" if bad >= 0 else f"in the evaluation after step {step}"
                 raise TrainingDiverged(
-                    f"train: loss became non-finite between steps {step - since_eval} and {step}; "
+                    f"train: loss became non-finite {where}; "
                     f"last good checkpoint: {good if good is not None else 'none'}"
                 )
             running.zero_()
@@ -154,7 +160,7 @@ def train(
                     "step": step,
                     "train_half_mse": train_loss,
                     "eval_half_mse": last_eval,
-                    "lr": sched.get_last_lr()[0],
+                    "lr": lr_used,
                     "wall_time_s": time.perf_counter() - began,
                 }
                 run.log_metrics([row])
@@ -178,13 +184,8 @@ def _save(run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, 
 
 def _restore(run: RunDir, model: nn.Module, opt, sched, gen: torch.Generator) -> int:
     tensors, meta = run.load_checkpoint()
-    device = next(model.parameters()).device
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
     opt.load_state_dict(optimizer_from_tensors(tensors, meta["optim"]))
-    for state in opt.state.values():  # load_state_dict keeps the saved device; move to the model's
-        for key, value in state.items():
-            if torch.is_tensor(value) and key != "step":
-                state[key] = value.to(device)
     restore_generator(gen, tensors["rng/data"])
     step = int(meta["step"])
     sched.last_epoch = step
@@ -198,7 +199,7 @@ def load_model(run: RunDir) -> nn.Module:
     from iclab.config import config_from_dict
 
     config = config_from_dict(run.config())
-    model = make_model(config.model, config.task.d)
+    model = make_model(config.model, config.task.d, generator=torch.Generator().manual_seed(0))
     tensors, _ = run.load_checkpoint()
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
     return model.to(DTYPES[config.train.dtype])
