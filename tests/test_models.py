@@ -13,7 +13,7 @@ from iclab.config import ConfigError, ModelConfig
 from iclab.models import make_model
 from iclab.models.lsa import LSA
 
-HOOKS = ("hook_q", "hook_k", "hook_v", "hook_pattern", "hook_update", "hook_resid_post")
+HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "hook_attn_out", "hook_resid_post")
 
 
 def _model(d=3, *, seed=0, init_scale=1.0, **kw) -> LSA:
@@ -147,11 +147,11 @@ def test_run_with_cache_names_shapes_and_values():
     assert set(cache) == {f"blocks.{l}.{h}" for l in range(layers) for h in HOOKS}
     T, D = n + m, d + 1
     shapes = {
-        "hook_q": (batch, heads, T, D),
-        "hook_k": (batch, heads, n, D),
-        "hook_v": (batch, heads, n, D),
-        "hook_pattern": (batch, heads, T, n),
-        "hook_update": (batch, T, D),
+        "attn.hook_q": (batch, heads, T, D),
+        "attn.hook_k": (batch, heads, n, D),
+        "attn.hook_v": (batch, heads, n, D),
+        "attn.hook_pattern": (batch, heads, T, n),
+        "hook_attn_out": (batch, T, D),
         "hook_resid_post": (batch, T, D),
     }
     prev = tokens
@@ -159,17 +159,17 @@ def test_run_with_cache_names_shapes_and_values():
         for h, shape in shapes.items():
             assert cache[f"blocks.{l}.{h}"].shape == shape, (l, h)
         c = {h: cache[f"blocks.{l}.{h}"] for h in HOOKS}
-        torch.testing.assert_close(c["hook_pattern"], c["hook_q"] @ c["hook_k"].transpose(-1, -2))
-        torch.testing.assert_close(c["hook_resid_post"], prev + c["hook_update"])
+        torch.testing.assert_close(c["attn.hook_pattern"], c["attn.hook_q"] @ c["attn.hook_k"].transpose(-1, -2))
+        torch.testing.assert_close(c["hook_resid_post"], prev + c["hook_attn_out"])
         prev = c["hook_resid_post"]
     torch.testing.assert_close(prev, out)
-    assert out.requires_grad and not cache["blocks.0.hook_q"].requires_grad  # detached by default
-    _, attached = model.run_with_cache(tokens, n, names=["blocks.0.hook_q"], detach=False)
-    assert attached["blocks.0.hook_q"].requires_grad
+    assert out.requires_grad and not cache["blocks.0.attn.hook_q"].requires_grad  # detached by default
+    _, attached = model.run_with_cache(tokens, n, names=["blocks.0.attn.hook_q"], detach=False)
+    assert attached["blocks.0.attn.hook_q"].requires_grad
     # a chosen subset
-    _, some = model.run_with_cache(tokens, n, names=["blocks.1.hook_pattern"])
-    assert list(some) == ["blocks.1.hook_pattern"]
-    torch.testing.assert_close(some["blocks.1.hook_pattern"], cache["blocks.1.hook_pattern"])
+    _, some = model.run_with_cache(tokens, n, names=["blocks.1.attn.hook_pattern"])
+    assert list(some) == ["blocks.1.attn.hook_pattern"]
+    torch.testing.assert_close(some["blocks.1.attn.hook_pattern"], cache["blocks.1.attn.hook_pattern"])
 
 
 def test_unknown_hook_name_lists_the_valid_ones():
@@ -177,9 +177,9 @@ def test_unknown_hook_name_lists_the_valid_ones():
     tokens = _tokens(d=2)
     valid = [f"blocks.{l}.{h}" for l in range(2) for h in HOOKS]
     for call in (
-        lambda: model.run_with_cache(tokens, 5, names=["blocks.0.hook_patern"]),
+        lambda: model.run_with_cache(tokens, 5, names=["blocks.0.attn.hook_patern"]),
         lambda: model.run_with_hooks(
-            tokens, 5, hooks={"blocks.0.hook_update": torch.zeros_like, "blocks.9.hook_q": lambda t: t}
+            tokens, 5, hooks={"blocks.0.hook_attn_out": torch.zeros_like, "blocks.9.attn.hook_q": lambda t: t}
         ),
     ):
         with pytest.raises(ValueError, match="unknown hook point") as err:
@@ -192,11 +192,11 @@ def test_unknown_hook_name_lists_the_valid_ones():
 def test_run_with_hooks_zeroing_every_update_leaves_tokens_unchanged():
     model = _model(3, layers=3, layernorm=True)
     tokens = _tokens()
-    zero = {f"blocks.{l}.hook_update": torch.zeros_like for l in range(3)}
+    zero = {f"blocks.{l}.hook_attn_out": torch.zeros_like for l in range(3)}
     out = model.run_with_hooks(tokens, 5, hooks=zero)
     assert torch.equal(out, tokens)
     # zeroing one layer's update equals running without that layer
-    first_two = model.run_with_hooks(tokens, 5, hooks={"blocks.2.hook_update": torch.zeros_like})
+    first_two = model.run_with_hooks(tokens, 5, hooks={"blocks.2.hook_attn_out": torch.zeros_like})
     _, cache = model.run_with_cache(tokens, 5)
     torch.testing.assert_close(first_two, cache["blocks.1.hook_resid_post"])
     # hooks are removed afterwards
@@ -259,9 +259,9 @@ def test_layernorm_is_off_before_layer_zero():
     tokens = _tokens()
     assert torch.equal(one_ln(tokens, 5), one(tokens, 5))
     # and layer 0 reads the raw tokens: its queries are W_Q e_j
-    _, cache = with_ln.run_with_cache(tokens, 5, names=["blocks.0.hook_q"])
+    _, cache = with_ln.run_with_cache(tokens, 5, names=["blocks.0.attn.hook_q"])
     expected = torch.einsum("btd,hed->bhte", tokens, with_ln.weights[0].W_Q)
-    torch.testing.assert_close(cache["blocks.0.hook_q"], expected)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_q"], expected)
 
 
 def test_init_variance_is_init_scale_over_layers_times_width():
@@ -319,6 +319,6 @@ def test_observing_the_pattern_uses_the_naive_path_with_equal_output():
     gen = torch.Generator().manual_seed(4)
     model = LSA(ModelConfig(layers=2, init_scale=1.0), 3, generator=gen).double()
     tokens = torch.randn(2, 6, 4, generator=gen, dtype=torch.float64)
-    out, cache = model.run_with_cache(tokens, 5, names=["blocks.1.hook_pattern"])
-    assert cache["blocks.1.hook_pattern"].shape == (2, 1, 6, 5)
+    out, cache = model.run_with_cache(tokens, 5, names=["blocks.1.attn.hook_pattern"])
+    assert cache["blocks.1.attn.hook_pattern"].shape == (2, 1, 6, 5)
     torch.testing.assert_close(out, model(tokens, 5))

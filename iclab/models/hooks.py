@@ -1,7 +1,7 @@
 """Named hook points and an activation cache (TransformerLens-style, ~50 lines of our own).
 
 A `HookPoint` is an identity module placed where an activation is worth reading or editing; its qualified
-module name (e.g. ``blocks.0.hook_pattern``) is the activation's name. `HookedModule.run_with_cache` runs the
+module name (e.g. ``blocks.0.attn.hook_pattern``) is the activation's name. `HookedModule.run_with_cache` runs the
 model once and returns its output and a dict name → tensor for every hook point (or a chosen subset).
 """
 

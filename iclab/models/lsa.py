@@ -41,34 +41,43 @@ class LSAWeights(nn.Module):
         return self.P @ self.W_V
 
 
+class AttentionHooks(nn.Module):
+    """blocks.{l}.attn.hook_*: the attention's internals (TransformerLens-style names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_q = HookPoint()  # [B, H, T, D]
+        self.hook_k = HookPoint()  # [B, H, N, D]
+        self.hook_v = HookPoint()  # [B, H, N, D]
+        self.hook_pattern = HookPoint()  # [B, H, T, N] unnormalised scores
+
+
 class LSABlock(HookedModule):
     """Hook points (and the optional LayerNorm) of one application of a layer."""
 
     def __init__(self, width: int, layernorm: bool):
         super().__init__()
         self.ln = nn.LayerNorm(width) if layernorm else None
-        self.hook_q = HookPoint()  # [B, H, T, D]
-        self.hook_k = HookPoint()  # [B, H, N, D]
-        self.hook_v = HookPoint()  # [B, H, N, D]
-        self.hook_pattern = HookPoint()  # [B, H, T, N] unnormalised scores
-        self.hook_update = HookPoint()  # [B, T, D] what the layer adds to the residual stream
+        self.attn = AttentionHooks()
+        self.hook_attn_out = HookPoint()  # [B, T, D] what the layer adds to the residual stream
         self.hook_resid_post = HookPoint()  # [B, T, D]
 
     def forward(self, z: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
         h = z if self.ln is None else self.ln(z)
-        observed = any(p._forward_hooks for p in (self.hook_q, self.hook_k, self.hook_v, self.hook_pattern))
+        a = self.attn
+        observed = any(p._forward_hooks for p in (a.hook_q, a.hook_k, a.hook_v, a.hook_pattern))
         update = self.update_naive(h, w, n_ctx) if (observed or not self.fast) else self.update_gram(h, w, n_ctx)
-        return self.hook_resid_post(z + self.hook_update(update))
+        return self.hook_resid_post(z + self.hook_attn_out(update))
 
     fast = True  # use the Gram form unless q/k/v/pattern are being observed
 
     def update_naive(self, h: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
         """The attention written out: queries, keys, values and the [T, N] score matrix per head."""
         ctx = h[:, :n_ctx]  # [B, N, D]
-        q = self.hook_q(torch.einsum("btd,hed->bhte", h, w.W_Q))  # [B, H, T, D]
-        k = self.hook_k(torch.einsum("bnd,hed->bhne", ctx, w.W_K))  # [B, H, N, D]
-        v = self.hook_v(torch.einsum("bnd,hed->bhne", ctx, w.W_V))  # [B, H, N, D]
-        scores = self.hook_pattern(q @ k.transpose(-1, -2))  # [B, H, T, N]
+        q = self.attn.hook_q(torch.einsum("btd,hed->bhte", h, w.W_Q))  # [B, H, T, D]
+        k = self.attn.hook_k(torch.einsum("bnd,hed->bhne", ctx, w.W_K))  # [B, H, N, D]
+        v = self.attn.hook_v(torch.einsum("bnd,hed->bhne", ctx, w.W_V))  # [B, H, N, D]
+        scores = self.attn.hook_pattern(q @ k.transpose(-1, -2))  # [B, H, T, N]
         heads_out = scores @ v  # [B, H, T, D]
         return torch.einsum("bhte,hfe->btf", heads_out, w.P)  # [B, T, D]
 
