@@ -1,0 +1,96 @@
+"""Learners by name: ``"ols"``, ``"ridge:0.25"``, ``"gd:3"``, ``"newton:5"``, ``"lasso:0.1"``, ``"knn:3"``.
+
+Grammar: ``NAME[:ARG[,ARG…]]`` where an ARG is a value (positional) or ``key=value``. Each algorithm module
+declares what it offers in a module-level ``LEARNERS: dict[str, LearnerSpec]``; this module merges them, so a new
+learner is registered next to its code. Factories receive the parsed arguments and the task (learners whose
+parameters are tuned to the task distribution, such as ``gd:3`` without a step, need it).
+
+Unknown names fail listing the valid ones; bad arguments fail naming the learner and its usage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LearnerSpec", "LearnerSpecError", "learner_names", "make_learner", "parse_spec"]
+
+# Modules that declare LEARNERS (imported lazily: scikit-learn is only loaded when a tree learner is asked for).
+MODULES = (
+    "iclab.algorithms.least_squares",
+    "iclab.algorithms.gd",
+    "iclab.algorithms.newton",
+    "iclab.algorithms.sparse",
+    "iclab.algorithms.local",
+    "iclab.algorithms.bayes",
+    "iclab.algorithms.nets",
+    "iclab.algorithms.trees",
+)
+
+
+class LearnerSpecError(ValueError):
+    """A bad learner name or argument; one line, naming the learner and what is allowed."""
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """factory(args, kwargs, task) → learner; usage like ``"ridge:LAMBDA"``; help is one line."""
+
+    factory: Callable[[tuple[str, ...], dict[str, str], Any], Any]
+    usage: str
+    help: str
+
+
+def parse_spec(spec: str) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """``"gd:3,eta=0.1"`` → ("gd", ("3",), {"eta": "0.1"})."""
+    spec = spec.strip()
+    name, _, rest = spec.partition(":")
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))) if rest else ():
+        if "=" in part:
+            key, _, value = part.partition("=")
+            kwargs[key.strip()] = value.strip()
+        else:
+            if kwargs:
+                raise LearnerSpecError(f"learner {spec!r}: positional arguments must come before key=value ones")
+            args.append(part)
+    return name.strip().lower(), tuple(args), kwargs
+
+
+def _all_specs() -> dict[str, LearnerSpec]:
+    specs: dict[str, LearnerSpec] = {}
+    for module in MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:  # a module not written yet is simply not offered
+                continue
+            raise
+        specs.update(getattr(mod, "LEARNERS", {}))
+    return specs
+
+
+def learner_names() -> dict[str, LearnerSpec]:
+    """Every registered learner name → its spec (usage and help)."""
+    return dict(sorted(_all_specs().items()))
+
+
+def make_learner(spec: str, task: Any = None) -> Any:
+    """The learner named by `spec` (see the module docstring); `task` is needed by task-tuned learners."""
+    name, args, kwargs = parse_spec(spec)
+    specs = _all_specs()
+    if name not in specs:
+        raise LearnerSpecError(f"learner {spec!r}: unknown name {name!r}; choose one of: {', '.join(sorted(specs))}")
+    entry = specs[name]
+    try:
+        learner = entry.factory(args, kwargs, task)
+    except LearnerSpecError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise LearnerSpecError(f"learner {spec!r}: {exc} (usage: {entry.usage})") from None
+    if getattr(learner, "name", None) in (None, "learner"):
+        learner.name = spec
+    return learner
