@@ -1,6 +1,7 @@
 """Learners by name: ``"ols"``, ``"ridge:0.25"``, ``"gd:3"``, ``"newton:5"``, ``"lasso:0.1"``, ``"knn:3"``.
 
-Grammar: ``NAME[:ARG[,ARG…]]`` where an ARG is a value (positional) or ``key=value``. Each algorithm module
+Grammar: ``NAME[:ARG[:ARG…]]`` where an ARG is a value (positional) or ``key=value``, e.g. ``gd:3:eta=0.1``
+(colons, so that a list of learners can be written with commas: ``--learners ols,ridge:0.25,knn:3``). Each algorithm module
 declares what it offers in a module-level ``LEARNERS: dict[str, LearnerSpec]``; this module merges them, so a new
 learner is registered next to its code. Factories receive the parsed arguments and the task (learners whose
 parameters are tuned to the task distribution, such as ``gd:3`` without a step, need it).
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LearnerSpec", "LearnerSpecError", "learner_names", "make_learner", "parse_spec"]
+__all__ = ["LearnerSpec", "LearnerSpecError", "learner_names", "make_learner", "parse_spec", "split_learner_list"]
 
 # Modules that declare LEARNERS (imported lazily: scikit-learn is only loaded when a tree learner is asked for).
 MODULES = (
@@ -44,12 +45,12 @@ class LearnerSpec:
 
 
 def parse_spec(spec: str) -> tuple[str, tuple[str, ...], dict[str, str]]:
-    """``"gd:3,eta=0.1"`` → ("gd", ("3",), {"eta": "0.1"})."""
+    """``"gd:3:eta=0.1"`` → ("gd", ("3",), {"eta": "0.1"})."""
     spec = spec.strip()
     name, _, rest = spec.partition(":")
     args: list[str] = []
     kwargs: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))) if rest else ():
+    for part in filter(None, (p.strip() for p in rest.split(":"))) if rest else ():
         if "=" in part:
             key, _, value = part.partition("=")
             kwargs[key.strip()] = value.strip()
@@ -58,6 +59,14 @@ def parse_spec(spec: str) -> tuple[str, tuple[str, ...], dict[str, str]]:
                 raise LearnerSpecError(f"learner {spec!r}: positional arguments must come before key=value ones")
             args.append(part)
     return name.strip().lower(), tuple(args), kwargs
+
+
+def split_learner_list(text: str) -> list[str]:
+    """``"ols, ridge:0.25,knn:3"`` → ["ols", "ridge:0.25", "knn:3"] (empty items are errors)."""
+    items = [t.strip() for t in text.split(",")]
+    if not items or any(not t for t in items):
+        raise LearnerSpecError(f"learners: a comma-separated list of learner names, got {text!r}")
+    return items
 
 
 def _all_specs() -> dict[str, LearnerSpec]:
