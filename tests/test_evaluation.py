@@ -100,7 +100,7 @@ def test_least_squares_curve_is_garg_closed_form():
     # Noiseless x, w ~ N(0, I_d): min-norm least squares with k < d points leaves the component of w outside the
     # span of k points, E[(x_qᵀ(ŵ − w))²]/d = (d − k)/d; from k = d on it is exact (error 0).
     d, T, B = 8, 12, 3000
-    task, p = _prompts(d=d, T=T, B=B, seed=3)
+    _, p = _prompts(d=d, T=T, B=B, seed=3)
     curve = error_curves({"ols": OLS()}, p, metric="nmse", n_boot=200)["ols"]
     k = np.arange(T)
     expected = np.where(k < d, (d - k) / d, 0.0)

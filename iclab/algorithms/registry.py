@@ -1,10 +1,10 @@
 """Learners by name: ``"ols"``, ``"ridge:0.25"``, ``"gd:3"``, ``"newton:5"``, ``"lasso:0.1"``, ``"knn:3"``.
 
 Grammar: ``NAME[:ARG[:ARG…]]`` where an ARG is a value (positional) or ``key=value``, e.g. ``gd:3:eta=0.1``
-(colons, so that a list of learners can be written with commas: ``--learners ols,ridge:0.25,knn:3``). Each algorithm module
-declares what it offers in a module-level ``LEARNERS: dict[str, LearnerSpec]``; this module merges them, so a new
-learner is registered next to its code. Factories receive the parsed arguments and the task (learners whose
-parameters are tuned to the task distribution, such as ``gd:3`` without a step, need it).
+(colons, so that a list of learners can be written with commas: ``--learners ols,ridge:0.25,knn:3``).
+Each algorithm module declares what it offers in a module-level ``LEARNERS: dict[str, LearnerSpec]``; this
+module merges them, so a new learner is registered next to its code. Factories receive the parsed arguments
+and the task (learners tuned to the task distribution, such as ``gd:3`` without a step, need it).
 
 Unknown names fail listing the valid ones; bad arguments fail naming the learner and its usage.
 """
