@@ -89,7 +89,45 @@ def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchRe
     return BenchResult(f"GD(3) predictions, {n_prompts} prompts", ms["fast"], ms["naive"])
 
 
-def run_benchmarks(device: torch.device, repeats: int = 10, batch: int = 2048) -> list[BenchResult]:
+EVAL_LEARNERS = ("ols", "ridge:0.1", "bayes", "gd:1", "newton:5", "averaging", "knn:3", "lasso:0.1")
+
+
+def bench_eval_protocol(n_prompts: int, n_naive: int, device: torch.device, learners=EVAL_LEARNERS) -> BenchResult:
+    """`iclab eval`'s work (error vs k for every learner, Garg's d = 20, 41 points) batched over prompts and
+    prefixes, against a Python loop over prompts calling the same learners one prompt at a time.
+
+    The loop runs on the first `n_naive` prompts only (it is slow by design); both times are reported per
+    `n_prompts` prompts (the loop's scaled linearly), so the ratio is prompts/s batched over prompts/s looped.
+    """
+    from iclab.algorithms.registry import make_learner
+    from iclab.evaluation import prefix_predictions
+    from iclab.experiments.eval_run import eval_prompts
+
+    task = make_task(TaskConfig(d=20, n_points=41, x_dist="gaussian", x_scale=1.0))
+    made = [make_learner(spec, task) for spec in learners]
+    prompts = eval_prompts(task, n_prompts, 0, torch.float32).to(device)
+    x, y = prompts.x, prompts.y
+
+    def batched() -> None:
+        for learner in made:
+            prefix_predictions(learner, x, y)
+
+    def looped() -> None:
+        for learner in made:
+            for i in range(n_naive):
+                prefix_predictions(learner, x[i : i + 1], y[i : i + 1])
+
+    ms = _median_ms({"fast": batched, "naive": looped}, 1, device)
+    naive = ms["naive"] * n_prompts / n_naive
+    return BenchResult(f"eval: {len(made)} learners x 41 prefixes x {n_prompts} prompts (d = 20)", ms["fast"], naive)
+
+
+def run_benchmarks(
+    device: torch.device, repeats: int = 10, batch: int = 2048, eval_prompts: int = 1280
+) -> list[BenchResult]:
     with torch.no_grad():
-        evals = [bench_gd_eval(1000, device, max(3, repeats // 3))]
+        evals = [
+            bench_gd_eval(1000, device, max(3, repeats // 3)),
+            bench_eval_protocol(eval_prompts, min(64, eval_prompts), device),
+        ]
     return [bench_lsa_step(1, batch, device, repeats), bench_lsa_step(3, batch, device, repeats), *evals]

@@ -3,6 +3,9 @@
     iclab train [--preset NAME] [--config PATH] [--out DIR] [--force|--resume] [--task.d 10 --train.steps 500 …]
     iclab compare RUN [--against gd|gd++|ols|ridge:LAMBDA] [--json PATH]
     iclab reproduce von-oswald [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
+    iclab eval [--task linear --d 20 --n-points 41 …] [--learners ols,ridge:0.25,gd:1,knn:3,RUN_DIR]
+               [--shifts none,skewed] [--metric nmse] [--json PATH] [--out DIR]
+    iclab learners
     iclab bench [--device cpu|cuda] [--repeats 10] [--json PATH]
     iclab presets
 
@@ -12,6 +15,7 @@ Every user error (bad value, unknown field or option, existing output) is one li
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import re
@@ -22,12 +26,12 @@ from typing import Literal
 
 import tyro
 
-from iclab.config import PRESETS, ConfigError, ExperimentConfig, config_to_dict, load_config, preset
+from iclab.config import PRESETS, ConfigError, ExperimentConfig, TaskConfig, config_to_dict, load_config, preset
 from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
 
-COMMANDS = ("train", "compare", "reproduce", "bench", "presets")
+COMMANDS = ("train", "compare", "reproduce", "eval", "learners", "bench", "presets")
 
 
 class UsageError(Exception):
@@ -197,6 +201,91 @@ def _cmd_reproduce(args: list[str]) -> int:
     return 0
 
 
+def _garg_task() -> TaskConfig:
+    # Garg et al.'s linear setting: x, w ~ N(0, I_20), 41 points per prompt.
+    return TaskConfig(d=20, n_points=41, x_dist="gaussian", x_scale=1.0)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Error vs number of in-context examples for learners (algorithms and trained runs) on the same prompts."""
+
+    learners: str = "ols,ridge:0.1,averaging,knn:3,gd:1,newton:5"
+    """comma-separated learner names (see `iclab learners`) and run directories"""
+    task: TaskConfig = dataclasses.field(default_factory=_garg_task)
+    """the task; its fields are also accepted without the prefix (--d 20, --n-points 41, --task linear)"""
+    metric: str = "nmse"
+    """half_mse, mse, nmse (= mse/d), or any of them with _noiseless"""
+    shifts: str = "none"
+    """comma-separated shifts (iclab.shifts): none, scale_x:2, skewed, orthant, orthogonal_query, length:60, …"""
+    n_prompts: int = 1280
+    seed: int = 0
+    n_boot: int = 1000
+    """bootstrap replicates for the confidence bands"""
+    dtype: Literal["float32", "float64"] = "float32"
+    json: Path | None = None
+    """also write the results (curves with bands) as JSON here"""
+    out: Path | None = None
+    """directory for figures and results.json (default runs/eval-<task>-d<d>-<metric>)"""
+    force: bool = False
+    """overwrite an existing output directory"""
+
+
+def _flat_task_args(args: list[str]) -> list[str]:
+    """Accept task fields without their prefix: --task NAME → --task.name NAME, --d 20 → --task.d 20."""
+    fields = {f.name.replace("_", "-") for f in dataclasses.fields(TaskConfig)} | {
+        f.name for f in dataclasses.fields(TaskConfig)
+    }
+    own = {f.name.replace("_", "-") for f in dataclasses.fields(EvalOptions)} - {"task"}
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if key == "--task":
+            out.append(f"--task.name{eq}{value}")
+        elif key.startswith("--") and key[2:] in fields and key[2:] not in own:
+            out.append(f"--task.{key[2:]}{eq}{value}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _cmd_eval(args: list[str]) -> int:
+    import torch
+
+    from iclab.experiments.eval_run import run_eval
+
+    opts = _tyro(EvalOptions, _flat_task_args(args), prog="iclab eval")
+    for name in ("n_prompts", "n_boot"):
+        if getattr(opts, name) < 1:
+            raise UsageError(f"{name}: must be an integer >= 1, got {getattr(opts, name)}")
+    out = opts.out or Path("runs") / f"eval-{opts.task.name}-d{opts.task.d}-{opts.metric}"
+    if out.exists() and any(out.iterdir()) and not opts.force:
+        raise UsageError(f"out: {str(out)!r} exists; pass --force to overwrite it or choose another --out")
+    results, text = run_eval(
+        opts.task,
+        opts.learners,
+        metric=opts.metric,
+        shifts=opts.shifts,
+        n_prompts=opts.n_prompts,
+        seed=opts.seed,
+        n_boot=opts.n_boot,
+        dtype=getattr(torch, opts.dtype),
+        out=out,
+    )
+    print(text)
+    if opts.json is not None:
+        atomic_write_bytes(opts.json, json.dumps(results, indent=2).encode())
+    return 0
+
+
+def _cmd_learners(_args: list[str]) -> int:
+    from iclab.algorithms.registry import learner_names
+
+    for spec in learner_names().values():
+        print(f"{spec.usage:28s} {spec.help}")
+    return 0
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     """Time fast paths against their naive references in one run; prints the ratios."""
@@ -206,6 +295,8 @@ class BenchOptions:
     """timed repetitions of each path (median reported)"""
     batch: int = 2048
     """prompts per training step"""
+    eval_prompts: int = 1280
+    """prompts of the evaluation-protocol case (Garg's 1 280)"""
     json: Path | None = None
     """also write the results as JSON here"""
 
@@ -216,9 +307,10 @@ def _cmd_bench(args: list[str]) -> int:
     from iclab.training.trainer import resolve_device
 
     opts = _tyro(BenchOptions, args, prog="iclab bench")
-    if opts.repeats < 1 or opts.batch < 1:
-        raise UsageError(f"repeats, batch: must be integers >= 1, got {opts.repeats}, {opts.batch}")
-    results = run_benchmarks(resolve_device(opts.device), opts.repeats, opts.batch)
+    for name in ("repeats", "batch", "eval_prompts"):
+        if getattr(opts, name) < 1:
+            raise UsageError(f"{name}: must be an integer >= 1, got {getattr(opts, name)}")
+    results = run_benchmarks(resolve_device(opts.device), opts.repeats, opts.batch, opts.eval_prompts)
     rows = [
         {"case": r.case, "fast ms": r.fast_ms, "naive ms": r.naive_ms, "speed-up": f"{r.speedup:.1f}x"} for r in results
     ]
@@ -254,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "compare": _cmd_compare,
         "reproduce": _cmd_reproduce,
+        "eval": _cmd_eval,
+        "learners": _cmd_learners,
         "bench": _cmd_bench,
         "presets": _cmd_presets,
     }

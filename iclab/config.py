@@ -68,7 +68,23 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 X_DISTS = ("uniform", "gaussian")
-TASKS = ("linear",)
+# Task families (iclab.tasks registers one class per name).
+TASKS = (
+    "linear",
+    "sparse_linear",
+    "quadratic",
+    "relu_net",
+    "decision_tree",
+    "sine",
+    "fourier",
+    "mixture",
+    "ar",
+    "linear_dynamics",
+    "softmax_regression",
+    "classification",
+)
+W_PRIORS = ("gaussian", "sign", "low_rank")
+MIX_BY = ("prompt", "batch")
 MODELS = ("lsa",)
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEVICES = ("cpu", "cuda", "auto")
@@ -77,16 +93,32 @@ DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """In-context linear regression: y = wᵀx + ε.
+    """A family of in-context tasks: inputs x, a random function f per prompt, targets y = f(x) + ε.
 
-    x ~ U(−x_scale, x_scale)^d ("uniform", the vO code's U(−0.5, 0.5)) or N(0, diag(x_cov_diag)·x_scale²)
-    ("gaussian"); w ~ N(0, w_scale²·diag(w_cov_diag)); ε ~ N(0, noise_var). Each prompt has n_points context
-    pairs and n_queries queries (queries never see each other).
+    The common fields describe the inputs and the noise; family fields are read only by their family (see
+    `iclab.tasks` for each family's definition). Linear regression (the default): y = wᵀx + ε with
+    x ~ U(−x_scale, x_scale)^d ("uniform", the vO code's U(−0.5, 0.5)) or N(0, x_scale²·Σ_x) ("gaussian", Σ_x =
+    diag(x_cov_diag), or log-spaced eigenvalues of condition number x_condition), w ~ N(0, w_scale²·diag(w_cov_diag))
+    (or another w_prior), ε ~ N(0, noise_var). Each prompt has n_points context pairs and n_queries queries.
     """
 
-    name: Literal["linear"] = "linear"
+    name: Literal[
+        "linear",
+        "sparse_linear",
+        "quadratic",
+        "relu_net",
+        "decision_tree",
+        "sine",
+        "fourier",
+        "mixture",
+        "ar",
+        "linear_dynamics",
+        "softmax_regression",
+        "classification",
+    ] = "linear"
+    """task family"""
     d: int = 10
-    """input dimension d"""
+    """input dimension d (the order p for ar)"""
     n_points: int = 10
     """context pairs per prompt (N)"""
     n_queries: int = 1
@@ -97,12 +129,44 @@ class TaskConfig:
     """half-width a of U(-a, a), or the standard deviation of the Gaussian"""
     x_cov_diag: tuple[float, ...] | None = None
     """Gaussian input covariance diagonal (d values; times x_scale²)"""
+    x_condition: float = 1.0
+    """condition number κ of the Gaussian input covariance: eigenvalues log-spaced from 1 to 1/κ, mean 1"""
     w_scale: float = 1.0
     """task-vector standard deviation τ"""
     w_cov_diag: tuple[float, ...] | None = None
     """task-vector covariance diagonal (d values; times w_scale²)"""
+    w_prior: Literal["gaussian", "sign", "low_rank"] = "gaussian"
+    """linear task prior: gaussian, sign (w ∈ {±τ}^d), low_rank (w = vec of a rank-w_rank √d×√d matrix)"""
+    w_rank: int = 1
+    """rank of the low_rank prior"""
     noise_var: float = 0.0
     """label noise variance σ²"""
+    sparsity: int = 3
+    """sparse_linear: non-zero coordinates of w"""
+    hidden: int = 100
+    """relu_net: hidden units of the teacher"""
+    depth: int = 4
+    """decision_tree: depth of the tree"""
+    frequencies: int = 3
+    """fourier: number of frequencies K"""
+    amplitude: tuple[float, float] = (0.1, 5.0)
+    """sine: amplitude range U(lo, hi)"""
+    phase: tuple[float, float] = (0.0, math.pi)
+    """sine: phase range U(lo, hi)"""
+    spectral_radius: float = 0.9
+    """ar, linear_dynamics: largest modulus of the dynamics' eigenvalues (< 1: stable)"""
+    n_classes: int = 3
+    """softmax_regression: output dimension k (targets softmax(Wx) ∈ R^k)"""
+    flip_prob: float = 0.0
+    """classification: probability that a ±1 label is flipped"""
+    pool_size: int = 0
+    """finite task pool of M functions drawn once from pool_seed (0: a fresh function for every prompt)"""
+    pool_seed: int = 0
+    """seed of the finite task pool"""
+    components: tuple[str, ...] = ()
+    """mixture: the families mixed (each uses this config with its own name)"""
+    mix_by: Literal["prompt", "batch"] = "prompt"
+    """mixture: draw the family per prompt or once per batch"""
 
     def __post_init__(self) -> None:
         _choice("task.name", self.name, TASKS)
@@ -111,6 +175,7 @@ class TaskConfig:
         _int_at_least("task.n_queries", self.n_queries, 1)
         _choice("task.x_dist", self.x_dist, X_DISTS)
         _real("task.x_scale", self.x_scale, low=0.0, strict=True)
+        _real("task.x_condition", self.x_condition, low=1.0)
         _real("task.w_scale", self.w_scale, low=0.0, strict=True)
         _real("task.noise_var", self.noise_var, low=0.0)
         for name in ("x_cov_diag", "w_cov_diag"):
@@ -124,6 +189,53 @@ class TaskConfig:
                 _real(f"task.{name}", v, low=0.0, strict=True)
         if self.x_cov_diag is not None and self.x_dist != "gaussian":
             _fail("task.x_cov_diag", "unset unless task.x_dist is 'gaussian'", list(self.x_cov_diag))
+        if self.x_condition != 1.0 and (self.x_dist != "gaussian" or self.x_cov_diag is not None):
+            allowed = "1 unless task.x_dist is 'gaussian' and task.x_cov_diag is unset"
+            _fail("task.x_condition", allowed, self.x_condition)
+        _choice("task.w_prior", self.w_prior, W_PRIORS)
+        _int_at_least("task.w_rank", self.w_rank, 1)
+        if self.w_prior == "low_rank":
+            side = math.isqrt(self.d)
+            if side * side != self.d:
+                _fail("task.d", "a perfect square (4, 9, 16, …) for task.w_prior 'low_rank'", self.d)
+            if self.w_rank > side:
+                _fail("task.w_rank", f"an integer in [1, √d = {side}]", self.w_rank)
+        if self.w_prior != "gaussian" and self.w_cov_diag is not None:
+            _fail("task.w_cov_diag", "unset unless task.w_prior is 'gaussian'", list(self.w_cov_diag))
+        _int_at_least("task.sparsity", self.sparsity, 1)
+        if self.name == "sparse_linear" and self.sparsity > self.d:
+            _fail("task.sparsity", f"an integer in [1, d = {self.d}]", self.sparsity)
+        _int_at_least("task.hidden", self.hidden, 1)
+        _int_at_least("task.depth", self.depth, 1)
+        _int_at_least("task.frequencies", self.frequencies, 1)
+        for name, low_ok in (("amplitude", 0.0), ("phase", -math.inf)):
+            pair = getattr(self, name)
+            _sequence(f"task.{name}", pair, "a pair [lo, hi] with lo <= hi")
+            if len(pair) != 2 or not all(isinstance(v, int | float) and math.isfinite(v) for v in pair):
+                _fail(f"task.{name}", "a pair [lo, hi] of finite numbers with lo <= hi", list(pair))
+            if pair[0] > pair[1] or pair[0] < low_ok:
+                _fail(f"task.{name}", f"a pair [lo, hi] with {low_ok:g} <= lo <= hi", list(pair))
+        if self.name in ("sine", "fourier") and self.d != 1:
+            _fail("task.d", f"1 for task.name {self.name!r} (scalar inputs)", self.d)
+        _real("task.spectral_radius", self.spectral_radius, low=0.0, strict=True)
+        if self.spectral_radius >= 1.0:
+            _fail("task.spectral_radius", "a number in (0, 1) (a stable process)", self.spectral_radius)
+        _int_at_least("task.n_classes", self.n_classes, 2)
+        _real("task.flip_prob", self.flip_prob, low=0.0)
+        if self.flip_prob > 0.5:
+            _fail("task.flip_prob", "a probability in [0, 0.5]", self.flip_prob)
+        _int_at_least("task.pool_size", self.pool_size, 0)
+        _int_at_least("task.pool_seed", self.pool_seed, 0)
+        _sequence("task.components", self.components, "a list of task family names")
+        _choice("task.mix_by", self.mix_by, MIX_BY)
+        if self.name == "mixture":
+            allowed = tuple(t for t in TASKS if t != "mixture")
+            if len(self.components) < 2:
+                _fail("task.components", f"at least two of: {', '.join(allowed)}", list(self.components))
+            for c in self.components:
+                _choice("task.components", c, allowed)
+        elif self.components:
+            _fail("task.components", "empty unless task.name is 'mixture'", list(self.components))
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from iclab.cli import main
 
 def test_bench_cli_writes_every_case(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--repeats", "1", "--batch", "32", "--json", str(out)]) == 0
+    assert main(["bench", "--repeats", "1", "--batch", "32", "--eval-prompts", "8", "--json", str(out)]) == 0
     assert "speed-up" in capsys.readouterr().out
     cases = json.loads(out.read_text())
-    assert len(cases) == 3
+    assert len(cases) == 4
     for case in cases:
         assert case["fast_ms"] > 0 and case["naive_ms"] > 0
         assert abs(case["speedup"] - case["naive_ms"] / case["fast_ms"]) < 1e-9

@@ -35,7 +35,7 @@ def _assert_one_line(exc: ConfigError, field: str, allowed: str) -> None:
 # (section or None for a top-level ExperimentConfig field, overrides, dotted field, text stating what is allowed)
 BAD = [
     # TaskConfig
-    ("task", {"name": "quadratic"}, "task.name", "choose one of: linear"),
+    ("task", {"name": "quadratc"}, "task.name", "choose one of: linear, sparse_linear"),
     ("task", {"d": 0}, "task.d", "integer >= 1"),
     ("task", {"d": -3}, "task.d", "integer >= 1"),
     ("task", {"d": 2.5}, "task.d", "integer >= 1"),

@@ -155,9 +155,9 @@ def test_covariance_task_samples_without_rebuilding_tensors():
     task = make_task(TaskConfig(d=3, x_dist="gaussian", x_scale=1.0, x_cov_diag=(1.0, 4.0, 9.0)))
     gen = torch.Generator().manual_seed(0)
     task.sample(4, generator=gen, dtype=torch.float64)
-    cached = dict(task._sqrt_diag)
+    cached = dict(task._cache)
     prompts = task.sample(20_000, generator=gen, dtype=torch.float64)
-    assert task._sqrt_diag.keys() == cached.keys() and all(task._sqrt_diag[k] is v for k, v in cached.items())
+    assert task._cache.keys() == cached.keys() and all(task._cache[k] is v for k, v in cached.items())
     torch.testing.assert_close(
         prompts.x.var(dim=(0, 1)), torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64), rtol=0.05, atol=0
     )

@@ -19,14 +19,8 @@ import torch
 from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
-from iclab.algorithms.least_squares import (
-    check_args,
-    parse_int,
-    parse_real,
-    prefix_stats,
-    spec_string,
-)
-from iclab.algorithms.registry import LearnerSpec
+from iclab.algorithms.least_squares import prefix_stats
+from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, parse_real, spec_string
 
 __all__ = ["GD", "LEARNERS", "DebiasedGD", "GDPlusPlus", "gd_predict", "gdpp_predict"]
 
@@ -301,11 +295,11 @@ def _debiased(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Debia
 
 
 LEARNERS: dict[str, LearnerSpec] = {
-    "gd": LearnerSpec(_gd, "gd:K[,eta=ETA]", "K GD steps from 0 (steps tuned to the task, or one fixed eta)"),
+    "gd": LearnerSpec(_gd, "gd:K[:eta=ETA]", "K GD steps from 0 (steps tuned to the task, or one fixed eta)"),
     "pgd": LearnerSpec(
-        _pgd, "pgd:K[,eta=ETA]", "K GD steps preconditioned by the task's inverse input second moment (tuned or eta)"
+        _pgd, "pgd:K[:eta=ETA]", "K GD steps preconditioned by the task's inverse input second moment (tuned or eta)"
     ),
-    "gd++": LearnerSpec(_gdpp, "gd++:K[,eta=ETA,gamma=GAMMA]", "K GD++ steps (von Oswald), tuned to the task"),
+    "gd++": LearnerSpec(_gdpp, "gd++:K[:eta=ETA:gamma=GAMMA]", "K GD++ steps (von Oswald), tuned to the task"),
     "debiased_gd": LearnerSpec(
         _debiased, "debiased_gd[:ETA]", "debiased GD (He et al.); default step optimal for the task at every L"
     ),

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
-from iclab.algorithms.registry import LearnerSpec
+from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
 
 __all__ = [
     "LEARNERS",
@@ -260,53 +260,7 @@ class Ridge(Bayes):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# registry (helpers shared with gd.py and newton.py)
-
-
-def spec_string(name: str, args: tuple[str, ...], kwargs: dict[str, str]) -> str:
-    """The spec a learner was made from, for its `.name`: ("gd", ("3",), {"eta": "0.1"}) → "gd:3,eta=0.1"."""
-    parts = [*args, *(f"{k}={v}" for k, v in kwargs.items())]
-    return f"{name}:{','.join(parts)}" if parts else name
-
-
-def check_args(args: tuple[str, ...], kwargs: dict[str, str], n_args: int, keys: Sequence[str] = ()) -> None:
-    """ValueError unless there are at most `n_args` positional arguments and only `keys` as key=value ones."""
-    if len(args) > n_args:
-        raise ValueError(f"takes at most {n_args} positional argument(s), got {len(args)}")
-    extra = sorted(set(kwargs) - set(keys))
-    if extra:
-        allowed = ", ".join(keys) or "none"
-        raise ValueError(f"unknown key(s) {', '.join(extra)}; allowed: {allowed}")
-
-
-def parse_real(what: str, value: str, *, low: float = -math.inf, strict: bool = False) -> float:
-    """A finite float > low (strict) or >= low, else ValueError naming `what`."""
-    try:
-        out = float(value)
-    except ValueError:
-        out = math.nan
-    if not math.isfinite(out) or out < low or (strict and out == low):
-        raise ValueError(f"{what}: must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
-    return out
-
-
-def parse_int(what: str, value: str, *, low: int = 1) -> int:
-    """An integer >= low, else ValueError naming `what`."""
-    try:
-        out = int(value)
-    except ValueError:
-        out = low - 1
-    if out < low:
-        raise ValueError(f"{what}: must be an integer >= {low}, got {value!r}")
-    return out
-
-
-def parse_dtype(kwargs: dict[str, str]) -> torch.dtype | None:
-    """The `float64` flag (1/true/yes or 0/false/no): torch.float64 or None (compute in the input dtype)."""
-    value = kwargs.get("float64", "0").lower()
-    if value not in ("1", "true", "yes", "0", "false", "no"):
-        raise ValueError(f"float64: must be 1/true/yes or 0/false/no, got {value!r}")
-    return torch.float64 if value in ("1", "true", "yes") else None
+# registry entries
 
 
 def _ols(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> OLS:
@@ -328,13 +282,13 @@ def _ridge(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Ridge:
 def _bayes(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Bayes:
     check_args(args, kwargs, 2, ("float64",))
     if len(args) == 1:
-        raise ValueError("give both SIGMA2 and TAU2 (bayes:0.1,1) or neither (the task's noise and prior)")
+        raise ValueError("give both SIGMA2 and TAU2 (bayes:0.1:1) or neither (the task's noise and prior)")
     if args:
         noise, prior = parse_real("SIGMA2", args[0], low=0.0), parse_real("TAU2", args[1], low=0.0, strict=True)
     else:
         config = getattr(task, "config", None)
         if config is None or not hasattr(config, "noise_var") or not hasattr(config, "w_scale"):
-            raise ValueError("without SIGMA2,TAU2 it needs a task with noise_var and w_scale")
+            raise ValueError("without SIGMA2:TAU2 it needs a task with noise_var and w_scale")
         noise = float(config.noise_var)
         # w_second_moment is τ²·diag(w_cov_diag): the exact prior where the task has one
         prior = task.w_second_moment() if hasattr(task, "w_second_moment") else float(config.w_scale) ** 2
@@ -345,10 +299,10 @@ def _bayes(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Bayes:
 
 LEARNERS: dict[str, LearnerSpec] = {
     "ols": LearnerSpec(_ols, "ols[:float64=1]", "minimum-norm least squares X⁺y (any n vs d and rank)"),
-    "ridge": LearnerSpec(_ridge, "ridge:LAMBDA[,float64=1]", "ridge (XᵀX + λI)⁻¹Xᵀy, unnormalised sums"),
+    "ridge": LearnerSpec(_ridge, "ridge:LAMBDA[:float64=1]", "ridge (XᵀX + λI)⁻¹Xᵀy, unnormalised sums"),
     "bayes": LearnerSpec(
         _bayes,
-        "bayes[:SIGMA2,TAU2][,float64=1]",
+        "bayes[:SIGMA2:TAU2][:float64=1]",
         "Gaussian-prior posterior mean and predictive variance (default: the task's noise and prior)",
     ),
 }

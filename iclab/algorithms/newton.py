@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
-from iclab.algorithms.least_squares import check_args, gram_stats, parse_dtype, parse_int, prefix_stats, spec_string
-from iclab.algorithms.registry import LearnerSpec
+from iclab.algorithms.least_squares import gram_stats, prefix_stats
+from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, spec_string
 
 __all__ = ["LEARNERS", "Newton", "newton_inverse", "newton_weights"]
 
@@ -74,6 +74,6 @@ def _newton(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Newton:
 
 LEARNERS: dict[str, LearnerSpec] = {
     "newton": LearnerSpec(
-        _newton, "newton:K[,float64=1]", "K iterations of Iterative Newton for (XᵀX)⁺ (Fu et al.), then ŵ = M_K Xᵀy"
+        _newton, "newton:K[:float64=1]", "K iterations of Iterative Newton for (XᵀX)⁺ (Fu et al.), then ŵ = M_K Xᵀy"
     ),
 }

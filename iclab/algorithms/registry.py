@@ -12,11 +12,26 @@ Unknown names fail listing the valid ones; bad arguments fail naming the learner
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LearnerSpec", "LearnerSpecError", "learner_names", "make_learner", "parse_spec", "split_learner_list"]
+import torch
+
+__all__ = [
+    "LearnerSpec",
+    "LearnerSpecError",
+    "check_args",
+    "learner_names",
+    "make_learner",
+    "parse_dtype",
+    "parse_int",
+    "parse_real",
+    "parse_spec",
+    "spec_string",
+    "split_learner_list",
+]
 
 # Modules that declare LEARNERS (imported lazily: scikit-learn is only loaded when a tree learner is asked for).
 MODULES = (
@@ -67,6 +82,54 @@ def split_learner_list(text: str) -> list[str]:
     if not items or any(not t for t in items):
         raise LearnerSpecError(f"learners: a comma-separated list of learner names, got {text!r}")
     return items
+
+
+
+
+def spec_string(name: str, args: tuple[str, ...], kwargs: dict[str, str]) -> str:
+    """The spec a learner was made from, for its `.name`: ("gd", ("3",), {"eta": "0.1"}) → "gd:3:eta=0.1"."""
+    parts = [*args, *(f"{k}={v}" for k, v in kwargs.items())]
+    return f"{name}:{':'.join(parts)}" if parts else name
+
+
+def check_args(args: tuple[str, ...], kwargs: dict[str, str], n_args: int, keys: Sequence[str] = ()) -> None:
+    """ValueError unless there are at most `n_args` positional arguments and only `keys` as key=value ones."""
+    if len(args) > n_args:
+        raise ValueError(f"takes at most {n_args} positional argument(s), got {len(args)}")
+    extra = sorted(set(kwargs) - set(keys))
+    if extra:
+        allowed = ", ".join(keys) or "none"
+        raise ValueError(f"unknown key(s) {', '.join(extra)}; allowed: {allowed}")
+
+
+def parse_real(what: str, value: str, *, low: float = -math.inf, strict: bool = False) -> float:
+    """A finite float > low (strict) or >= low, else ValueError naming `what`."""
+    try:
+        out = float(value)
+    except ValueError:
+        out = math.nan
+    if not math.isfinite(out) or out < low or (strict and out == low):
+        raise ValueError(f"{what}: must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+    return out
+
+
+def parse_int(what: str, value: str, *, low: int = 1) -> int:
+    """An integer >= low, else ValueError naming `what`."""
+    try:
+        out = int(value)
+    except ValueError:
+        out = low - 1
+    if out < low:
+        raise ValueError(f"{what}: must be an integer >= {low}, got {value!r}")
+    return out
+
+
+def parse_dtype(kwargs: dict[str, str]) -> torch.dtype | None:
+    """The `float64` flag (1/true/yes or 0/false/no): torch.float64 or None (compute in the input dtype)."""
+    value = kwargs.get("float64", "0").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"float64: must be 1/true/yes or 0/false/no, got {value!r}")
+    return torch.float64 if value in ("1", "true", "yes") else None
 
 
 def _all_specs() -> dict[str, LearnerSpec]:

@@ -1,13 +1,23 @@
-"""The prompt container every task returns and every learner consumes."""
+"""The prompt container every task returns and every learner consumes, and the base class of task families.
+
+A task family is three random choices and a function: inputs x (`sample_x`), the parameters of one function per
+prompt (`sample_params`, e.g. w, the teacher net's weights, the tree), and the function itself (`evaluate`), plus
+label noise (`add_noise`). `Task.sample` composes them; `Task.targets(x, prompts)` evaluates the prompts' own
+functions at new inputs, which is what the distribution-shift suite needs. A finite task pool (`pool_size` M > 0,
+Raventós et al.) draws M parameter sets once from `pool_seed` and gives every prompt one of them uniformly.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-__all__ = ["Prompts"]
+from iclab.config import TaskConfig
+
+__all__ = ["Prompts", "Task"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +26,9 @@ class Prompts:
 
     Shapes: x [batch, n_ctx + n_queries, d]; y [batch, n_ctx + n_queries] (noisy targets);
     w [batch, d] the task vector; f [batch, n_ctx + n_queries] the noiseless targets wᵀx.
+    Vector-valued families (softmax regression, linear dynamics) have y, f [batch, n_ctx + n_queries, k].
+    `params` holds every parameter of each prompt's function (leading dimension batch), `w` among them where the
+    family is linear; `Task.targets` reads it.
     """
 
     x: Tensor
@@ -23,6 +36,7 @@ class Prompts:
     n_ctx: int
     w: Tensor | None = None
     f: Tensor | None = None
+    params: dict[str, Tensor] | None = None
 
     @property
     def x_ctx(self) -> Tensor:
@@ -56,7 +70,8 @@ class Prompts:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device=device, dtype=dtype)
 
-        return replace(self, x=move(self.x), y=move(self.y), w=move(self.w), f=move(self.f))
+        params = None if self.params is None else {k: _move_param(v, device, dtype) for k, v in self.params.items()}
+        return replace(self, x=move(self.x), y=move(self.y), w=move(self.w), f=move(self.f), params=params)
 
     def scaled(self, *, input_scale: float = 1.0, target_scale: float = 1.0) -> Prompts:
         """Out-of-distribution copy: x → αx (targets follow, y = wᵀ(αx) + ε), or w → βw (y scales with β).
@@ -67,10 +82,143 @@ class Prompts:
         noise = self.y - self.f
         f = self.f * input_scale * target_scale
         w = None if self.w is None else self.w * target_scale
-        return replace(self, x=self.x * input_scale, y=f + noise, f=f, w=w)
+        params = self.params
+        if params is not None and "w" in params:
+            params = {**params, "w": w}
+        return replace(self, x=self.x * input_scale, y=f + noise, f=f, w=w, params=params)
 
     def __getitem__(self, index: slice) -> Prompts:
         def take(t: Tensor | None) -> Tensor | None:
             return None if t is None else t[index]
 
-        return replace(self, x=self.x[index], y=self.y[index], w=take(self.w), f=take(self.f))
+        params = None if self.params is None else {k: v[index] for k, v in self.params.items()}
+        return replace(self, x=self.x[index], y=self.y[index], w=take(self.w), f=take(self.f), params=params)
+
+
+def _move_param(t: Tensor, device, dtype) -> Tensor:
+    # integer parameters (tree feature indices, mixture components) keep their dtype
+    return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+
+class Task:
+    """Base class of task families. Subclasses implement `sample_params` and `evaluate`; most keep the input
+    distribution and the Gaussian label noise given here.
+
+    Shapes: x [B, T, d]; params: dict of tensors with leading dimension B; f, y [B, T] (or [B, T, k]).
+    Every random draw comes from the explicit `generator`, which lives on the target device.
+    """
+
+    vector_targets = False  # True where y is [B, T, k]
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self._cache: dict[tuple, Tensor | dict[str, Tensor]] = {}
+
+    @property
+    def d(self) -> int:
+        return self.config.d
+
+    # --- the three random choices ------------------------------------------------------------------------------
+    def x_cov_diag(self) -> Tensor | None:
+        """[d] float64 diagonal of the Gaussian input covariance before x_scale² (None: identity)."""
+        c = self.config
+        if c.x_cov_diag is not None:
+            return torch.tensor(c.x_cov_diag, dtype=torch.float64)
+        if c.x_condition != 1.0:  # log-spaced eigenvalues 1 … 1/κ, normalised to mean 1 (tr Σ = d)
+            lam = torch.logspace(0.0, -math.log10(c.x_condition), c.d, dtype=torch.float64)
+            return lam / lam.mean()
+        return None
+
+    def x_second_moment(self) -> Tensor:
+        """Diagonal of E[x xᵀ], shape [d] (float64)."""
+        c = self.config
+        if c.x_dist == "uniform":
+            return torch.full((c.d,), c.x_scale**2 / 3, dtype=torch.float64)
+        diag = self.x_cov_diag()
+        return (torch.ones(c.d, dtype=torch.float64) if diag is None else diag) * c.x_scale**2
+
+    def _cached(self, key: tuple, make):
+        # Built once per device and dtype: a host→device copy in every sample() would sync each training step.
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def sample_x(
+        self, batch: int, n_total: int, *, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        """[batch, n_total, d] inputs: U(−a, a)^d or N(0, a²Σ_x)."""
+        c = self.config
+        shape = (batch, n_total, c.d)
+        if c.x_dist == "uniform":
+            return (torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2 - 1) * c.x_scale
+        x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * c.x_scale
+        if self.x_cov_diag() is not None:
+            x = x * self._cached(("x_sqrt", device, dtype), lambda: self.x_cov_diag().sqrt().to(device, dtype))
+        return x
+
+    def sample_params(
+        self, batch: int, *, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        """Parameters of `batch` independent functions, each tensor with leading dimension batch."""
+        raise NotImplementedError
+
+    def evaluate(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Noiseless targets f [B, T] (or [B, T, k]) of the functions `params` at inputs x [B, T, d]."""
+        raise NotImplementedError
+
+    def add_noise(self, f: Tensor, *, generator: torch.Generator) -> Tensor:
+        """y = f + N(0, σ²) (subclasses with other label noise override)."""
+        if self.config.noise_var == 0:
+            return f
+        noise = torch.randn(f.shape, generator=generator, device=f.device, dtype=f.dtype)
+        return f + noise * self.config.noise_var**0.5
+
+    # --- the finite task pool -----------------------------------------------------------------------------------
+    def pool_params(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """The M parameter sets of the finite task pool (leading dimension M), drawn once from pool_seed."""
+        c = self.config
+        if c.pool_size < 1:
+            raise ValueError("task.pool_size: this task has no finite pool (pool_size = 0)")
+        device = torch.device(device)
+
+        def draw() -> dict[str, Tensor]:
+            # drawn on the CPU in float64, so the pool is the same on every device and dtype
+            gen = torch.Generator().manual_seed(c.pool_seed)
+            pool = self.sample_params(c.pool_size, generator=gen, device=torch.device("cpu"), dtype=torch.float64)
+            return {k: _move_param(v, device, dtype) for k, v in pool.items()}
+
+        return self._cached(("pool", device, dtype), draw)
+
+    # --- sampling ------------------------------------------------------------------------------------------------
+    def sample(
+        self,
+        batch: int,
+        *,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        n_points: int | None = None,
+    ) -> Prompts:
+        """Draw `batch` prompts: x [batch, n + m, d], y and f [batch, n + m] (or [..., k]), params.
+
+        `n_points` overrides the configured context length (prompt-length shift, curricula).
+        """
+        c = self.config
+        device = generator.device if device is None else torch.device(device)
+        n = c.n_points if n_points is None else n_points
+        x = self.sample_x(batch, n + c.n_queries, generator=generator, device=device, dtype=dtype)
+        if c.pool_size > 0:
+            pool = self.pool_params(device, dtype)
+            index = torch.randint(c.pool_size, (batch,), generator=generator, device=device)
+            params = {k: v[index] for k, v in pool.items()}
+        else:
+            params = self.sample_params(batch, generator=generator, device=device, dtype=dtype)
+        f = self.evaluate(x, params)
+        y = self.add_noise(f, generator=generator)
+        return Prompts(x=x, y=y, n_ctx=n, w=params.get("w"), f=f, params=params)
+
+    def targets(self, x: Tensor, prompts: Prompts) -> Tensor:
+        """Noiseless targets of the prompts' own functions at new inputs x [B, T, d] → [B, T] (or [B, T, k])."""
+        if prompts.params is None:
+            raise ValueError("targets: the prompts carry no task parameters")
+        return self.evaluate(x, prompts.params)

@@ -1,0 +1,332 @@
+"""OLS, ridge and Bayes learners against naive numpy references, one prompt (and one prefix) at a time.
+
+References, written from the math: OLS = numpy.linalg.lstsq on the present rows (the min-norm solution); ridge =
+numpy.linalg.solve(XᵀX + λI, Xᵀy); Bayes = the Gaussian posterior Σ_post = (XᵀX/σ² + Σ_w⁻¹)⁻¹ by numpy inverses
+(σ² = 0: the min-Σ_w⁻¹-norm interpolant through numpy.linalg.pinv). Tolerance: 1e-5 relative to the largest
+reference value, in float64.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from iclab.algorithms.base import MaskedLearner
+from iclab.algorithms.least_squares import OLS, Bayes, Ridge, ols_weights, prefix_stats, ridge_weights
+from iclab.algorithms.registry import LearnerSpecError, make_learner
+from iclab.config import TaskConfig
+from iclab.tasks.linear import LinearRegressionTask
+
+SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
+PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
+
+
+def _close(actual, expected, rtol=1e-5):
+    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert np.isfinite(actual).all()
+    scale = max(1e-12, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual - expected).max(initial=0.0))
+    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _case(n, d, seed, batch=4, m=2):
+    """Gaussian data, a random mask with prompt 0 complete and prompt 1 empty."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch, n, d))
+    y = rng.standard_normal((batch, n))
+    Xq = rng.standard_normal((batch, m, d))
+    mask = rng.random((batch, n)) < 0.7
+    mask[0] = True
+    if batch > 1:
+        mask[1] = False
+    return X, y, Xq, mask
+
+
+def _per_prompt(fn, X, y, Xq, mask):
+    """fn(present X, present y, Xq) per prompt → stacked [B, m] (or tuple of them)."""
+    outs = [fn(X[b][mask[b]], y[b][mask[b]], Xq[b]) for b in range(X.shape[0])]
+    return np.stack(outs) if not isinstance(outs[0], tuple) else tuple(np.stack(o) for o in zip(*outs))
+
+
+def _per_prefix(fn, x, y):
+    """Naive prefix loop: prediction t of prompt b from points < t → [B, T]."""
+    B, T, _ = x.shape
+    return np.array([[fn(x[b, :t], y[b, :t], x[b, t : t + 1])[0] for t in range(T)] for b in range(B)])
+
+
+def naive_ols(X, y, Xq):
+    if X.shape[0] == 0:
+        return np.zeros(Xq.shape[0])
+    return Xq @ np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def naive_ridge(lam):
+    def fn(X, y, Xq):
+        d = Xq.shape[1]
+        return Xq @ np.linalg.solve(X.T @ X + lam * np.eye(d), X.T @ y)
+
+    return fn
+
+
+def naive_bayes(sigma2, prior):
+    """Posterior predictive (mean, variance of a new noisy y) for prior covariance `prior` [d, d]."""
+
+    def fn(X, y, Xq):
+        if sigma2 > 0:
+            post = np.linalg.inv(X.T @ X / sigma2 + np.linalg.inv(prior))
+            mean_w = post @ X.T @ y / sigma2
+        else:  # noiseless: w = L z with z the min-norm solution of (XL) z = y; Σ_post = L (I − Z⁺Z) Lᵀ
+            L = np.linalg.cholesky(prior)
+            Z = X @ L
+            Zp = np.linalg.pinv(Z) if X.shape[0] else np.zeros((L.shape[0], 0))
+            mean_w = L @ Zp @ y
+            post = L @ (np.eye(L.shape[0]) - Zp @ Z) @ L.T
+        return Xq @ mean_w, sigma2 + np.einsum("md,de,me->m", Xq, post, Xq)
+
+    return fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# OLS
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_ols_matches_lstsq_on_masked_contexts(n, d):
+    X, y, Xq, mask = _case(n, d, seed=10 * n + d)
+    expected = _per_prompt(naive_ols, X, y, Xq, mask)
+    _close(OLS().predict(_t(X), _t(y), _t(Xq), _t(mask)), expected)
+    # float32 inputs computed in float64: the reference sees the same rounded inputs
+    X32, y32, q32 = (_t(a).float() for a in (X, y, Xq))
+    out = OLS(dtype=torch.float64).predict(X32, y32, q32, _t(mask))
+    assert out.dtype == torch.float32
+    ref32 = _per_prompt(naive_ols, X32.double().numpy(), y32.double().numpy(), q32.double().numpy(), mask)
+    _close(out, ref32, rtol=1e-6)
+
+
+@pytest.mark.parametrize("T,d", PREFIX_SHAPES)
+def test_ols_prefix_fast_path_matches_generic_path_and_naive_loop(T, d):
+    rng = np.random.default_rng(T * 10 + d)
+    x, y = rng.standard_normal((3, T, d)), rng.standard_normal((3, T))
+    expected = _per_prefix(naive_ols, x, y)
+    learner = OLS()
+    _close(learner.predict_prefixes(_t(x), _t(y)), expected)
+    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+
+
+def _near_singular(kind, rng):
+    if kind == "duplicate rows":  # n > d with rank 3 < d = 5 and repeated points
+        base = rng.standard_normal((3, 5))
+        return np.concatenate([base, base, base[:1]])
+    if kind == "n=d, tiny singular value":
+        U, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+        V, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+        return U @ np.diag([3.0, 2.0, 1.0, 0.5, 0.2, 1e-7]) @ V.T
+    if kind == "n<d, nearly collinear":
+        row = rng.standard_normal(6)
+        return np.stack([row, row + 1e-9 * rng.standard_normal(6), rng.standard_normal(6)])
+    return np.zeros((4, 3))  # all-zero context
+
+
+@pytest.mark.parametrize("kind", ["duplicate rows", "n=d, tiny singular value", "n<d, nearly collinear", "zeros"])
+def test_ols_near_singular_is_finite_and_the_min_norm_solution(kind):
+    rng = np.random.default_rng(7)
+    X = np.stack([_near_singular(kind, rng) for _ in range(2)])
+    y = rng.standard_normal(X.shape[:2])
+    Xq = rng.standard_normal((2, 3, X.shape[2]))
+    mask = np.ones(X.shape[:2], dtype=bool)
+    expected = _per_prompt(naive_ols, X, y, Xq, mask)
+    learner = make_learner("ols:float64=1")
+    # float32 inputs: the reference sees the same rounded inputs (rounding X moves a 1e-7 singular value by ~10%)
+    X32, y32, q32 = (_t(a).float() for a in (X, y, Xq))
+    ref32 = _per_prompt(naive_ols, X32.double().numpy(), y32.double().numpy(), q32.double().numpy(), mask)
+    _close(learner.predict(X32, y32, q32), ref32, rtol=1e-5)
+    _close(learner.predict(_t(X), _t(y), _t(Xq)), expected)
+    _close(ols_weights(_t(X), _t(y)), np.stack([np.linalg.lstsq(X[b], y[b], rcond=None)[0] for b in range(2)]))
+    # the prefix fast path sees the same near-singular prefixes and must recompute them exactly
+    xs, ys = np.concatenate([X, Xq], axis=1), np.concatenate([y, rng.standard_normal((2, 3))], axis=1)
+    _close(learner.predict_prefixes(_t(xs), _t(ys)), _per_prefix(naive_ols, xs, ys))
+
+
+def test_ols_empty_context_and_vector_targets():
+    X, y, Xq, _ = _case(0, 3, seed=1)
+    assert torch.equal(OLS().predict(_t(X), _t(y), _t(Xq)), torch.zeros(4, 2, dtype=torch.float64))
+    # vector targets: each output column is its own least-squares problem
+    rng = np.random.default_rng(2)
+    X, Y, Xq = rng.standard_normal((2, 7, 3)), rng.standard_normal((2, 7, 2)), rng.standard_normal((2, 4, 3))
+    expected = np.stack([Xq[b] @ np.linalg.lstsq(X[b], Y[b], rcond=None)[0] for b in range(2)])
+    _close(OLS().predict(_t(X), _t(Y), _t(Xq)), expected)
+    x, Yp = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2))
+    cols = np.stack([_per_prefix(naive_ols, x, Yp[..., k]) for k in range(2)], axis=-1)
+    _close(OLS().predict_prefixes(_t(x), _t(Yp)), cols)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ridge
+
+
+@pytest.mark.parametrize("lam", [1e-3, 0.5, 10.0])
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_ridge_matches_numpy_solve(n, d, lam):
+    X, y, Xq, mask = _case(n, d, seed=n + 100 * d)
+    _close(Ridge(lam).predict(_t(X), _t(y), _t(Xq), _t(mask)), _per_prompt(naive_ridge(lam), X, y, Xq, mask))
+    ref_w = np.stack([np.linalg.solve(X[b].T @ X[b] + lam * np.eye(d), X[b].T @ y[b]) for b in range(len(X))])
+    _close(ridge_weights(_t(X), _t(y), lam), ref_w)
+
+
+@pytest.mark.parametrize("T,d", PREFIX_SHAPES)
+def test_ridge_prefix_fast_path_matches_generic_path_and_naive_loop(T, d):
+    rng = np.random.default_rng(T + d)
+    x, y = rng.standard_normal((3, T, d)), rng.standard_normal((3, T))
+    learner = Ridge(0.3)
+    expected = _per_prefix(naive_ridge(0.3), x, y)
+    _close(learner.predict_prefixes(_t(x), _t(y)), expected)
+    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+
+
+def test_prefix_stats_are_exclusive_cumulative_sums():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5))
+    S, b = prefix_stats(_t(x), _t(y))
+    for t in range(5):
+        _close(S[:, t], np.einsum("bnd,bne->bde", x[:, :t], x[:, :t]) if t else np.zeros((2, 3, 3)))
+        _close(b[:, t], np.einsum("bnd,bn->bd", x[:, :t], y[:, :t]) if t else np.zeros((2, 3)))
+    assert torch.count_nonzero(S[:, 0]) == 0
+
+
+@pytest.mark.parametrize("lam", [0.0, -1.0, float("inf"), float("nan")])
+def test_ridge_rejects_bad_lambda(lam):
+    with pytest.raises(ValueError, match="lambda"):
+        Ridge(lam)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bayes
+
+
+def _prior(kind, d, rng):
+    if kind == "isotropic":
+        return 0.7, 0.7 * np.eye(d)
+    if kind == "diagonal":
+        diag = rng.uniform(0.2, 2.0, d)
+        return diag, np.diag(diag)
+    A = rng.standard_normal((d, d))
+    full = A @ A.T + 0.5 * np.eye(d)
+    return full, full
+
+
+@pytest.mark.parametrize("sigma2", [0.0, 0.25])
+@pytest.mark.parametrize("prior_kind", ["isotropic", "diagonal", "full"])
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_bayes_mean_and_variance_match_numpy(n, d, prior_kind, sigma2):
+    X, y, Xq, mask = _case(n, d, seed=3 * n + d)
+    arg, prior = _prior(prior_kind, d, np.random.default_rng(d))
+    learner = Bayes(sigma2, torch.as_tensor(arg) if prior_kind != "isotropic" else arg)
+    mean, var = learner.predict_with_variance(_t(X), _t(y), _t(Xq), _t(mask))
+    ref_mean, ref_var = _per_prompt(naive_bayes(sigma2, prior), X, y, Xq, mask)
+    _close(mean, ref_mean)
+    _close(var, ref_var)
+    assert (var >= 0).all()
+    _close(learner.predict(_t(X), _t(y), _t(Xq), _t(mask)), ref_mean)
+    # empty context (prompt 1): the prior predictive
+    _close(var[1], sigma2 + np.einsum("md,de,me->m", Xq[1], prior, Xq[1]))
+
+
+@pytest.mark.parametrize("sigma2", [0.0, 0.25])
+@pytest.mark.parametrize("T,d", PREFIX_SHAPES)
+def test_bayes_prefix_fast_path_matches_generic_path_and_naive_loop(T, d, sigma2):
+    rng = np.random.default_rng(T * d)
+    x, y = rng.standard_normal((3, T, d)), rng.standard_normal((3, T))
+    diag = rng.uniform(0.5, 2.0, d)
+    learner = Bayes(sigma2, torch.as_tensor(diag))
+    naive = naive_bayes(sigma2, np.diag(diag))
+    B = x.shape[0]
+    ref = [[naive(x[b, :t], y[b, :t], x[b, t : t + 1]) for t in range(T)] for b in range(B)]
+    ref_mean = np.array([[r[0][0] for r in row] for row in ref])
+    ref_var = np.array([[r[1][0] for r in row] for row in ref])
+    mean, var = learner.predict_prefixes_with_variance(_t(x), _t(y))
+    _close(mean, ref_mean)
+    _close(var, ref_var)
+    _close(learner.predict_prefixes(_t(x), _t(y)), ref_mean)
+    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), ref_mean)
+
+
+def test_bayes_isotropic_mean_is_ridge_and_vector_targets():
+    X, y, Xq, mask = _case(5, 4, seed=4)
+    args = (_t(X), _t(y), _t(Xq), _t(mask))
+    _close(Bayes(0.3, 1.5).predict(*args), Ridge(0.3 / 1.5).predict(*args).numpy(), rtol=1e-10)
+    Y = np.stack([y, 2 * y - 1], axis=-1)
+    mean, var = Bayes(0.3, 1.5).predict_with_variance(_t(X), _t(Y), _t(Xq), _t(mask))
+    assert mean.shape == var.shape == (4, 2, 2)
+    ref = _per_prompt(naive_bayes(0.3, 1.5 * np.eye(4)), X, y, Xq, mask)
+    _close(mean[..., 0], ref[0])
+    _close(var[..., 1], ref[1])
+
+
+@pytest.mark.parametrize("sigma2,n", [(0.5, 3), (0.5, 10), (0.0, 3)])
+def test_bayes_predictive_variance_is_calibrated_monte_carlo(sigma2, n):
+    # Draw from the model the posterior assumes: w ~ N(0, Σ_w), x ~ N(0, I), y = wᵀx + ε, and a fresh y_q.
+    # E[(y_q − mean)² / var] = 1 exactly; the MC mean of the ratio must be within 4 standard errors of 1.
+    d, batch = 4, 20_000
+    gen = torch.Generator().manual_seed(11)
+    diag = torch.tensor([0.5, 1.0, 2.0, 0.25], dtype=torch.float64)
+    w = torch.randn(batch, d, generator=gen, dtype=torch.float64) * diag.sqrt()
+    x = torch.randn(batch, n + 1, d, generator=gen, dtype=torch.float64)
+    y = torch.einsum("btd,bd->bt", x, w) + sigma2**0.5 * torch.randn(batch, n + 1, generator=gen, dtype=torch.float64)
+    mean, var = Bayes(sigma2, diag).predict_with_variance(x[:, :n], y[:, :n], x[:, n:])
+    z = ((y[:, n:] - mean) ** 2 / var).squeeze(-1)
+    se = z.std().item() / batch**0.5
+    assert abs(z.mean().item() - 1) < 4 * se, f"mean ratio {z.mean().item():.4f} ± {se:.4f}"
+
+
+def test_bayes_rejects_bad_parameters():
+    for noise in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="noise_var"):
+            Bayes(noise, 1.0)
+    for prior in (0.0, [1.0, -1.0], [[1.0, 2.0], [2.0, 1.0]], np.ones((2, 3))):
+        with pytest.raises(ValueError, match="prior_var"):
+            Bayes(0.1, prior if isinstance(prior, float) else torch.as_tensor(prior))
+    with pytest.raises(ValueError, match="prior_var"):  # prior dimension ≠ d
+        Bayes(0.1, torch.ones(3)).predict(torch.ones(1, 2, 4), torch.ones(1, 2), torch.ones(1, 1, 4))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# registry
+
+
+def test_registry_names_and_parameters():
+    task = LinearRegressionTask(TaskConfig(d=3, n_points=5, noise_var=0.2, w_scale=1.5, x_dist="gaussian"))
+    for spec in ("ols", "ols:float64=1", "ridge:0.25", "ridge:0.25:float64=true", "bayes", "bayes:0.1:2"):
+        assert make_learner(spec, task).name == spec
+    assert make_learner("ols:float64=1").dtype == torch.float64 and make_learner("ols").dtype is None
+    assert make_learner("ridge:0.25").lam == 0.25
+    bayes = make_learner("bayes", task)
+    assert bayes.noise_var == 0.2 and torch.allclose(bayes.prior_var, torch.full((3,), 2.25, dtype=torch.float64))
+    explicit = make_learner("bayes:0.1:2")
+    assert (explicit.noise_var, explicit.prior_var) == (0.1, 2.0)
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("ridge", "LAMBDA"),
+        ("ridge:-1", "LAMBDA"),
+        ("ridge:abc", "LAMBDA"),
+        ("ridge:inf", "LAMBDA"),
+        ("ols:3", "positional"),
+        ("ols:foo=1", "foo"),
+        ("ols:float64=maybe", "float64"),
+        ("bayes:0.1", "SIGMA2"),
+        ("bayes", "task"),
+        ("bayes:-1:1", "SIGMA2"),
+        ("bayes:0.1:0", "TAU2"),
+    ],
+)
+def test_registry_bad_arguments_are_one_line_errors_with_usage(spec, match):
+    with pytest.raises(LearnerSpecError, match=match) as info:
+        make_learner(spec)
+    message = str(info.value)
+    assert "\n" not in message and "usage:" in message
