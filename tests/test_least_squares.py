@@ -330,3 +330,11 @@ def test_registry_bad_arguments_are_one_line_errors_with_usage(spec, match):
         make_learner(spec)
     message = str(info.value)
     assert "\n" not in message and "usage:" in message
+
+
+def test_bare_ridge_is_the_tasks_bayes_ridge_and_ols_when_noiseless():
+    noisy = LinearRegressionTask(TaskConfig(d=3, noise_var=0.5, w_scale=2.0, x_dist="gaussian"))
+    assert make_learner("ridge", noisy).lam == 0.5 / 4.0
+    assert make_learner("ridge", noisy).name == "ridge"
+    noiseless = LinearRegressionTask(TaskConfig(d=3))
+    assert isinstance(make_learner("ridge", noiseless), OLS)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
+from iclab.theory import ridge_bayes_lambda
 
 __all__ = [
     "LEARNERS",
@@ -270,11 +271,16 @@ def _ols(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> OLS:
     return learner
 
 
-def _ridge(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Ridge:
+def _ridge(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Ridge | OLS:
     check_args(args, kwargs, 1, ("float64",))
-    if not args:
-        raise ValueError("LAMBDA: required, a finite number > 0 (ridge:0.25)")
-    learner = Ridge(parse_real("LAMBDA", args[0], low=0.0, strict=True), dtype=parse_dtype(kwargs))
+    if args:
+        lam = parse_real("LAMBDA", args[0], low=0.0, strict=True)
+    else:  # the task's Bayes λ = σ²/τ² (Raventós' "ridge"); its λ → 0⁺ limit is min-norm least squares
+        config = getattr(task, "config", None)
+        if config is None or not hasattr(config, "noise_var") or not hasattr(config, "w_scale"):
+            raise ValueError("LAMBDA: required without a task, a finite number > 0 (ridge:0.25)")
+        lam = ridge_bayes_lambda(float(config.noise_var), float(config.w_scale) ** 2)
+    learner = (Ridge(lam, dtype=parse_dtype(kwargs))) if lam > 0 else OLS(dtype=parse_dtype(kwargs))
     learner.name = spec_string("ridge", args, kwargs)
     return learner
 
@@ -299,7 +305,9 @@ def _bayes(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Bayes:
 
 LEARNERS: dict[str, LearnerSpec] = {
     "ols": LearnerSpec(_ols, "ols[:float64=1]", "minimum-norm least squares X⁺y (any n vs d and rank)"),
-    "ridge": LearnerSpec(_ridge, "ridge:LAMBDA[:float64=1]", "ridge (XᵀX + λI)⁻¹Xᵀy, unnormalised sums"),
+    "ridge": LearnerSpec(
+        _ridge, "ridge[:LAMBDA][:float64=1]", "ridge (XᵀX + λI)⁻¹Xᵀy; default λ = σ²/τ² of the task (0: min-norm OLS)"
+    ),
     "bayes": LearnerSpec(
         _bayes,
         "bayes[:SIGMA2:TAU2][:float64=1]",
