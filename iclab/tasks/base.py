@@ -190,6 +190,17 @@ class Task:
         return self._cached(("pool", device, dtype), draw)
 
     # --- sampling ------------------------------------------------------------------------------------------------
+    def zero_inactive(self, x: Tensor, d_active: int | None) -> Tensor:
+        """x [B, T, d] with coordinates >= d_active set to zero (Garg's curriculum); None: x unchanged."""
+        if d_active is None:
+            return x
+        if isinstance(d_active, bool) or not isinstance(d_active, int) or not 1 <= d_active <= self.d:
+            raise ValueError(f"d_active: must be an integer in [1, d = {self.d}], got {d_active!r}")
+        if d_active == self.d:
+            return x
+        inactive = torch.arange(x.shape[-1], device=x.device) >= d_active  # [d], built on the device: no host copy
+        return x.masked_fill(inactive, 0.0)
+
     def sample(
         self,
         batch: int,
@@ -198,15 +209,18 @@ class Task:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         n_points: int | None = None,
+        d_active: int | None = None,
     ) -> Prompts:
         """Draw `batch` prompts: x [batch, n + m, d], y and f [batch, n + m] (or [..., k]), params.
 
-        `n_points` overrides the configured context length (prompt-length shift, curricula).
+        `n_points` overrides the configured context length (prompt-length shift, curricula). `d_active` (curricula,
+        Garg et al.) zeroes the input coordinates >= d_active before the functions are evaluated.
         """
         c = self.config
         device = generator.device if device is None else torch.device(device)
         n = c.n_points if n_points is None else n_points
         x = self.sample_x(batch, n + c.n_queries, generator=generator, device=device, dtype=dtype)
+        x = self.zero_inactive(x, d_active)
         if c.pool_size > 0:
             pool = self.pool_params(device, dtype)
             index = torch.randint(c.pool_size, (batch,), generator=generator, device=device)
