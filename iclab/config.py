@@ -89,6 +89,7 @@ MODELS = ("lsa",)
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
+CURRICULA = ("none", "garg")
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,10 @@ class TrainConfig:
     dtype: Literal["float32", "float64"] = "float32"
     progress: bool = True
     """show a progress bar"""
+    curriculum: Literal["none", "garg"] = "none"
+    """garg: active dimensions 5 → d (+1) and points 11 → n_points (+2) every curriculum_every steps"""
+    curriculum_every: int = 2000
+    """steps between curriculum increments (Garg: 2000)"""
 
     def __post_init__(self) -> None:
         _int_at_least("train.steps", self.steps, 0)
@@ -320,6 +325,8 @@ class TrainConfig:
         _choice("train.device", self.device, DEVICES)
         _choice("train.dtype", self.dtype, DTYPES)
         _bool("train.progress", self.progress)
+        _choice("train.curriculum", self.curriculum, CURRICULA)
+        _int_at_least("train.curriculum_every", self.curriculum_every, 1)
 
 
 @dataclass(frozen=True)

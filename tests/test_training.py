@@ -97,3 +97,25 @@ def test_resume_refuses_fewer_steps_than_done(tmp_path):
     train(tiny(40), RunDir.create(tmp_path / "r", config_to_dict(tiny(40))))
     with pytest.raises(ValueError, match=r"^train.steps: must be >= 40"):
         RunDir.create(tmp_path / "r", config_to_dict(tiny(20)), resume=True)
+
+
+def test_curriculum_follows_garg_schedule_and_resumes(tmp_path):
+    from iclab.tasks.curriculum import Curriculum
+    from iclab.training.trainer import curriculum_for
+
+    cfg = ExperimentConfig(
+        task=TaskConfig(d=8, n_points=15, x_dist="gaussian", x_scale=1.0),
+        train=TrainConfig(steps=12, batch_size=16, eval_every=4, checkpoint_every=4, progress=False,
+                          curriculum="garg", curriculum_every=3),
+        eval=EvalConfig(n_prompts=32),
+    )  # fmt: skip
+    cur = curriculum_for(cfg)
+    assert cur == Curriculum(5, 8, 1, 11, 15, 2, 3)
+    assert [cur.at(s) for s in (0, 2, 3, 6, 9, 11)] == [(5, 11), (5, 11), (6, 13), (7, 15), (8, 15), (8, 15)]
+    assert curriculum_for(cfg.replace(train={"curriculum": "none"})) is None
+    # interrupted and resumed under the curriculum = one uninterrupted run
+    whole = train(cfg, RunDir.create(tmp_path / "whole", config_to_dict(cfg)))
+    run = RunDir.create(tmp_path / "split", config_to_dict(cfg))
+    train(cfg, run, stop_after=4)
+    resumed = train(cfg, RunDir.create(tmp_path / "split", config_to_dict(cfg), resume=True), resume=True)
+    assert resumed.final_eval_half_mse == whole.final_eval_half_mse

@@ -11,6 +11,7 @@ Families (TaskConfig.name; definitions in each class's docstring):
   ar, linear_dynamics  next value of an AR(p) sequence; x_{t+1} = W x_t systems (vector targets)
   softmax_regression   probability vectors softmax(W x) ∈ R^{n_classes} (vector targets)
   classification       ±1 labels sign(wᵀx), flipped with probability flip_prob
+Curriculum (Garg): `Curriculum.at(step)` → (d_active, n_points), passed to `Task.sample`; `train.curriculum`.
 Any family takes a finite task pool (pool_size M > 0) and every one evaluates its functions at new inputs
 (`Task.targets`), so the distribution-shift suite applies to all.
 """
@@ -21,9 +22,10 @@ import importlib
 
 from iclab.config import ConfigError, TaskConfig
 from iclab.tasks.base import Prompts, Task
+from iclab.tasks.curriculum import Curriculum
 from iclab.tasks.linear import LinearRegressionTask
 
-__all__ = ["TASKS", "LinearRegressionTask", "Prompts", "Task", "make_task", "task_class"]
+__all__ = ["TASKS", "Curriculum", "LinearRegressionTask", "Prompts", "Task", "make_task", "task_class"]
 
 # name → "module:Class", imported on first use
 TASKS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -26,8 +26,17 @@ from iclab.runs import (
     restore_generator,
 )
 from iclab.tasks import Prompts, make_task
+from iclab.tasks.curriculum import Curriculum
 
-__all__ = ["TrainResult", "TrainingDiverged", "evaluate_half_mse", "load_model", "resolve_device", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "curriculum_for",
+    "evaluate_half_mse",
+    "load_model",
+    "resolve_device",
+    "train",
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MODEL_PREFIX = "model/"
@@ -72,6 +81,15 @@ def evaluate_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> 
     return total / (len(prompts) * prompts.y_q.shape[1])
 
 
+def curriculum_for(config: ExperimentConfig) -> Curriculum | None:
+    """The training curriculum (None: every step samples the full task). Garg's schedule ends at the task's d and
+    n_points (iclab counts context points; Garg's 41 points are 40 context points and the query)."""
+    t, c = config.train, config.task
+    if t.curriculum == "none":
+        return None
+    return replace(Curriculum.garg(c.d, c.n_points), every=t.curriculum_every)
+
+
 def _lr_lambda(config: ExperimentConfig):
     t = config.train
 
@@ -110,6 +128,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
     gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     eval_set = eval_prompts_for(config, device, dtype)
+    curriculum = curriculum_for(config)
 
     start = 0
     if resume and run is not None and run.latest_checkpoint() is not None:
@@ -128,7 +147,13 @@ def train(
     bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=config.name, leave=False)
     last_eval = math.nan
     for step in range(start + 1, t.steps + 1):
-        prompts = task.sample(t.batch_size, generator=gen, device=device, dtype=dtype)
+        if curriculum is None:
+            prompts = task.sample(t.batch_size, generator=gen, device=device, dtype=dtype)
+        else:  # a function of the step alone, so a resumed run continues the same schedule
+            d_active, n_points = curriculum.at(step - 1)
+            prompts = task.sample(
+                t.batch_size, generator=gen, device=device, dtype=dtype, n_points=n_points, d_active=d_active
+            )
         loss = 0.5 * ((model.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
