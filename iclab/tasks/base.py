@@ -74,7 +74,8 @@ class Prompts:
         return replace(self, x=move(self.x), y=move(self.y), w=move(self.w), f=move(self.f), params=params)
 
     def scaled(self, *, input_scale: float = 1.0, target_scale: float = 1.0) -> Prompts:
-        """Out-of-distribution copy: x → αx (targets follow, y = wᵀ(αx) + ε), or w → βw (y scales with β).
+        """Out-of-distribution copy for linear families: x → αx (y = wᵀ(αx) + ε), or w → βw (y scales with β).
+        Other families: `iclab.shifts` (scale_x, scale_y) re-evaluates their functions.
 
         Noise is kept as drawn; only the signal part of y changes.
         """
@@ -83,8 +84,10 @@ class Prompts:
         f = self.f * input_scale * target_scale
         w = None if self.w is None else self.w * target_scale
         params = self.params
-        if params is not None and "w" in params:
-            params = {**params, "w": w}
+        if params is not None and target_scale != 1.0:
+            # only a linear family's function scales with its w; for any other family the scaled targets are no
+            # longer f(x; params), so the params are dropped rather than left silently wrong
+            params = {"w": w} if set(params) == {"w"} else None
         return replace(self, x=self.x * input_scale, y=f + noise, f=f, w=w, params=params)
 
     def __getitem__(self, index: slice) -> Prompts:
@@ -190,13 +193,28 @@ class Task:
         return self._cached(("pool", device, dtype), draw)
 
     # --- sampling ------------------------------------------------------------------------------------------------
-    def zero_inactive(self, x: Tensor, d_active: int | None) -> Tensor:
-        """x [B, T, d] with coordinates >= d_active set to zero (Garg's curriculum); None: x unchanged."""
+    def prompt_params(
+        self, batch: int, *, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Tensor]:
+        """Parameters of `batch` prompts: fresh draws, or uniform draws from the finite pool (pool_size > 0)."""
+        c = self.config
+        if c.pool_size > 0:
+            pool = self.pool_params(device, dtype)
+            index = torch.randint(c.pool_size, (batch,), generator=generator, device=device)
+            return {k: v[index] for k, v in pool.items()}
+        return self.sample_params(batch, generator=generator, device=device, dtype=dtype)
+
+    def check_d_active(self, d_active: int | None) -> int:
+        """d_active validated (None: d); ValueError in one line otherwise."""
         if d_active is None:
-            return x
+            return self.d
         if isinstance(d_active, bool) or not isinstance(d_active, int) or not 1 <= d_active <= self.d:
             raise ValueError(f"d_active: must be an integer in [1, d = {self.d}], got {d_active!r}")
-        if d_active == self.d:
+        return d_active
+
+    def zero_inactive(self, x: Tensor, d_active: int | None) -> Tensor:
+        """x [B, T, d] with coordinates >= d_active set to zero (Garg's curriculum); None: x unchanged."""
+        if self.check_d_active(d_active) == self.d:
             return x
         inactive = torch.arange(x.shape[-1], device=x.device) >= d_active  # [d], built on the device: no host copy
         return x.masked_fill(inactive, 0.0)
@@ -221,12 +239,7 @@ class Task:
         n = c.n_points if n_points is None else n_points
         x = self.sample_x(batch, n + c.n_queries, generator=generator, device=device, dtype=dtype)
         x = self.zero_inactive(x, d_active)
-        if c.pool_size > 0:
-            pool = self.pool_params(device, dtype)
-            index = torch.randint(c.pool_size, (batch,), generator=generator, device=device)
-            params = {k: v[index] for k, v in pool.items()}
-        else:
-            params = self.sample_params(batch, generator=generator, device=device, dtype=dtype)
+        params = self.prompt_params(batch, generator=generator, device=device, dtype=dtype)
         f = self.evaluate(x, params)
         y = self.add_noise(f, generator=generator)
         return Prompts(x=x, y=y, n_ctx=n, w=params.get("w"), f=f, params=params)

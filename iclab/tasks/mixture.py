@@ -118,12 +118,7 @@ class MixtureTask(Task):
             x = self.sample_x(*shape, generator=generator, device=device, dtype=dtype)
         else:  # e.g. sequences and i.i.d. inputs: draw each family's inputs, pick below
             xs = [t.sample_x(*shape, generator=generator, device=device, dtype=dtype) for t in self.components]
-        if c.pool_size > 0:
-            pool = self.pool_params(device, dtype)
-            index = torch.randint(c.pool_size, (batch,), generator=generator, device=device)
-            params = {k: v[index] for k, v in pool.items()}
-        else:
-            params = self.sample_params(batch, generator=generator, device=device, dtype=dtype)
+        params = self.prompt_params(batch, generator=generator, device=device, dtype=dtype)
         if c.mix_by == "batch":  # one draw for the whole batch, kept on the device
             one = torch.randint(self.n_components, (1,), generator=generator, device=device)
             params["component"] = one.expand(batch).clone()
