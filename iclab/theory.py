@@ -1,5 +1,5 @@
-"""Closed-form risks for in-context linear regression: one GD step, the optimal linear (one-layer LSA)
-predictor, the Bayes-optimal ridge, OLS and min-norm interpolation.
+"""Closed-form risks for in-context linear regression: one and k GD steps, the optimal linear (one-layer LSA)
+predictor and Zhang–Frei–Bartlett's trained LSA, debiased GD, ridge (Bayes or any λ), OLS and min-norm.
 
 Setting (REFERENCE.md §6): a prompt has n context points x_i ∈ R^d (rows of X ∈ R^{n×d}) and a query x_q;
 y_i = wᵀx_i + ε_i with ε_i ~ N(0, σ²); w ~ N(0, τ²I) unless a covariance Σ_w is given. Ŝ = (1/n) XᵀX.
@@ -8,17 +8,28 @@ Units differ between functions and every name says which:
   * ``*_half_mse``    E[½(ŷ − y_q)²], the training loss of the models, *including* the query noise σ²/2.
   * ``*_excess_risk`` / ``linear_family_mse``    E[(ŷ − wᵀx_q)²], full MSE *excluding* the query noise, as in
     the papers (Mahankali et al., Zhang–Frei–Bartlett). Convert with half_mse = ½(excess + σ²).
-All math is float64 numpy; array arguments are converted with ``np.asarray`` (CPU torch tensors work too).
+All math is float64 numpy (``np.asarray``: CPU torch tensors work too) and exact at finite n, d; k-step GD and
+ridge use the real-Wishart spectra of ``iclab.theory_wishart`` (exact moments; exact eigenvalue density, ~1e-14).
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
+from math import comb
+
 import numpy as np
 
+from iclab.theory_wishart import sample_cov_trace_moments, wishart_spectrum_rule
+
 __all__ = [
+    "bayes_ridge_excess_risk",
+    "debiased_gd_excess_risk",
+    "debiased_gd_step",
     "gd1_half_mse",
     "gd1_optimal_eta",
     "gd1_optimal_half_mse",
+    "gdk_half_mse",
+    "gdk_optimal_eta",
     "input_moments",
     "linear_family_mse",
     "mahankali_excess_risk",
@@ -27,6 +38,9 @@ __all__ = [
     "ols_excess_risk",
     "optimal_preconditioner",
     "ridge_bayes_lambda",
+    "ridge_excess_risk",
+    "zfb_excess_risk",
+    "zfb_gamma",
 ]
 
 X_DISTS = ("uniform", "gaussian")
@@ -114,6 +128,69 @@ def gd1_optimal_half_mse(*, d: int, n: int, m2: float, m4: float, tau2: float = 
     return gd1_half_mse(gd1_optimal_eta(**kw), **kw)
 
 
+def _gdk_coeffs(k, d, n, tau2, sigma2, x_dist, scale) -> list[Fraction]:
+    """Exact c_e, e = 0..2k, with excess risk Σ_e c_e η^e for k GD steps (see ``gdk_half_mse``)."""
+    _check_dims(d, n)
+    _check_noise(sigma2, tau2)
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    if x_dist == "uniform" and k > 3:
+        raise ValueError(f"k must be <= 3 for uniform inputs (exact moments up to E tr Ŝ⁶), got {k}")
+    mu = sample_cov_trace_moments(2 * k, d, n, x_dist, scale)  # validates x_dist, scale
+    m2, t2, s2 = mu[1] / d, Fraction(tau2), Fraction(sigma2)
+    out = [t2 * m2 * comb(2 * k, e) * (-1) ** e * mu[e] for e in range(2 * k + 1)]
+    for i in range(1, k + 1):  # Q(s)² s = Σ_il C(k,i)C(k,l)(−1)^{i+l} η^{i+l} s^{i+l−1}
+        for l in range(1, k + 1):
+            out[i + l] += s2 * m2 / n * comb(k, i) * comb(k, l) * (-1) ** (i + l) * mu[i + l - 1]
+    return out
+
+
+def gdk_half_mse(
+    eta, k: int, d: int, n: int, tau2: float = 1.0, sigma2: float = 0.0, *, x_dist: str = "gaussian", scale: float = 1.0
+):
+    """Expected ½·MSE at the query of k GD steps from w₀ = 0 with one fixed step η on L(w) = 1/(2n) Σ_i (wᵀx_i − y_i)²
+    (the P = η/N form), iid input coordinates N(0, s²) or U(−a, a) (``input_moments``' scale), w ~ N(0, τ²I).
+
+    With Ŝ = XᵀX/n the iterate is ŵ_k = Q(Ŝ)Xᵀy/n, Q(s) = η Σ_{t<k} (1 − ηs)^t = (1 − (1 − ηs)^k)/s, so
+        ŵ_k − w = −(I − ηŜ)^k w + Q(Ŝ)Xᵀε/n,
+        E[(ŷ − wᵀx_q)²] = m₂τ² E tr(I − ηŜ)^{2k} + (m₂σ²/n) E tr(Q(Ŝ)²Ŝ),
+    a polynomial of degree 2k in η whose coefficients are the moments E tr Ŝ^j, j ≤ 2k. These are exact rationals
+    (``theory_wishart.sample_cov_trace_moments``: Gaussian inputs any k, uniform inputs k ≤ 3) and the
+    polynomial is summed in exact arithmetic at the binary value of η, so there is no cancellation error.
+    k = 1 is ``gd1_half_mse``.
+
+    Args:
+        eta: step size, a float or an array of them (evaluated elementwise).
+    Returns:
+        float (or array shaped like ``eta``), ½·MSE units including the query noise σ²/2.
+    """
+    coeffs = _gdk_coeffs(k, d, n, tau2, sigma2, x_dist, scale)
+    eta = np.asarray(eta, dtype=np.float64)
+    if not np.isfinite(eta).all():
+        raise ValueError(f"eta must be finite, got {eta!r}")
+    const = Fraction(sigma2)
+
+    def one(e: float) -> float:  # exact rational arithmetic at the binary value of e
+        return float((sum(c * Fraction(e) ** j for j, c in enumerate(coeffs)) + const) / 2)
+
+    out = np.vectorize(one, otypes=[np.float64])(eta)
+    return float(out) if out.ndim == 0 else out
+
+
+def gdk_optimal_eta(
+    k: int, d: int, n: int, tau2: float = 1.0, sigma2: float = 0.0, *, x_dist: str = "gaussian", scale: float = 1.0
+) -> float:
+    """Fixed step η minimising ``gdk_half_mse`` (global minimum of the degree-2k polynomial over real η ≥ 0,
+    from the real roots of its derivative); 0 when there is nothing to learn (τ² = 0)."""
+    coeffs = [float(c) for c in _gdk_coeffs(k, d, n, tau2, sigma2, x_dist, scale)]
+    if not any(coeffs[1:]):
+        return 0.0
+    roots = np.polynomial.polynomial.polyroots(np.polynomial.polynomial.polyder(coeffs))
+    cands = [0.0] + [r.real for r in roots if abs(r.imag) <= 1e-9 * max(1.0, abs(r)) and r.real > 0]
+    return float(min(cands, key=lambda e: gdk_half_mse(e, k, d, n, tau2, sigma2, x_dist=x_dist, scale=scale)))
+
+
 def mahankali_preconditioner(d: int, n: int, sigma2: float, tau2: float = 1.0) -> float:
     """Scalar α* with A* = α*·I optimal in ŷ = x_qᵀ A (1/n)Xᵀy for x ~ N(0, I), w ~ N(0, τ²I):
     α* = n / (n + d + 1 + σ²/τ²)  (Mahankali et al.; isotropic case of ``optimal_preconditioner``)."""
@@ -130,6 +207,40 @@ def mahankali_excess_risk(d: int, n: int, sigma2: float, tau2: float = 1.0) -> f
     """
     alpha = mahankali_preconditioner(d, n, sigma2, tau2)
     return tau2 * d * (1.0 - alpha)
+
+
+def debiased_gd_step(L, d: int, sigma2: float = 0.0, tau2: float = 1.0, m2: float = 1.0):
+    """Optimal step c_L = η/L of debiased GD ŷ = c_L Σ_i y_i (x_i − x̄)ᵀx_q (He et al.; REFERENCE §7) for
+    x ~ N(0, m₂I), w ~ N(0, τ²I), noise σ²:  c_L = 1/(m₂(L + d) + σ²/τ²)  (η/L = 1/(L + d + σ²/τ²) at m₂ = 1).
+
+    L: a count or an array / tensor of counts (plain arithmetic: tensors stay tensors). Derived in the next function.
+    """
+    _check_dims(d, 1)
+    _check_noise(sigma2, tau2, tau2_positive=True)
+    if not m2 > 0:
+        raise ValueError(f"m2 must be > 0, got {m2!r}")
+    return 1.0 / (m2 * (L + d) + sigma2 / tau2)
+
+
+def debiased_gd_excess_risk(
+    L: int, d: int, sigma2: float = 0.0, tau2: float = 1.0, m2: float = 1.0, step: float | None = None
+) -> float:
+    """Excess risk E[(ŷ − wᵀx_q)²] of debiased GD with step c_L (default: the optimal ``debiased_gd_step``),
+    x ~ N(0, m₂I), w ~ N(0, τ²I), noise σ², L context points. Full-MSE units, query noise excluded.
+
+    Σ_i y_i(x_i − x̄) = XᵀCy with C = I − 11ᵀ/L = UUᵀ, U [L, L − 1] orthonormal and ⊥ 1. Z = UᵀX has iid N(0, m₂I)
+    rows and Uᵀε ~ N(0, σ²I), so the centred sum over L points is a plain sum over n = L − 1 points:
+    ŷ = x_qᵀ(c_L n I)(1/n)Zᵀ(Zw + Uᵀε), the linear family with A = c_L n·I (``linear_family_mse``), whose
+    optimum (Mahankali at n = L − 1) is c_L = 1/(m₂(L + d) + σ²/τ²) with risk m₂τ²d(d + 1 + ρ)/(L + d + ρ),
+    ρ = σ²/(m₂τ²). L = 1 predicts 0: risk m₂τ²d.
+    """
+    c_opt = debiased_gd_step(L, d, sigma2, tau2, m2)  # validates d, σ², τ², m₂
+    if int(L) != L or L < 1:
+        raise ValueError(f"L must be a positive integer, got {L!r}")
+    if L == 1:
+        return float(m2 * tau2 * d)
+    c, eye = c_opt if step is None else float(step), np.eye(d)
+    return linear_family_mse(c * (L - 1) * eye, m2 * eye, tau2 * eye, int(L) - 1, sigma2)
 
 
 def _check_covariances(Lambda, Sigma_w, n: int, sigma2: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +309,31 @@ def optimal_preconditioner(Lambda, Sigma_w, n: int, sigma2: float) -> tuple[np.n
     return A_star, risk
 
 
+def zfb_gamma(Lambda, n_train: int) -> np.ndarray:
+    """Γ = (1 + 1/N)Λ + (tr Λ/N)·I [d, d] of Zhang–Frei–Bartlett (trained on length N, x ~ N(0, Λ), w ~ N(0, I)).
+
+    Γ⁻¹ is the optimal A of the linear family for (Λ, Σ_w = I, N, σ² = 0): ``optimal_preconditioner`` gives
+    A* = (bΛ + cI)⁻¹ with b = 1 + 1/N, c = tr Λ/N — gradient flow on one-layer LSA finds the global optimum.
+    """
+    Lam, _ = _check_covariances(Lambda, np.eye(np.shape(Lambda)[0]), n_train, 0.0)
+    return (1.0 + 1.0 / n_train) * Lam + (np.trace(Lam) / n_train) * np.eye(Lam.shape[0])
+
+
+def zfb_excess_risk(Lambda_train, n_train: int, n_test: int, Lambda_test=None, sigma2: float = 0.0) -> float:
+    """Excess risk E[(ŷ − wᵀx_q)²] of Zhang–Frei–Bartlett's converged LSA ŷ = x_qᵀΓ⁻¹(1/M)Σ_i y_i x_i
+    (Γ = ``zfb_gamma(Lambda_train, n_train)``) on prompts of length M = n_test with x ~ N(0, Λ_test) (default
+    Λ_train), w ~ N(0, I) as in ZFB, context noise σ² (ZFB train without noise; Γ does not depend on it).
+
+    Exact: the linear family with A = Γ⁻¹, i.e. ``linear_family_mse(Γ⁻¹, Λ_test, I, M, σ²)``. Full-MSE units,
+    query noise excluded. Λ = I, M = N, σ² = 0 gives Mahankali's d(d + 1)/(N + d + 1).
+    """
+    A = np.linalg.inv(zfb_gamma(Lambda_train, n_train))
+    Lambda_test = Lambda_train if Lambda_test is None else Lambda_test
+    if np.shape(Lambda_test) != A.shape:
+        raise ValueError(f"Lambda_test must be {A.shape} like Lambda_train, got {np.shape(Lambda_test)}")
+    return linear_family_mse(A, Lambda_test, np.eye(A.shape[0]), n_test, sigma2)
+
+
 def ridge_bayes_lambda(sigma2: float, tau2: float) -> float:
     """λ = σ²/τ² for which ridge argmin ‖Xw − y‖² + λ‖w‖² (unnormalised sum) is the posterior mean of w.
 
@@ -231,3 +367,33 @@ def min_norm_excess_risk(d: int, n: int, sigma2: float, tau2: float = 1.0) -> fl
     if not n < d - 1:
         raise ValueError(f"min-norm excess risk is finite only for n < d - 1; got d={d}, n={n}")
     return tau2 * (d - n) + sigma2 * n / (d - n - 1)
+
+
+def ridge_excess_risk(lam: float, d: int, n: int, sigma2: float, tau2: float = 1.0) -> float:
+    """Excess risk of ridge ŵ = (XᵀX + λI)⁻¹Xᵀy for x ~ N(0, I_d), w ~ N(0, τ²I), noise σ², n points, any λ ≥ 0
+    (λ of the unnormalised objective, see ``ridge_bayes_lambda``; misspecified λ allowed).
+
+    ŵ − w = −λ(S + λI)⁻¹w + (S + λI)⁻¹Xᵀε, S = XᵀX, so over the eigenvalues s_j of S
+        E[(ŷ − wᵀx_q)²] = E‖ŵ − w‖² = E Σ_j (τ²λ² + σ²s_j)/(s_j + λ)²,
+    each of the d − min(n, d) zero eigenvalues contributing τ², against the exact one-point eigenvalue density of
+    the real Wishart matrix (``wishart_spectrum_rule``): exact at finite n, d up to ~1e-13 relative quadrature
+    error (no Marchenko–Pastur approximation). λ = 0 is the λ → 0 limit, OLS (n > d + 1) or min-norm (n < d − 1),
+    infinite otherwise when σ² > 0. Full-MSE units, query noise excluded.
+    """
+    _check_dims(d, n)
+    _check_noise(sigma2, tau2)
+    if not 0 <= lam < np.inf:
+        raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
+    if lam == 0 and sigma2 > 0 and abs(n - d) <= 1:
+        raise ValueError(f"lam = 0 (least squares) has infinite risk for |n - d| <= 1; got d={d}, n={n}")
+    y, w = wishart_spectrum_rule(d, n)
+    return float(tau2 * (d - min(n, d)) + np.sum(w * (tau2 * lam**2 + sigma2 * y) / (y + lam) ** 2))
+
+
+def bayes_ridge_excess_risk(d: int, n: int, sigma2: float, tau2: float = 1.0) -> float:
+    """Bayes risk (the posterior mean = ridge at λ = σ²/τ²) for x ~ N(0, I_d), w ~ N(0, τ²I), noise σ²:
+        σ² E tr((XᵀX + λI)⁻¹)   ((τ²λ² + σ²s)/(s + λ)² = σ²/(s + λ) at λ = σ²/τ²),
+    the smallest excess risk of any estimator; τ²·max(d − n, 0) when σ² = 0. Exact as ``ridge_excess_risk``;
+    full-MSE units, query noise excluded.
+    """
+    return ridge_excess_risk(ridge_bayes_lambda(sigma2, tau2), d, n, sigma2, tau2)

@@ -198,6 +198,74 @@ def test_optimal_preconditioner_beats_perturbations(d, n, sigma2):
     assert res.fun >= risk
 
 
+@pytest.mark.parametrize("d", [2, 5])
+def test_zfb_gamma_is_the_noiseless_optimum(d):
+    rng = np.random.default_rng(30 + d)
+    Lambda, n = _random_spd(rng, d, 0.3, 2.5), 7
+    gamma = theory.zfb_gamma(Lambda, n)
+    np.testing.assert_allclose(gamma, (1 + 1 / n) * Lambda + np.trace(Lambda) / n * np.eye(d), rtol=1e-14)
+    A_star, risk = theory.optimal_preconditioner(Lambda, np.eye(d), n, 0.0)
+    np.testing.assert_allclose(np.linalg.inv(gamma), A_star, rtol=1e-10, atol=1e-13)
+    assert theory.zfb_excess_risk(Lambda, n, n) == pytest.approx(risk, rel=1e-10)
+    # isotropic: Mahankali's noiseless optimum
+    assert theory.zfb_excess_risk(np.eye(d), n, n) == pytest.approx(theory.mahankali_excess_risk(d, n, 0.0), rel=1e-12)
+
+
+# (d, N train, M test, test covariance = factor·Λ_train or a fresh one (None), σ²)
+@pytest.mark.parametrize(
+    ("d", "n_train", "n_test", "test_factor", "sigma2"),
+    [(3, 5, 12, None, 0.5), (4, 20, 4, 1.0, 0.0), (2, 8, 8, 2.0, 0.2)],
+)
+def test_zfb_excess_risk_matches_mc(d, n_train, n_test, test_factor, sigma2):
+    rng = np.random.default_rng(40 + d)
+    Lambda = _random_spd(rng, d, 0.3, 2.0)
+    Lambda_test = _random_spd(rng, d, 0.5, 3.0) if test_factor is None else test_factor * Lambda
+    exact = theory.zfb_excess_risk(Lambda, n_train, n_test, Lambda_test, sigma2)
+    # The MC side builds Γ from its definition, independently of zfb_gamma.
+    gamma = (1 + 1 / n_train) * Lambda + np.trace(Lambda) / n_train * np.eye(d)
+    err2 = _linear_family_mc_err2(rng, [np.linalg.inv(gamma)], Lambda_test, np.eye(d), n_test, sigma2)
+    _assert_close_mc(exact, err2[0])
+
+
+def _debiased_mc_err2(rng, steps, *, L, d, sigma2, tau2, m2, n_mc=120_000) -> np.ndarray:
+    """[len(steps), n_mc] per-prompt (c Σ_i y_i (x_i − x̄)ᵀx_q − wᵀx_q)², x ~ N(0, m₂I), same prompts for all c."""
+    w = np.sqrt(tau2) * rng.standard_normal((n_mc, d))
+    x = np.sqrt(m2) * rng.standard_normal((n_mc, L, d))  # (B, L, d)
+    xq = np.sqrt(m2) * rng.standard_normal((n_mc, d))
+    y = np.einsum("bld,bd->bl", x, w) + np.sqrt(sigma2) * rng.standard_normal((n_mc, L))
+    centred = np.einsum("bl,bld->bd", y, x - x.mean(1, keepdims=True))  # Σ_i y_i (x_i − x̄), (B, d)
+    u, target = np.einsum("bd,bd->b", centred, xq), np.einsum("bd,bd->b", w, xq)
+    return (np.asarray(steps)[:, None] * u - target) ** 2
+
+
+# (L, d, σ², τ², m₂): He et al.'s d = 5, σ² = 0.1, τ² = 1/d at L = 10; a noisy small case; a scaled-input case.
+@pytest.mark.parametrize(
+    ("L", "d", "sigma2", "tau2", "m2"), [(10, 5, 0.1, 0.2, 1.0), (4, 3, 1.0, 2.0, 0.5), (8, 6, 0.0, 1.0, 2.0)]
+)
+def test_debiased_gd_matches_mc(L, d, sigma2, tau2, m2):
+    c_star = theory.debiased_gd_step(L, d, sigma2, tau2, m2)
+    assert c_star == pytest.approx(1 / (m2 * (L + d) + sigma2 / tau2), rel=1e-14)
+    steps = [c_star, 0.6 * c_star, 1.5 * c_star]
+    exact = [theory.debiased_gd_excess_risk(L, d, sigma2, tau2, m2, step=c) for c in steps]
+    assert exact[0] == pytest.approx(theory.debiased_gd_excess_risk(L, d, sigma2, tau2, m2), rel=1e-14)
+    rho = sigma2 / (m2 * tau2)
+    assert exact[0] == pytest.approx(m2 * tau2 * d * (d + 1 + rho) / (L + d + rho), rel=1e-12)
+    assert exact[0] < min(exact[1:])
+    err2 = _debiased_mc_err2(np.random.default_rng(50 + L), steps, L=L, d=d, sigma2=sigma2, tau2=tau2, m2=m2)
+    for e, v in zip(exact, err2):
+        _assert_close_mc(e, v)
+
+
+def test_debiased_gd_is_mahankali_at_one_point_less():
+    for L, d, sigma2, tau2 in [(2, 3, 0.0, 1.0), (11, 4, 0.3, 2.0), (40, 5, 0.1, 0.2)]:
+        risk = theory.debiased_gd_excess_risk(L, d, sigma2, tau2)
+        assert risk == pytest.approx(theory.mahankali_excess_risk(d, L - 1, sigma2, tau2), rel=1e-12)
+        alpha = theory.mahankali_preconditioner(d, L - 1, sigma2, tau2)
+        assert theory.debiased_gd_step(L, d, sigma2, tau2) * (L - 1) == pytest.approx(alpha, rel=1e-14)
+    assert theory.debiased_gd_excess_risk(1, 3, 0.5, 2.0, m2=0.5) == 3.0  # one point: centred sum 0, ŷ = 0
+    np.testing.assert_allclose(theory.debiased_gd_step(np.arange(1, 4), 2), 1 / np.arange(3.0, 6.0), rtol=1e-15)
+
+
 @pytest.mark.parametrize(("d", "n", "sigma2"), [(5, 20, 0.5), (10, 30, 1.0), (3, 15, 0.2)])
 def test_ols_excess_risk_matches_mc(d, n, sigma2):
     rng = np.random.default_rng(5)
@@ -267,6 +335,15 @@ def test_ridge_bayes_lambda_gives_posterior_mean(sigma2, tau2):
             dict(Lambda=np.eye(2), Sigma_w=np.triu(np.ones((2, 2))), n=3, sigma2=0.0),
             "symmetric",
         ),
+        (theory.zfb_gamma, dict(Lambda=np.eye(2), n_train=0), "n must"),
+        (
+            theory.zfb_excess_risk,
+            dict(Lambda_train=np.eye(2), n_train=3, n_test=3, Lambda_test=np.eye(3)),
+            "Lambda_test",
+        ),
+        (theory.debiased_gd_step, dict(L=3, d=2, tau2=0.0), "tau2"),
+        (theory.debiased_gd_step, dict(L=3, d=2, m2=-1.0), "m2"),
+        (theory.debiased_gd_excess_risk, dict(L=0, d=2), "L must"),
         (
             theory.linear_family_mse,
             dict(A=np.eye(3), Lambda=np.eye(2), Sigma_w=np.eye(2), n=3, sigma2=0.0),
