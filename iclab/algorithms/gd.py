@@ -21,6 +21,7 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import prefix_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, parse_real, spec_string
+from iclab.theory import debiased_gd_step
 
 __all__ = ["GD", "LEARNERS", "DebiasedGD", "GDPlusPlus", "gd_predict", "gdpp_predict"]
 
@@ -177,7 +178,7 @@ class DebiasedGD(MaskedLearner):
         L = L.to(torch.get_default_dtype() if not L.is_floating_point() else L.dtype)
         if self.eta is not None:
             return torch.where(L > 0, self.eta / L.clamp_min(1), torch.zeros_like(L))
-        return 1.0 / (self.m2 * (L + d) + self.noise_to_prior)
+        return debiased_gd_step(L, d, sigma2=self.noise_to_prior, tau2=1.0, m2=self.m2)
 
     def _predict(self, sum_yx: Tensor, sum_x: Tensor, sum_y: Tensor, L: Tensor, x_q: Tensor) -> Tensor:
         # Σ_i y_i (x_i − x̄) = Σ y_i x_i − x̄ Σ y_i, x̄ = Σ x_i / L
