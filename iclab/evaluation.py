@@ -87,10 +87,8 @@ def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = N
         rep = lambda t: None if t is None else t.unsqueeze(1).expand(B, k, *t.shape[1:]).reshape(B * k, *t.shape[1:])  # noqa: E731
         out = prefix_predictions(learner, rep(x), y.permute(0, 2, 1).reshape(B * k, T), rep(x_query), chunk)
         return out.reshape(B, k, T).permute(0, 2, 1)
-    if T == 1:
-        return x.new_zeros(B, 1)
     takes_mask = _accepts_mask(learner)
-    step = max(1, chunk // (T * (T - 1) * max(d, 1)))
+    step = max(1, chunk // (T * max(T - 1, 1) * max(d, 1)))
     out = []
     for s in range(0, B, step):
         x_ctx, y_ctx, x_q, mask = expand_prefixes(x[s : s + step], y[s : s + step])

@@ -36,19 +36,23 @@ class Learner(Protocol):
 
 
 def prefix_mask(T: int, device: torch.device | str | None = None) -> Tensor:
-    """[T, T − 1] bool: row t marks the context slots visible to prefix t (slots i < t)."""
+    """[T, S] bool, S = max(T − 1, 1) slots: row t marks the context slots visible to prefix t (slots i < t).
+
+    T = 1 keeps one (always masked) slot, so even a lone empty context reaches the learner, whose answer to no
+    context need not be 0 (dMMSE answers the pool mean)."""
     t = torch.arange(T, device=device).unsqueeze(1)
-    i = torch.arange(max(T - 1, 0), device=device).unsqueeze(0)
+    i = torch.arange(max(T - 1, 1), device=device).unsqueeze(0)
     return i < t
 
 
 def expand_prefixes(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One masked problem per (prompt, prefix): x [B, T, d], y [B, T] →
-    x_ctx [B·T, T − 1, d], y_ctx [B·T, T − 1] (masked slots zeroed), x_q [B·T, 1, d], mask [B·T, T − 1]."""
+    x_ctx [B·T, S, d], y_ctx [B·T, S] (masked slots zeroed), x_q [B·T, 1, d], mask [B·T, S]; S = max(T − 1, 1)."""
     B, T, d = x.shape
-    mask = prefix_mask(T, x.device).unsqueeze(0).expand(B, T, T - 1).reshape(B * T, T - 1)  # [B·T, T−1]
-    x_ctx = x[:, None, : T - 1, :].expand(B, T, T - 1, d).reshape(B * T, T - 1, d)
-    y_ctx = y[:, None, : T - 1].expand(B, T, T - 1).reshape(B * T, T - 1)
+    S = max(T - 1, 1)
+    mask = prefix_mask(T, x.device).unsqueeze(0).expand(B, T, S).reshape(B * T, S)  # [B·T, S]
+    x_ctx = x[:, None, :S, :].expand(B, T, S, d).reshape(B * T, S, d)
+    y_ctx = y[:, None, :S].expand(B, T, S).reshape(B * T, S)
     x_ctx = x_ctx * mask.unsqueeze(-1).to(x.dtype)
     y_ctx = y_ctx * mask.to(y.dtype)
     x_q = x.reshape(B * T, 1, d)
@@ -99,9 +103,7 @@ class MaskedLearner:
             out = self.predict_prefixes(x_rep, y.permute(0, 2, 1).reshape(B * k, T))  # [B·k, T]
             return out.reshape(B, k, T).permute(0, 2, 1)
         B, T, d = x.shape
-        if T == 1:
-            return x.new_zeros(B, 1)
-        per_prompt = T * (T - 1) * max(d, 1)
+        per_prompt = T * max(T - 1, 1) * max(d, 1)
         step = max(1, self.chunk_elements // per_prompt)
         out = []
         for s in range(0, B, step):

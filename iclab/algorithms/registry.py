@@ -33,7 +33,7 @@ __all__ = [
     "split_learner_list",
 ]
 
-# Modules that declare LEARNERS (imported lazily: scikit-learn is only loaded when a tree learner is asked for).
+# Modules that declare LEARNERS, imported on the first registry look-up.
 MODULES = (
     "iclab.algorithms.least_squares",
     "iclab.algorithms.gd",

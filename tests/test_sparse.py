@@ -1,0 +1,275 @@
+"""Lasso against scikit-learn, one prompt (and one prefix) at a time.
+
+Reference: scikit-learn's Lasso(alpha, fit_intercept=False, tol=1e-12, max_iter=10⁵) on the present rows, whose
+objective (1/(2n))‖y − Xw‖² + α‖w‖₁ is the one iclab minimises; an empty context predicts 0. The objective values
+must agree within 1e-6 relative and, as Gaussian data make the minimiser unique, the predictions (and weights)
+within 1e-6 relative to the largest reference value (1e-5 for float32 inputs). Each batched solution also carries
+its own certificate: the duality gap, below 1e-10·yᵀy.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import Lasso as SkLasso
+
+from iclab.algorithms import sparse
+from iclab.algorithms.base import MaskedLearner
+from iclab.algorithms.least_squares import gram_stats
+from iclab.algorithms.registry import LearnerSpecError, make_learner
+from iclab.algorithms.sparse import Lasso, lasso_duality_gap, lasso_objective, lasso_weights
+
+SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
+PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
+ALPHAS = [0.01, 0.1, 1.0]
+TIGHT = dict(iters=20_000, tol=1e-13)
+
+
+def _close(actual, expected, rtol=1e-6):
+    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert np.isfinite(actual).all()
+    scale = max(1e-12, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual - expected).max(initial=0.0))
+    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _case(n, d, seed, batch=4, m=2):
+    """Gaussian data (y from a sparse w plus noise), a random mask with prompt 0 complete and prompt 1 empty."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch, n, d))
+    w = rng.standard_normal((batch, d)) * (rng.random((batch, d)) < 0.5)
+    y = np.einsum("bnd,bd->bn", X, w) + 0.3 * rng.standard_normal((batch, n))
+    Xq = rng.standard_normal((batch, m, d))
+    mask = rng.random((batch, n)) < 0.7
+    mask[0] = True
+    mask[1] = False
+    return X, y, Xq, mask
+
+
+def sk_weights(X, y, alpha):
+    """scikit-learn's Lasso minimiser on the rows of X [n, d], y [n] → [d] (0 for n = 0)."""
+    if X.shape[0] == 0:
+        return np.zeros(X.shape[1])
+    with warnings.catch_warnings():  # a tol this tight may stop at max_iter; the objective check still judges it
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(X, y).coef_
+
+
+def objective(X, y, w, alpha):
+    n = X.shape[0]
+    return 0.0 if n == 0 else float(((y - X @ w) ** 2).sum() / (2 * n) + alpha * np.abs(w).sum())
+
+
+def _weights(learner, X, y, mask):
+    """The learner's ŵ [B, d], read off as its predictions at the unit vectors."""
+    B, _, d = X.shape
+    eye = torch.eye(d, dtype=X.dtype).expand(B, d, d)
+    return learner.predict(X, y, eye, mask)
+
+
+def _check_objectives(w_ours, w_ref, X, y, mask, alpha):
+    for b in range(X.shape[0]):
+        Xb, yb = X[b][mask[b]], y[b][mask[b]]
+        ours, ref = objective(Xb, yb, w_ours[b], alpha), objective(Xb, yb, w_ref[b], alpha)
+        assert abs(ours - ref) <= 1e-6 * max(ref, 1e-300), (b, ours, ref)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# masked contexts
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_lasso_matches_scikit_learn_on_masked_contexts(n, d, alpha):
+    X, y, Xq, mask = _case(n, d, seed=10 * n + d)
+    learner = Lasso(alpha)
+    w = _weights(learner, _t(X), _t(y), _t(mask)).numpy()
+    w_ref = np.stack([sk_weights(X[b][mask[b]], y[b][mask[b]], alpha) for b in range(len(X))])
+    _check_objectives(w, w_ref, X, y, mask, alpha)
+    _close(w, w_ref)
+    _close(learner.predict(_t(X), _t(y), _t(Xq), _t(mask)), np.einsum("bmd,bd->bm", Xq, w_ref))
+    assert not w[1].any()  # empty context → exactly 0
+    # the certificate, from the statistics of the present rows
+    Xm, ym = X * mask[..., None], y * mask
+    S, bvec = gram_stats(_t(Xm), _t(ym))
+    yy, nn = _t((ym**2).sum(-1)), _t(mask.sum(-1)).double()
+    gap = lasso_duality_gap(S, bvec, yy, nn, torch.tensor(alpha, dtype=torch.float64), _t(w))
+    assert (gap <= 1e-10 * yy + 1e-300).all()
+    # float32 inputs: float32 predictions, close to the reference on the same rounded inputs
+    X32, y32, q32 = (_t(a).float() for a in (X, y, Xq))
+    out32 = learner.predict(X32, y32, q32, _t(mask))
+    assert out32.dtype == torch.float32
+    X64, y64 = X32.double().numpy(), y32.double().numpy()
+    w_ref32 = np.stack([sk_weights(X64[b][mask[b]], y64[b][mask[b]], alpha) for b in range(len(X))])
+    _close(out32, np.einsum("bmd,bd->bm", q32.double().numpy(), w_ref32), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n,d", SHAPES[1:])
+def test_fista_alone_reaches_the_scikit_learn_objective(n, d):
+    # The FISTA stage on its own (it finishes whatever the homotopy leaves), from w = 0, to a tight gap.
+    X, y, _, _ = _case(n, d, seed=n + 7 * d)
+    S, b = gram_stats(_t(X), _t(y))
+    yy, nn = _t((y**2).sum(-1)), torch.full((len(X),), n)
+    w = lasso_weights(S, b, yy, nn, 0.1, homotopy=False, **TIGHT).numpy()
+    _check_objectives(
+        w, np.stack([sk_weights(X[i], y[i], 0.1) for i in range(len(X))]), X, y, np.ones(y.shape, bool), 0.1
+    )
+
+
+def test_fista_finishes_a_truncated_homotopy(monkeypatch):
+    # Where the homotopy stops early (singular active set, too many segments), FISTA continues from its last point.
+    X, y, _, _ = _case(12, 5, seed=4)
+    S, b = gram_stats(_t(X), _t(y))
+    yy, nn = _t((y**2).sum(-1)), torch.full((len(X),), 12)
+    homotopy = sparse._homotopy
+    monkeypatch.setattr(sparse, "_homotopy", lambda A, c, alpha, steps: homotopy(A, c, alpha, 2))
+    start, reached = homotopy(S / 12, b / 12, torch.full((4,), 0.01, dtype=torch.float64), 2)
+    assert not reached.all()
+    w = lasso_weights(S, b, yy, nn, 0.01, **TIGHT).numpy()
+    assert not np.allclose(w, start.numpy())
+    ref = np.stack([sk_weights(X[i], y[i], 0.01) for i in range(len(X))])
+    _check_objectives(w, ref, X, y, np.ones(y.shape, bool), 0.01)
+    _close(w, ref)
+
+
+def test_several_alphas_at_once_match_one_at_a_time():
+    X, y, _, _ = _case(5, 6, seed=3)
+    S, b = gram_stats(_t(X), _t(y))  # [B, d, d], [B, d]
+    yy, nn = _t((y**2).sum(-1)), torch.full((len(X),), 5)
+    alphas = torch.tensor([0.003, 0.03, 0.3], dtype=torch.float64)
+    together = lasso_weights(S[:, None], b[:, None], yy[:, None], nn[:, None], alphas)  # [B, 3, d]
+    assert together.shape == (4, 3, 6)
+    for j, a in enumerate(alphas.tolist()):
+        torch.testing.assert_close(together[:, j], lasso_weights(S, b, yy, nn, a), rtol=1e-12, atol=1e-12)
+        _check_objectives(
+            together[:, j].numpy(),
+            np.stack([sk_weights(X[i], y[i], a) for i in range(4)]),
+            X,
+            y,
+            np.ones(y.shape, bool),
+            a,
+        )
+
+
+def _degenerate(kind, rng):
+    X = rng.standard_normal((2, 6, 4))
+    y = rng.standard_normal((2, 6))
+    if kind == "duplicate columns":  # the homotopy meets a singular active set; FISTA finishes
+        X[..., 1] = X[..., 0]
+    elif kind == "zero inputs":
+        X[:] = 0
+    elif kind == "zero targets":
+        y[:] = 0
+    elif kind == "large scale":
+        X, y = 1e3 * X, 1e-3 * y
+    return X, y
+
+
+@pytest.mark.parametrize("kind", ["duplicate columns", "zero inputs", "zero targets", "large scale"])
+def test_degenerate_problems_are_finite_and_optimal(kind):
+    X, y = _degenerate(kind, np.random.default_rng(5))
+    mask = np.ones(y.shape, bool)
+    w = _weights(Lasso(0.05, **TIGHT), _t(X), _t(y), _t(mask)).numpy()
+    assert np.isfinite(w).all()
+    _check_objectives(w, np.stack([sk_weights(X[b], y[b], 0.05) for b in range(2)]), X, y, mask, 0.05)
+    if kind in ("zero inputs", "zero targets"):
+        assert not w.any()
+
+
+@pytest.mark.parametrize("alpha", [1e-9, 1e3])
+def test_extreme_alphas_are_finite(alpha):
+    X, y, Xq, mask = _case(3, 8, seed=1)
+    out = Lasso(alpha).predict(_t(X).float(), _t(y).float(), _t(Xq).float(), _t(mask))
+    assert torch.isfinite(out).all()
+    if alpha > 1:  # α ≥ ‖Xᵀy/n‖_∞: w = 0 exactly
+        assert not out.any()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prefixes, vector targets
+
+
+@pytest.mark.parametrize("T,d", PREFIX_SHAPES)
+def test_lasso_prefix_fast_path_matches_generic_path_and_per_prefix_loop(T, d):
+    rng = np.random.default_rng(T * 10 + d)
+    x, y = rng.standard_normal((3, T, d)), rng.standard_normal((3, T))
+    expected = np.array([[x[b, t] @ sk_weights(x[b, :t], y[b, :t], 0.05) for t in range(T)] for b in range(3)])
+    learner = Lasso(0.05)
+    _close(learner.predict_prefixes(_t(x), _t(y)), expected)
+    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    out32 = learner.predict_prefixes(_t(x).float(), _t(y).float())
+    assert out32.dtype == torch.float32
+    _close(out32, expected, rtol=1e-4)  # float32 rounding of the inputs moves the reference too
+
+
+def test_vector_targets_are_independent_columns():
+    rng = np.random.default_rng(2)
+    X, Y, Xq = rng.standard_normal((2, 7, 3)), rng.standard_normal((2, 7, 2)), rng.standard_normal((2, 4, 3))
+    expected = np.stack([np.stack([Xq[b] @ sk_weights(X[b], Y[b, :, k], 0.1) for k in range(2)], -1) for b in range(2)])
+    _close(Lasso(0.1).predict(_t(X), _t(Y), _t(Xq)), expected)
+    out = Lasso(0.1).predict_prefixes(_t(X), _t(Y))
+    assert out.shape == (2, 7, 2)
+    _close(
+        out[..., 1], np.array([[X[b, t] @ sk_weights(X[b, :t], Y[b, :t, 1], 0.1) for t in range(7)] for b in range(2)])
+    )
+
+
+def test_lasso_objective_matches_numpy():
+    X, y, _, _ = _case(5, 3, seed=8)
+    w = np.random.default_rng(0).standard_normal((4, 3))
+    S, b = gram_stats(_t(X), _t(y))
+    got = lasso_objective(S, b, _t((y**2).sum(-1)), torch.full((4,), 5), 0.2, _t(w))
+    _close(got, np.array([objective(X[i], y[i], w[i], 0.2) for i in range(4)]), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# registry
+
+
+def test_registry_names_and_parameters():
+    for spec in ("lasso:0.1", "lasso:0.1:iters=50", "lasso:1e-3:tol=0:float64=1"):
+        assert make_learner(spec).name == spec
+    learner = make_learner("lasso:0.25:iters=50:tol=1e-9:float64=yes")
+    assert (learner.alpha, learner.iters, learner.tol, learner.dtype) == (0.25, 50, 1e-9, torch.float64)
+    default = make_learner("lasso:0.1")
+    assert (default.iters, default.tol, default.dtype) == (1000, 1e-6, None)
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("lasso", "ALPHA"),
+        ("lasso:0", "ALPHA"),
+        ("lasso:-1", "ALPHA"),
+        ("lasso:abc", "ALPHA"),
+        ("lasso:nan", "ALPHA"),
+        ("lasso:0.1:0.2", "positional"),
+        ("lasso:0.1:iters=0", "iters"),
+        ("lasso:0.1:iters=2.5", "iters"),
+        ("lasso:0.1:tol=-1", "tol"),
+        ("lasso:0.1:float64=maybe", "float64"),
+        ("lasso:0.1:max_iter=5", "max_iter"),
+    ],
+)
+def test_registry_bad_arguments_are_one_line_errors_with_usage(spec, match):
+    with pytest.raises(LearnerSpecError, match=match) as info:
+        make_learner(spec)
+    message = str(info.value)
+    assert "\n" not in message and "usage:" in message
+
+
+def test_lasso_rejects_bad_parameters():
+    for kwargs, match in [
+        ({"alpha": 0.0}, "ALPHA"),
+        ({"alpha": 0.1, "iters": 0}, "iters"),
+        ({"alpha": 0.1, "tol": -1}, "tol"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            Lasso(**kwargs)
