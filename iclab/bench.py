@@ -32,9 +32,11 @@ class BenchResult:
         return self.naive_ms / self.fast_ms
 
 
-def _median_ms(fns: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+def _median_ms(
+    fns: dict[str, Callable[[], None]], repeats: int, device: torch.device, warmup: int = 2
+) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(2):  # warm-up
+    for _ in range(warmup):
         for fn in fns.values():
             fn()
     for _ in range(repeats):
@@ -92,34 +94,58 @@ def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchRe
 EVAL_LEARNERS = ("ols", "ridge:0.1", "bayes", "gd:1", "newton:5", "averaging", "knn:3", "lasso:0.1")
 
 
-def bench_eval_protocol(n_prompts: int, n_naive: int, device: torch.device, learners=EVAL_LEARNERS) -> BenchResult:
-    """`iclab eval`'s work (error vs k for every learner, Garg's d = 20, 41 points) batched over prompts and
-    prefixes, against a Python loop over prompts calling the same learners one prompt at a time.
+def _one_problem_at_a_time(learner, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The naive reference of the evaluation protocol: a Python loop over prompts and prefix lengths, one
+    regression problem (context x[b, :t], query x[b, t]) per call — what a per-prompt baseline loop does.
+    The empty context (t = 0) is one masked slot. x [B, T, d], y [B, T] → [B, T]."""
+    B, T, _ = x.shape
+    out = torch.empty(B, T, dtype=x.dtype)
+    for b in range(B):
+        for t in range(T):
+            if t == 0:
+                ctx = (x[b : b + 1, :1] * 0, y[b : b + 1, :1] * 0, torch.zeros(1, 1, dtype=torch.bool))
+            else:
+                ctx = (x[b : b + 1, :t], y[b : b + 1, :t], torch.ones(1, t, dtype=torch.bool))
+            out[b, t] = learner.predict(ctx[0], ctx[1], x[b : b + 1, t : t + 1], ctx[2])[0, 0]
+    return out
 
-    The loop runs on the first `n_naive` prompts only (it is slow by design); both times are reported per
-    `n_prompts` prompts (the loop's scaled linearly), so the ratio is prompts/s batched over prompts/s looped.
+
+def bench_eval_protocol(
+    n_prompts: int, n_naive: int, device: torch.device, learners: tuple[str, ...] = EVAL_LEARNERS
+) -> list[BenchResult]:
+    """`iclab eval`'s work (error vs k, Garg's d = 20 and 41 points) for each learner: batched over prompts and
+    prefixes vs `_one_problem_at_a_time`, plus the total over all learners.
+
+    The naive loop runs on the first `n_naive` prompts only (it is slow by design) and its time is scaled to
+    `n_prompts` (linear in prompts), so each ratio is prompts/s batched over prompts/s looped.
     """
     from iclab.algorithms.registry import make_learner
     from iclab.evaluation import prefix_predictions
     from iclab.experiments.eval_run import eval_prompts
 
     task = make_task(TaskConfig(d=20, n_points=41, x_dist="gaussian", x_scale=1.0))
-    made = [make_learner(spec, task) for spec in learners]
     prompts = eval_prompts(task, n_prompts, 0, torch.float32).to(device)
     x, y = prompts.x, prompts.y
-
-    def batched() -> None:
-        for learner in made:
-            prefix_predictions(learner, x, y)
-
-    def looped() -> None:
-        for learner in made:
-            for i in range(n_naive):
-                prefix_predictions(learner, x[i : i + 1], y[i : i + 1])
-
-    ms = _median_ms({"fast": batched, "naive": looped}, 1, device)
-    naive = ms["naive"] * n_prompts / n_naive
-    return BenchResult(f"eval: {len(made)} learners x 41 prefixes x {n_prompts} prompts (d = 20)", ms["fast"], naive)
+    results = []
+    for spec in learners:
+        learner = make_learner(spec, task)
+        ms = _median_ms(
+            {
+                "fast": lambda learner=learner: prefix_predictions(learner, x, y),
+                "naive": lambda learner=learner: _one_problem_at_a_time(learner, x[:n_naive], y[:n_naive]),
+            },
+            1,
+            device,
+            warmup=1,
+        )
+        results.append(BenchResult(f"eval {spec}: 41 prefixes x {n_prompts} prompts", ms["fast"],
+                                   ms["naive"] * n_prompts / n_naive))  # fmt: skip
+    total = BenchResult(
+        f"eval, all {len(learners)} learners (d = 20)",
+        sum(r.fast_ms for r in results),
+        sum(r.naive_ms for r in results),
+    )
+    return [*results, total]
 
 
 def run_benchmarks(
@@ -128,6 +154,6 @@ def run_benchmarks(
     with torch.no_grad():
         evals = [
             bench_gd_eval(1000, device, max(3, repeats // 3)),
-            bench_eval_protocol(eval_prompts, min(64, eval_prompts), device),
+            *bench_eval_protocol(eval_prompts, min(8, eval_prompts), device),
         ]
     return [bench_lsa_step(1, batch, device, repeats), bench_lsa_step(3, batch, device, repeats), *evals]

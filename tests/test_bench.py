@@ -10,7 +10,7 @@ def test_bench_cli_writes_every_case(tmp_path, capsys):
     assert main(["bench", "--repeats", "1", "--batch", "32", "--eval-prompts", "8", "--json", str(out)]) == 0
     assert "speed-up" in capsys.readouterr().out
     cases = json.loads(out.read_text())
-    assert len(cases) == 4
+    assert len(cases) == 4 + 8  # LSA x2, GD, one eval row per learner and the eval total
     for case in cases:
         assert case["fast_ms"] > 0 and case["naive_ms"] > 0
         assert abs(case["speedup"] - case["naive_ms"] / case["fast_ms"]) < 1e-9
