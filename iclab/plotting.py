@@ -199,6 +199,7 @@ def plot_curves(
     logx: bool = False,
     bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     markers: bool = True,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Named curves over a shared x: loss vs input scale α, vs target scale, vs layers K, interpolation.
 
@@ -209,6 +210,8 @@ def plot_curves(
         logy: log y-axis unless some finite curve value is ≤ 0 (then linear). On a log axis a band's
             non-positive bounds are drawn at the smallest positive value plotted.
         logx: log x-axis (e.g. α on a geometric grid), unless some x is ≤ 0.
+        ylim: (bottom, top) of the y-axis; curves beyond it are clipped (e.g. error vs k, where an estimator's
+            first few points can be far above the no-context error).
     """
     xs = np.asarray(x).reshape(-1)
     n = xs.shape[0]
@@ -234,6 +237,8 @@ def plot_curves(
         if name in lohi:
             ax.fill_between(xs, *lohi[name], color=color, alpha=0.2, lw=0)
     ax.set_yscale("log" if log_y else "linear")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if logx and _log_ok(xs.astype(float)):
         ax.set_xscale("log")
     _style_axes(ax, xlabel=xlabel, ylabel=ylabel)

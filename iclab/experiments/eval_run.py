@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from iclab import plotting
@@ -50,6 +51,15 @@ def eval_prompts(task, n_prompts: int, seed: int, dtype: torch.dtype) -> Prompts
     T = task.config.n_points
     cut = lambda t: None if t is None else t[:, :T]  # noqa: E731
     return replace(prompts, x=cut(prompts.x), y=cut(prompts.y), f=cut(prompts.f), n_ctx=T).to(dtype=dtype)
+
+
+def _axis_limits(curves) -> dict:
+    """Garg-style axes: linear, from 0 to 1.25× the error with no context (the zero predictor's error at k = 0,
+    the same for every learner that predicts the prior mean), so estimators' blow-ups at small k are clipped."""
+    start = max(float(c.mean[0]) for c in curves.values())
+    if not (start > 0 and np.isfinite(start)):
+        return {}
+    return {"logy": False, "ylim": (0.0, 1.25 * start)}
 
 
 def run_eval(
@@ -105,6 +115,7 @@ def run_eval(
                 title=f"{task_config.name}, d = {task.d}, shift: {spec}",
                 bands={n: (c.lo, c.hi) for n, c in curves.items()},
                 markers=False,
+                **_axis_limits(curves),
             )
             text.append(f"figure: {fig}")
     if out is not None:
