@@ -281,8 +281,10 @@ def _cmd_eval(args: list[str]) -> int:
 def _cmd_learners(_args: list[str]) -> int:
     from iclab.algorithms.registry import learner_names
 
-    for spec in learner_names().values():
-        print(f"{spec.usage:28s} {spec.help}")
+    specs = learner_names().values()
+    width = max(len(spec.usage) for spec in specs)
+    for spec in specs:
+        print(f"{spec.usage:{width}s}  {spec.help}")
     return 0
 
 

@@ -83,6 +83,7 @@ TASKS = (
     "softmax_regression",
     "classification",
 )
+VECTOR_TASKS = ("linear_dynamics", "softmax_regression")  # y ∈ R^k
 W_PRIORS = ("gaussian", "sign", "low_rank")
 MIX_BY = ("prompt", "batch")
 MODELS = ("lsa",)
@@ -364,6 +365,11 @@ class ExperimentConfig:
         n = self.name
         if not isinstance(n, str) or not n or "/" in n or "\\" in n or n in (".", ".."):
             _fail("name", "a non-empty name without '/' or '\\' (it names the run directory)", n)
+        if self.task.name in VECTOR_TASKS and self.model.name == "lsa":
+            raise ConfigError(
+                f"task.name: {self.task.name!r} has vector targets and model 'lsa' predicts one value per query; "
+                f"choose a scalar task ({', '.join(t for t in TASKS if t not in VECTOR_TASKS)})"
+            )
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         """Copy with sections replaced by dicts of field overrides, e.g. replace(train={"steps": 10})."""

@@ -309,3 +309,13 @@ def test_presets_valid():
     for name, cfg in PRESETS.items():
         assert preset(name) is cfg
         assert isinstance(cfg, ExperimentConfig)
+
+
+def test_vector_target_tasks_are_refused_by_lsa_in_one_line():
+    from iclab.config import TASKS, VECTOR_TASKS
+    from iclab.tasks import task_class
+
+    assert {t for t in TASKS if task_class(t).vector_targets} == set(VECTOR_TASKS)
+    with pytest.raises(ConfigError, match=r"^task.name: 'softmax_regression' has vector targets") as info:
+        ExperimentConfig(task=TaskConfig(name="softmax_regression"))
+    assert "\n" not in str(info.value)
