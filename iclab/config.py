@@ -86,7 +86,7 @@ TASKS = (
 VECTOR_TASKS = ("linear_dynamics", "softmax_regression")  # y ∈ R^k
 W_PRIORS = ("gaussian", "sign", "low_rank")
 MIX_BY = ("prompt", "batch")
-MODELS = ("lsa",)
+MODELS = ("lsa", "softmax", "gpt", "lsa_features", "separate", "lla", "ssm")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
@@ -242,22 +242,52 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Linear self-attention (LSA) stack on the "concat" layout [x, y].
+    """A sequence model (iclab.models; definitions in each class's docstring). Fields a model does not use are
+    ignored by it.
 
-    init_scale is the initialisation variance before the 1/K scaling (vO code: 0.002/K).
+    lsa            linear self-attention on the concat layout (von Oswald): layers, tied, heads, layernorm,
+                   init_scale (initialisation variance · fan-in before the 1/K scaling; vO code: 0.002/K)
+    softmax        multi-head softmax attention (He et al.): layers, heads, mlp, layernorm, positions
+    gpt            pre-LN causal transformer on the interleaved layout (Garg): layers, heads, width, mlp_ratio
+    lsa_features   an MLP embedding of x (feature_hidden → feature_dim) trained jointly, then LSA layers (vO)
+    separate       separate x / (0, y) tokens with positions: a softmax copy layer, then LSA layers (vO)
+    lla            local linear attention (kernel-weighted local linear regression of values on keys): lla_ridge
+    ssm            an attention-free gated linear recurrence with a selective scan (Mamba-style): width, state_dim
+    variance_head  any model: also predict a variance, trained with the Gaussian negative log-likelihood
     """
 
-    name: Literal["lsa"] = "lsa"
+    name: Literal["lsa", "softmax", "gpt", "lsa_features", "separate", "lla", "ssm"] = "lsa"
+    """model family"""
     layers: int = 1
-    """number of LSA layers K"""
+    """number of layers K"""
     tied: bool = False
-    """one weight set applied K times (vO "recurrent")"""
+    """lsa: one weight set applied K times (vO "recurrent")"""
     heads: int = 1
-    """attention heads per layer (updates add up)"""
+    """attention heads per layer"""
     layernorm: bool = False
-    """pre-LayerNorm on every layer but the first"""
+    """lsa: pre-LayerNorm on every layer but the first; softmax: pre-LayerNorm on every layer"""
     init_scale: float = 0.002
-    """initial variance · fan-in, divided by K"""
+    """lsa: initial variance · fan-in, divided by K"""
+    width: int = 256
+    """gpt, ssm, lla: residual-stream width d_model"""
+    mlp: bool = False
+    """softmax: an MLP block after each attention layer"""
+    mlp_ratio: int = 4
+    """gpt (and softmax with mlp): MLP hidden width / d_model"""
+    positions: bool = False
+    """softmax: learned positional embeddings"""
+    max_points: int = 256
+    """gpt, separate: the longest prompt (points) positional embeddings cover"""
+    feature_hidden: int = 64
+    """lsa_features: hidden units of the embedding MLP"""
+    feature_dim: int = 16
+    """lsa_features: learned feature dimension fed to LSA"""
+    lla_ridge: float = 1e-2
+    """lla: ridge regulariser of the local linear regression"""
+    state_dim: int = 16
+    """ssm: state size per channel"""
+    variance_head: bool = False
+    """predict a variance too, trained with the Gaussian negative log-likelihood"""
 
     def __post_init__(self) -> None:
         _choice("model.name", self.name, MODELS)
@@ -266,6 +296,18 @@ class ModelConfig:
         _int_at_least("model.heads", self.heads, 1)
         _bool("model.layernorm", self.layernorm)
         _real("model.init_scale", self.init_scale, low=0.0, strict=True)
+        _int_at_least("model.width", self.width, 1)
+        if self.name == "gpt" and self.width % self.heads:
+            _fail("model.width", f"a multiple of model.heads ({self.heads})", self.width)
+        _bool("model.mlp", self.mlp)
+        _int_at_least("model.mlp_ratio", self.mlp_ratio, 1)
+        _bool("model.positions", self.positions)
+        _int_at_least("model.max_points", self.max_points, 1)
+        _int_at_least("model.feature_hidden", self.feature_hidden, 1)
+        _int_at_least("model.feature_dim", self.feature_dim, 1)
+        _real("model.lla_ridge", self.lla_ridge, low=0.0, strict=True)
+        _int_at_least("model.state_dim", self.state_dim, 1)
+        _bool("model.variance_head", self.variance_head)
 
 
 @dataclass(frozen=True)
@@ -365,9 +407,10 @@ class ExperimentConfig:
         n = self.name
         if not isinstance(n, str) or not n or "/" in n or "\\" in n or n in (".", ".."):
             _fail("name", "a non-empty name without '/' or '\\' (it names the run directory)", n)
-        if self.task.name in VECTOR_TASKS and self.model.name == "lsa":
+        if self.task.name in VECTOR_TASKS:
             raise ConfigError(
-                f"task.name: {self.task.name!r} has vector targets and model 'lsa' predicts one value per query; "
+                f"task.name: {self.task.name!r} has vector targets and model {self.model.name!r} predicts one value "
+                "per query; "
                 f"choose a scalar task ({', '.join(t for t in TASKS if t not in VECTOR_TASKS)})"
             )
 

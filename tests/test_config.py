@@ -61,7 +61,7 @@ BAD = [
     ("task", {"d": 2, "w_cov_diag": (1.0,)}, "task.w_cov_diag", "d = 2 positive numbers"),
     ("task", {"d": 2, "w_cov_diag": (1.0, 0.0)}, "task.w_cov_diag", "finite number > 0"),
     # ModelConfig
-    ("model", {"name": "gpt"}, "model.name", "choose one of: lsa"),
+    ("model", {"name": "gpt2"}, "model.name", "choose one of: lsa, softmax, gpt"),
     ("model", {"layers": 0}, "model.layers", "integer >= 1"),
     ("model", {"layers": 1.0}, "model.layers", "integer >= 1"),
     ("model", {"heads": 0}, "model.heads", "integer >= 1"),

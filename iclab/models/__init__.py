@@ -1,19 +1,47 @@
-"""Sequence models over tokens; each is also a Learner (predict(x_ctx, y_ctx, x_q) → [B, m])."""
+"""Sequence models over tokens; each is also a Learner (predict(x_ctx, y_ctx, x_q) → [B, m]) and defines its
+training loss (iclab.models.base). Families (ModelConfig.name; definitions in each class's docstring):
+
+  lsa            linear self-attention on the concat layout (von Oswald)
+  softmax        multi-head softmax attention (He et al.)
+  gpt            pre-LN causal transformer on the interleaved layout (Garg, Raventós, Akyürek, Fu)
+  lsa_features   LSA on jointly learned MLP features of x (von Oswald's deep representations)
+  separate       separate x and (0, y) tokens: a softmax copy layer, then LSA (von Oswald's induction-head view)
+  lla            local linear attention
+  ssm            an attention-free gated linear recurrence with a selective scan (Mamba-style)
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 
 from iclab.config import ConfigError, ModelConfig
+from iclab.models.base import ICLModel
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, LSAWeights
 
-__all__ = ["LSA", "MODELS", "HookPoint", "HookedModule", "LSAWeights", "make_model"]
+__all__ = ["LSA", "MODELS", "HookPoint", "HookedModule", "ICLModel", "LSAWeights", "make_model", "model_class"]
 
-MODELS = {"lsa": LSA}
+# name → "module:Class", imported on first use
+MODELS = {
+    "lsa": "iclab.models.lsa:LSA",
+    "softmax": "iclab.models.softmax:SoftmaxAttention",
+    "gpt": "iclab.models.gpt:GPT",
+    "lsa_features": "iclab.models.features:FeatureLSA",
+    "separate": "iclab.models.separate:SeparateTokenModel",
+    "lla": "iclab.models.lla:LocalLinearAttentionModel",
+    "ssm": "iclab.models.ssm:SelectiveSSM",
+}
 
 
-def make_model(config: ModelConfig, d: int, *, generator: torch.Generator | None = None) -> LSA:
-    if config.name not in MODELS:
-        raise ConfigError(f"model.name: unknown value {config.name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[config.name](config, d, generator=generator)
+def model_class(name: str) -> type[ICLModel]:
+    if name not in MODELS:
+        raise ConfigError(f"model.name: unknown value {name!r}; choose one of: {', '.join(MODELS)}")
+    module, _, cls = MODELS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_model(config: ModelConfig, d: int, *, generator: torch.Generator | None = None) -> ICLModel:
+    """The model named by config.name for inputs of dimension d, initialised from `generator`."""
+    return model_class(config.name)(config, d, generator=generator)

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
+from iclab.models.base import ICLModel
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.tasks.base import Prompts
 from iclab.tokens import ConcatLayout
 
 __all__ = ["LSA", "LSAWeights"]
@@ -93,7 +93,7 @@ class LSABlock(HookedModule):
         return h @ m.transpose(1, 2)  # [B, T, D]
 
 
-class LSA(HookedModule):
+class LSA(ICLModel):
     """K-layer linear self-attention on the concat layout; also a Learner (predict, predict_prompts)."""
 
     layout = ConcatLayout()
@@ -127,7 +127,3 @@ class LSA(HookedModule):
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
         tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)
         return self.layout.readout(self(tokens, x_ctx.shape[1]), x_ctx.shape[1])
-
-    def predict_prompts(self, prompts: Prompts) -> Tensor:
-        """[B, n_queries] predictions for the prompts' queries."""
-        return self.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)

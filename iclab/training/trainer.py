@@ -154,7 +154,7 @@ def train(
             prompts = task.sample(
                 t.batch_size, generator=gen, device=device, dtype=dtype, n_points=n_points, d_active=d_active
             )
-        loss = 0.5 * ((model.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+        loss = model.training_loss(prompts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip > 0:
@@ -183,7 +183,7 @@ def train(
             if run is not None:
                 row = {
                     "step": step,
-                    "train_half_mse": train_loss,
+                    f"train_{model.loss_name}": train_loss,
                     "eval_half_mse": last_eval,
                     "lr": lr_used,
                     "wall_time_s": time.perf_counter() - began,

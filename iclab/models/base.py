@@ -1,0 +1,41 @@
+"""The contract every sequence model keeps: a Learner that also defines its own training loss.
+
+A model answers, like every algorithm (iclab.algorithms.base):
+    predict(x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d]) -> [B, m]
+    predict_prefixes(x [B, T, d], y [B, T]) -> [B, T]          (optional: causal models predict every prefix at once)
+and for the trainer:
+    training_loss(prompts) -> scalar tensor                   (default: ½·MSE at the queries, von Oswald's loss)
+    loss_name                                                 ("half_mse", or "nll" for variance heads)
+The trainer never branches on the kind of model: it calls `training_loss`, and evaluates `predict_prompts`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from iclab.models.hooks import HookedModule
+from iclab.tasks.base import Prompts
+
+__all__ = ["ICLModel"]
+
+
+class ICLModel(HookedModule):
+    """Base class of iclab's models (hook points, `run_with_cache`, the Learner and training contract)."""
+
+    loss_name = "half_mse"
+
+    @property
+    def name(self) -> str:
+        return self.config.name  # type: ignore[attr-defined]
+
+    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
+        raise NotImplementedError
+
+    def predict_prompts(self, prompts: Prompts) -> Tensor:
+        """[B, n_queries] predictions for the prompts' queries."""
+        return self.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
+
+    def training_loss(self, prompts: Prompts) -> Tensor:
+        """Scalar loss of one training batch: ½·mean squared error at the queries."""
+        return 0.5 * ((self.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
