@@ -1,0 +1,270 @@
+"""Iterative Newton learner against a naive numpy Newton–Schulz loop and against min-norm OLS, one prompt (and one
+prefix) at a time.
+
+Reference, written from the math (REFERENCE §5), not from iclab code: S = XᵀX over the present rows,
+M₀ = αS with α = 2/‖SSᵀ‖_F (α = 0 for S = 0), M_{k+1} = 2M_k − M_k S M_k, ŷ = x_qᵀ M_K Xᵀy. With K = 20 on
+well-conditioned contexts (rank ≥ 2) this is numpy.linalg.lstsq's min-norm solution; rank-one contexts (one
+point, repeated points, d = 1) predict 0 for every K ≥ 1 (α λ² = 2 puts M₁ = 0), also for K up to 200 and in
+float32. Tolerance: 1e-5 relative to the largest reference value (or to an O(1) floor where every reference value
+is ~0), in float64 unless stated.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from iclab.algorithms.base import MaskedLearner
+from iclab.algorithms.newton import Newton
+from iclab.algorithms.registry import LearnerSpecError, make_learner
+
+SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
+PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
+STEPS = [0, 1, 5, 20]
+
+
+def _close(actual, expected, rtol=1e-5, floor=1e-12):
+    """max |actual − expected| ≤ rtol · max(floor, max |expected|); `floor` for references that are all ~0."""
+    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert np.isfinite(actual).all()
+    scale = max(floor, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual - expected).max(initial=0.0))
+    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _case(n, d, seed, batch=5, m=3):
+    """Gaussian data with garbage in the masked slots and a random mask: prompt 0 complete, prompt 1 empty,
+    prompt 2 a single point."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch, n, d))
+    y = rng.standard_normal((batch, n))
+    Xq = rng.standard_normal((batch, m, d))
+    mask = rng.random((batch, n)) < 0.7
+    mask[0], mask[1], mask[2] = True, False, False
+    if n:
+        mask[2, rng.integers(n)] = True
+    return X, y, Xq, mask
+
+
+def _per_prompt(fn, X, y, Xq, mask):
+    """fn(present X, present y, Xq) per prompt → [B, m]."""
+    return np.stack([fn(X[b][mask[b]], y[b][mask[b]], Xq[b]) for b in range(X.shape[0])])
+
+
+def _per_prefix(fn, x, y):
+    """Naive prefix loop: prediction t of prompt b from points < t → [B, T]."""
+    B, T, _ = x.shape
+    return np.array([[fn(x[b, :t], y[b, :t], x[b, t : t + 1])[0] for t in range(T)] for b in range(B)])
+
+
+def naive_newton(steps):
+    def fn(X, y, Xq):
+        S = X.T @ X
+        norm = np.linalg.norm(S @ S.T, "fro")
+        M = (2.0 / norm if norm > 0 else 0.0) * S
+        for _ in range(steps):
+            M = 2 * M - M @ S @ M
+        return Xq @ (M @ (X.T @ y))
+
+    return fn
+
+
+def naive_ols(X, y, Xq):
+    if X.shape[0] == 0:
+        return np.zeros(Xq.shape[0])
+    return Xq @ np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def _well_conditioned(n, d, rng):
+    """[n, d] with singular values in [1, 2] (rank min(n, d))."""
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    r = min(n, d)
+    return U[:, :r] @ np.diag(rng.uniform(1.0, 2.0, r)) @ V[:, :r].T
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# predict
+
+
+@pytest.mark.parametrize("K", STEPS)
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_newton_matches_naive_loop_on_masked_contexts(n, d, K):
+    X, y, Xq, mask = _case(n, d, seed=10 * n + d)
+    expected = _per_prompt(naive_newton(K), X, y, Xq, mask)
+    out = Newton(K).predict(_t(X), _t(y), _t(Xq), _t(mask))
+    _close(out, expected, floor=1.0)  # d = 1 with K ≥ 1: every reference value is ~0
+    assert torch.count_nonzero(out[1]) == 0  # the empty prompt
+    if n and K >= 1:  # a single point is rank one: prediction 0
+        _close(out[2], np.zeros(Xq.shape[1]), floor=1.0)
+
+
+@pytest.mark.parametrize("K", STEPS)
+def test_newton_float64_compute_on_float32_inputs(K):
+    X, y, Xq, mask = _case(8, 4, seed=K)
+    X32, y32, q32 = (_t(a).float() for a in (X, y, Xq))
+    out = Newton(K, dtype=torch.float64).predict(X32, y32, q32, _t(mask))
+    assert out.dtype == torch.float32
+    ref = _per_prompt(naive_newton(K), X32.double().numpy(), y32.double().numpy(), q32.double().numpy(), mask)
+    _close(out, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n,d", [(2, 6), (4, 6), (6, 6), (12, 5), (30, 3)])
+def test_newton_20_is_min_norm_ols_on_well_conditioned_contexts(n, d):
+    rng = np.random.default_rng(n + d)
+    B, extra = 3, 2  # `extra` masked slots of garbage after the context
+    X = np.stack([np.concatenate([_well_conditioned(n, d, rng), rng.standard_normal((extra, d))]) for _ in range(B)])
+    X = X * np.array([1e-3, 1.0, 1e3])[:, None, None]  # Newton is scale invariant: M_k(cS) = M_k(S)/c
+    y = rng.standard_normal((B, n + extra))
+    Xq = rng.standard_normal((B, 4, d))
+    mask = np.arange(n + extra) < n
+    mask = np.broadcast_to(mask, (B, n + extra)).copy()
+    expected = _per_prompt(naive_ols, X, y, Xq, mask)
+    out = Newton(20).predict(_t(X), _t(y), _t(Xq), _t(mask))
+    for b in range(B):  # per prompt: the three prompts differ by a factor 1e6 in scale
+        _close(out[b], expected[b])
+
+
+@pytest.mark.parametrize("K", [1, 5, 20])
+def test_newton_rank_one_contexts_predict_zero(K):
+    rng = np.random.default_rng(K)
+    d = 4
+    point = rng.standard_normal(d)
+    X = np.stack(
+        [
+            np.tile(point, (5, 1)),  # one point repeated
+            np.outer(rng.standard_normal(5), point),  # collinear points
+            np.concatenate([point[None], np.zeros((4, d))]),  # one point and zero rows
+        ]
+    )
+    y, Xq = rng.standard_normal((3, 5)), rng.standard_normal((3, 2, d))
+    out = Newton(K).predict(_t(X), _t(y), _t(Xq))
+    # relative to the OLS prediction, which is O(1) here
+    _close(out, np.zeros((3, 2)), floor=np.abs(_per_prompt(naive_ols, X, y, Xq, np.ones((3, 5), bool))).max())
+    # K = 0 does not: M₀ = αS ≠ 0
+    assert torch.count_nonzero(Newton(0).predict(_t(X), _t(y), _t(Xq))) == 6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K", [30, 60, 200])
+def test_newton_many_iterations_stay_exact_on_rank_deficient_contexts(K, dtype):
+    # Rounding errors in the directions whose iterate must stay 0 (null space; the rank-one top direction at
+    # αλ² = 2) must not be amplified: the matrix form doubles them each step (float32: drift by K = 20, NaN by 30).
+    rng = np.random.default_rng(K)
+    d = 6
+    point = rng.standard_normal(d)
+    rank_one = np.stack([np.tile(point, (4, 1)), np.concatenate([point[None], np.zeros((3, d))])])
+    X = np.concatenate([rank_one, np.stack([_well_conditioned(4, d, rng) for _ in range(2)])])  # then n = 4 < d
+    y, Xq = rng.standard_normal((4, 4)), rng.standard_normal((4, 2, d))
+    args = [_t(a).to(dtype) for a in (X, y, Xq)]
+    out = Newton(K).predict(*args)
+    assert out.dtype == dtype
+    X, y, Xq = (a.double().numpy() for a in args)  # the reference sees the same rounded inputs
+    ols = _per_prompt(naive_ols, X, y, Xq, np.ones((4, 4), bool))
+    _close(out[:2], np.zeros((2, 2)), floor=np.abs(ols[:2]).max())
+    _close(out[2:], ols[2:])
+    # every prefix (rank t < d) of the rank-deficient prompts, and prefix t = 1 (rank one) of all
+    x = np.concatenate([X, Xq], axis=1)
+    yp = np.concatenate([y, rng.standard_normal((4, 2))], axis=1)
+    ref = _per_prefix(naive_ols, x, yp)
+    ref[:, :2] = 0.0  # t = 0: empty; t = 1: rank one
+    ref[:2, :5] = 0.0  # repeated point / one point: rank one until the first query joins the context at t = 5
+    _close(Newton(K).predict_prefixes(_t(x).to(dtype), _t(yp).to(dtype)), ref, floor=np.abs(ols).max())
+
+
+@pytest.mark.parametrize("K", STEPS)
+def test_newton_zero_and_duplicated_contexts_are_finite(K):
+    rng = np.random.default_rng(0)
+    d = 3
+    base = rng.standard_normal((2, d))
+    X = np.stack([np.zeros((6, d)), np.concatenate([base, base, base]), rng.standard_normal((6, d))])
+    y = np.stack([np.zeros(6), rng.standard_normal(6), rng.standard_normal(6)])
+    Xq = rng.standard_normal((3, 2, d))
+    mask = np.array([[True] * 6, [True] * 6, [False] * 6])
+    learner = Newton(K)
+    out = learner.predict(_t(X), _t(y), _t(Xq), _t(mask))
+    _close(out, _per_prompt(naive_newton(K), X, y, Xq, mask))
+    assert torch.count_nonzero(out[0]) == 0 and torch.count_nonzero(out[2]) == 0
+    _close(learner.predict_prefixes(_t(X), _t(y)), _per_prefix(naive_newton(K), X, y), floor=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prefixes and vector targets
+
+
+@pytest.mark.parametrize("K", STEPS)
+@pytest.mark.parametrize("T,d", PREFIX_SHAPES)
+def test_newton_prefix_fast_path_matches_generic_path_and_naive_loop(T, d, K):
+    rng = np.random.default_rng(T * 10 + d)
+    x, y = rng.standard_normal((3, T, d)), rng.standard_normal((3, T))
+    learner = Newton(K)
+    expected = _per_prefix(naive_newton(K), x, y)
+    _close(learner.predict_prefixes(_t(x), _t(y)), expected, floor=1.0)
+    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected, floor=1.0)
+    x32, y32 = _t(x).float(), _t(y).float()
+    out = Newton(K, dtype=torch.float64).predict_prefixes(x32, y32)
+    assert out.dtype == torch.float32
+    _close(out, _per_prefix(naive_newton(K), x32.double().numpy(), y32.double().numpy()), rtol=1e-6, floor=1.0)
+
+
+def test_newton_vector_targets_are_independent_columns():
+    X, _, Xq, mask = _case(7, 3, seed=3)
+    Y = np.random.default_rng(4).standard_normal((*X.shape[:2], 2))
+    learner = Newton(5)
+    out = learner.predict(_t(X), _t(Y), _t(Xq), _t(mask))
+    assert out.shape == (X.shape[0], Xq.shape[1], 2)
+    for k in range(2):
+        _close(out[..., k], _per_prompt(naive_newton(5), X, Y[..., k], Xq, mask))
+    cols = np.stack([_per_prefix(naive_newton(5), X, Y[..., k]) for k in range(2)], axis=-1)
+    _close(learner.predict_prefixes(_t(X), _t(Y)), cols)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# registry
+
+
+def test_registry_names_and_parameters():
+    learner = make_learner("newton:5:float64=1")
+    assert isinstance(learner, Newton) and learner.steps == 5 and learner.dtype == torch.float64
+    assert learner.name == "newton:5:float64=1"
+    assert make_learner("newton:0").steps == 0 and make_learner("newton:0").dtype is None
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3"])
+def test_newton_rejects_bad_steps(bad):
+    with pytest.raises(ValueError, match="steps"):
+        Newton(bad)
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("newton", "K"),
+        ("newton:-1", "K"),
+        ("newton:abc", "K"),
+        ("newton:2.5", "K"),
+        ("newton:5:3", "positional"),
+        ("newton:5:foo=1", "foo"),
+        ("newton:5:float64=maybe", "float64"),
+    ],
+)
+def test_registry_bad_arguments_are_one_line_errors_with_usage(spec, match):
+    with pytest.raises(LearnerSpecError, match=match) as info:
+        make_learner(spec)
+    message = str(info.value)
+    assert "\n" not in message and "usage:" in message
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, 5, 10])
+def test_matrix_and_eigenbasis_forms_agree(steps):
+    from iclab.algorithms.newton import newton_inverse_eigen, newton_inverse_matrix
+
+    gen = torch.Generator().manual_seed(steps)
+    X = torch.randn(64, 7, 5, generator=gen, dtype=torch.float64)
+    X[:8, 3:] = 0  # rank-deficient contexts (n < d)
+    S = X.transpose(1, 2) @ X
+    torch.testing.assert_close(newton_inverse_matrix(S, steps), newton_inverse_eigen(S, steps), rtol=1e-9, atol=1e-9)
