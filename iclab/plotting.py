@@ -22,10 +22,13 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "DPI",
+    "index_labels",
+    "new_figure",
     "plot_curves",
     "plot_training_curve",
     "plot_weight_heatmaps",
     "save_figure",
+    "style_axes",
     "symmetric_limits",
 ]
 
@@ -37,14 +40,14 @@ _MAX_TICK_LABELS = 32  # beyond this, per-index tick labels become unreadable; f
 # ---------------------------------------------------------------- shared helpers
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     """A Figure with the house style; constrained layout keeps titles, legends and colourbars inside."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas
     return fig
 
 
-def _style_axes(ax: Axes, *, xlabel: str, ylabel: str) -> None:
+def style_axes(ax: Axes, *, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
@@ -100,7 +103,7 @@ def symmetric_limits(*arrays) -> float:
     return peak if peak > 0 else 1.0
 
 
-def _index_labels(n: int) -> list[str]:
+def index_labels(n: int) -> list[str]:
     """Token-coordinate labels: x1 … x(n-1) for the input block, y for the last (target) slot."""
     return [f"$x_{{{i + 1}}}$" for i in range(n - 1)] + ["$y$"]
 
@@ -127,14 +130,14 @@ def plot_training_curve(
     steps = np.asarray(steps).reshape(-1)
     y = _as_finite(losses, "losses", length=steps.shape[0])
     refs = {name: float(v) for name, v in (reference or {}).items()}
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     ax.plot(steps, y, color="C0", lw=1.8, label="model")
     for i, (name, value) in enumerate(refs.items()):
         if np.isfinite(value):
             ax.axhline(value, color=f"C{i + 1}", ls="--", lw=1.4, label=name)
     ax.set_yscale("log" if _log_ok(y, np.array(list(refs.values()))) else "linear")
-    _style_axes(ax, xlabel="training step", ylabel=ylabel)
+    style_axes(ax, xlabel="training step", ylabel=ylabel)
     _use_integer_xticks(ax, steps)
     return save_figure(_finish(fig, ax, title), path)
 
@@ -167,7 +170,7 @@ def plot_weight_heatmaps(
             raise ValueError(f"{name}: need two 2-D arrays of one shape; got {a.shape} and {b.shape}")
         pairs[name] = (a, b)
 
-    fig = _new_figure(7.5, 3.4 * len(pairs))
+    fig = new_figure(7.5, 3.4 * len(pairs))
     axes = fig.subplots(len(pairs), 2, squeeze=False)
     for row, (name, (a, b)) in zip(axes, pairs.items()):
         limit = symmetric_limits(a, b)
@@ -179,7 +182,7 @@ def plot_weight_heatmaps(
             ax.set_title(f"{name} — {kind}", fontsize="medium")
             for axis, n in ((ax.yaxis, matrix.shape[0]), (ax.xaxis, matrix.shape[1])):
                 if 1 < n <= _MAX_TICK_LABELS:
-                    axis.set_ticks(range(n), _index_labels(n), fontsize="x-small")
+                    axis.set_ticks(range(n), index_labels(n), fontsize="x-small")
         fig.colorbar(image, ax=list(row), shrink=0.9)
     return save_figure(_finish(fig, None, title), path)
 
@@ -229,7 +232,7 @@ def plot_curves(
         floor = min(float(a[a > 0].min()) for a in plotted if np.any(a > 0))
         lohi = {name: tuple(np.where(b <= 0, floor, b) for b in pair) for name, pair in lohi.items()}
 
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     for i, (name, y) in enumerate(ys.items()):
         color = f"C{i % 10}"
@@ -241,6 +244,10 @@ def plot_curves(
         ax.set_ylim(*ylim)
     if logx and _log_ok(xs.astype(float)):
         ax.set_xscale("log")
-    _style_axes(ax, xlabel=xlabel, ylabel=ylabel)
+    style_axes(ax, xlabel=xlabel, ylabel=ylabel)
     _use_integer_xticks(ax, xs)
     return save_figure(_finish(fig, ax, title), path)
+
+
+# private spellings kept while the analyses written in parallel move to the public names
+_new_figure, _style_axes, _index_labels = new_figure, style_axes, index_labels

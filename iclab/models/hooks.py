@@ -29,9 +29,15 @@ class HookedModule(nn.Module):
         return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
 
     def run_with_cache(
-        self, *args: Any, names: Iterable[str] | None = None, detach: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        names: Iterable[str] | None = None,
+        detach: bool = True,
+        method: str = "forward",
+        **kwargs: Any,
     ) -> tuple[Any, dict[str, Tensor]]:
-        """Run forward(*args, **kwargs); return (output, cache). Unknown names fail listing the valid ones."""
+        """Run forward(*args, **kwargs) — or another method, e.g. method="predict" with (x_ctx, y_ctx, x_q), the
+        one call signature every model shares; return (output, cache). Unknown names fail listing the valid ones."""
         points = self.hook_points()
         wanted = list(points) if names is None else list(names)
         unknown = [n for n in wanted if n not in points]
@@ -47,7 +53,7 @@ class HookedModule(nn.Module):
 
         handles = [points[n].register_forward_hook(saver(n)) for n in wanted]
         try:
-            out = self(*args, **kwargs)
+            out = self(*args, **kwargs) if method == "forward" else getattr(self, method)(*args, **kwargs)
         finally:
             for h in handles:
                 h.remove()
