@@ -6,6 +6,7 @@
     iclab eval [--task linear --d 20 --n-points 41 …] [--learners ols,ridge:0.25,gd:1,knn:3,RUN_DIR]
                [--shifts none,skewed] [--metric nmse] [--json PATH] [--out DIR]
     iclab learners
+    iclab analyze RUN [--what implicit,probes,weights,alignment] [--n-prompts 4000] [--out DIR]
     iclab bench [--device cpu|cuda] [--repeats 10] [--json PATH]
     iclab presets
 
@@ -31,7 +32,7 @@ from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
 
-COMMANDS = ("train", "compare", "reproduce", "eval", "learners", "bench", "presets")
+COMMANDS = ("train", "compare", "reproduce", "eval", "analyze", "learners", "bench", "presets")
 
 
 class UsageError(Exception):
@@ -289,6 +290,35 @@ def _cmd_learners(_args: list[str]) -> int:
 
 
 @dataclass(frozen=True)
+class AnalyzeOptions:
+    """Mechanistic analyses of a trained run; each writes a figure and a JSON summary (RUN/analysis/)."""
+
+    run: tyro.conf.Positional[Path]
+    """the run directory"""
+    what: str = "implicit,probes"
+    """comma-separated analyses: implicit, probes, weights, alignment"""
+    n_prompts: int = 4000
+    """prompts drawn from the run's task"""
+    seed: int = 1
+    out: Path | None = None
+    """output directory (default RUN/analysis)"""
+
+
+def _cmd_analyze(args: list[str]) -> int:
+    from iclab.experiments.analyze_run import analyze_run
+
+    opts = _tyro(AnalyzeOptions, args, prog="iclab analyze")
+    if opts.n_prompts < 20:
+        raise UsageError(
+            f"n_prompts: must be an integer >= 20 (probes split it in train/validation/test), got {opts.n_prompts}"
+        )
+    what = [w.strip() for w in opts.what.split(",") if w.strip()]
+    _, text = analyze_run(opts.run, what, n_prompts=opts.n_prompts, seed=opts.seed, out=opts.out)
+    print(text)
+    return 0
+
+
+@dataclass(frozen=True)
 class BenchOptions:
     """Time fast paths against their naive references in one run; prints the ratios."""
 
@@ -349,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": _cmd_compare,
         "reproduce": _cmd_reproduce,
         "eval": _cmd_eval,
+        "analyze": _cmd_analyze,
         "learners": _cmd_learners,
         "bench": _cmd_bench,
         "presets": _cmd_presets,

@@ -1,0 +1,86 @@
+"""`iclab analyze RUN`: mechanistic analyses of a trained run, each writing a figure and a JSON summary.
+
+Analyses (``--what``, comma-separated):
+  implicit    Akyürek's implicit linear model: ŵ fitted to the model's answers at 2d + 1 probe queries, its R² and
+              its agreement with OLS, ridge and one tuned GD step (iclab.analysis.implicit)
+  probes      linear probes per layer for w and Xᵀy, held-out R² (iclab.analysis.probes)
+  weights     KQ / OV (W_KQ / W_PV) heatmaps per layer and head, diagonal-homogeneity and zero-sum statistics
+              (iclab.analysis.patterns)
+  alignment   layer ↔ iteration alignment with GD steps and Newton iterations (iclab.analysis.alignment)
+Prompts are drawn from the run's own task with `--seed` (apart from its training and held-out prompts).
+Results go to RUN/analysis/ (or --out): <analysis>.json and figures/<analysis>*.png, plus summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from iclab.config import ConfigError, ExperimentConfig, config_from_dict
+from iclab.runs import RunDir, atomic_write_bytes
+from iclab.tasks import Prompts, make_task
+from iclab.training.trainer import load_model
+
+__all__ = ["ANALYSES", "analyze_run"]
+
+
+def _implicit(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: torch.Generator) -> dict[str, Any]:
+    from iclab.analysis.implicit import implicit_summary, make_references, plot_implicit
+
+    task = make_task(config.task)
+    summary, fits = implicit_summary(model, prompts, make_references(("ols", "ridge", "gd:1"), task), generator=gen)
+    fig = plot_implicit(fits["model"].w, fits["ols"].w, fits["model"].r2, out / "figures" / "implicit.png",
+                        reference="ols", title=f"{config.name}: implicit linear model")  # fmt: skip
+    return {**summary, "figure": str(fig)}
+
+
+def _probes(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: torch.Generator) -> dict[str, Any]:
+    from iclab.analysis.probes import plot_probes, probe_model
+
+    summary = probe_model(model, prompts)
+    fig = plot_probes(summary, out / "figures" / "probes.png", title=f"{config.name}: linear probes")
+    return {**summary, "figure": str(fig)}
+
+
+ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {"implicit": _implicit, "probes": _probes}
+
+
+def _headline(name: str, summary: dict[str, Any]) -> str:
+    """One printed line per analysis."""
+    if name == "implicit":
+        refs = ", ".join(f"cos vs {r} {v['cos']['mean']:.4f}" for r, v in summary["references"].items())
+        return f"implicit: R² {summary['r2']['mean']:.4f} (median {summary['r2_median']:.4f}); {refs}"
+    if name == "probes":
+        per_layer = "; ".join(f"{t} " + " ".join(f"{r:.3f}" for r in v) for t, v in summary["r2"].items())
+        return f"probes: held-out R² per hook ({', '.join(summary['hooks'])}): {per_layer}"
+    return f"{name}: done"
+
+
+def analyze_run(
+    path: Path, what: list[str], *, n_prompts: int = 4000, seed: int = 1, out: Path | None = None
+) -> tuple[dict[str, Any], str]:
+    """Run the named analyses on the run at `path`; returns (summary, printable text)."""
+    for name in what:
+        if name not in ANALYSES:
+            raise ConfigError(f"what: unknown analysis {name!r}; choose one of: {', '.join(ANALYSES)}")
+    run = RunDir.open(path)
+    config = config_from_dict(run.config())
+    model = load_model(run).double().eval()
+    out = Path(path) / "analysis" if out is None else Path(out)
+    task = make_task(config.task)
+    prompts = task.sample(n_prompts, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed + 1)
+    results: dict[str, Any] = {"run": str(path), "n_prompts": n_prompts, "seed": seed}
+    lines = []
+    for name in what:
+        summary = ANALYSES[name](model, config, prompts, out, gen)
+        atomic_write_bytes(out / f"{name}.json", json.dumps(summary, indent=2).encode())
+        results[name] = summary
+        lines.append(_headline(name, summary))
+    atomic_write_bytes(out / "summary.json", json.dumps(results, indent=2).encode())
+    lines.append(f"results: {out}")
+    return results, "\n".join(lines)

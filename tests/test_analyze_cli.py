@@ -1,0 +1,51 @@
+"""`iclab analyze RUN` as a user runs it: every analysis writes its JSON and figure into the run."""
+
+import json
+
+import pytest
+
+from iclab.cli import main
+
+
+@pytest.fixture(scope="module")
+def lsa_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("analyze") / "lsa"
+    argv = ["train", "--task.d", "4", "--task.n-points", "8", "--train.steps", "300", "--train.batch-size", "256"]
+    argv += ["--train.lr", "1e-2", "--eval.n-prompts", "200", "--train.eval-every", "100"]
+    argv += ["--train.checkpoint-every", "300", "--train.no-progress", "--out", str(run)]
+    assert main(argv) == 0
+    return run
+
+
+def test_analyze_writes_each_analysis(lsa_run, capsys):
+    capsys.readouterr()
+    assert main(["analyze", str(lsa_run), "--what", "implicit,probes", "--n-prompts", "600"]) == 0
+    text = capsys.readouterr().out
+    assert "implicit: R²" in text and "probes:" in text
+    out = lsa_run / "analysis"
+    implicit = json.loads((out / "implicit.json").read_text())
+    # a trained one-layer LSA answers linearly in the query and agrees with one tuned GD step
+    assert implicit["r2"]["mean"] > 0.999
+    assert implicit["references"]["gd:1"]["cos"]["mean"] > 0.95
+    assert (out / "figures" / "implicit.png").is_file() and (out / "figures" / "probes.png").is_file()
+    assert set(json.loads((out / "summary.json").read_text())) >= {"implicit", "probes"}
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--what", "tarot"], "error: what: unknown analysis 'tarot'; choose one of:"),
+        (["--n-prompts", "5"], "error: n_prompts: must be an integer >= 20"),
+    ],
+)
+def test_analyze_bad_input_is_one_line(lsa_run, capsys, argv, message):
+    capsys.readouterr()
+    assert main(["analyze", str(lsa_run), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert err.count("\n") == 1
+
+
+def test_analyze_missing_run_is_one_line(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
