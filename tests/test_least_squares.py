@@ -11,7 +11,18 @@ import pytest
 import torch
 
 from iclab.algorithms.base import MaskedLearner
-from iclab.algorithms.least_squares import OLS, Bayes, Ridge, ols_weights, prefix_stats, ridge_weights
+from iclab.algorithms.least_squares import (
+    OLS,
+    Bayes,
+    Ridge,
+    ols_prefix_weights_eigh,
+    ols_weights,
+    posterior_cholesky,
+    posterior_from_stats,
+    prefix_stats,
+    ridge_weights,
+)
+from iclab.algorithms.ls_prefix import prefix_conditioning
 from iclab.algorithms.registry import LearnerSpecError, make_learner
 from iclab.config import TaskConfig
 from iclab.tasks.linear import LinearRegressionTask
@@ -115,6 +126,7 @@ def test_ols_prefix_fast_path_matches_generic_path_and_naive_loop(T, d):
     learner = OLS()
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
     _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(np.einsum("btd,btd->bt", x, ols_prefix_weights_eigh(_t(x), _t(y)).numpy()), expected)  # eigh reference
 
 
 def _near_singular(kind, rng):
@@ -149,6 +161,9 @@ def test_ols_near_singular_is_finite_and_the_min_norm_solution(kind):
     # the prefix fast path sees the same near-singular prefixes and must recompute them exactly
     xs, ys = np.concatenate([X, Xq], axis=1), np.concatenate([y, rng.standard_normal((2, 3))], axis=1)
     _close(learner.predict_prefixes(_t(xs), _t(ys)), _per_prefix(naive_ols, xs, ys))
+    _close(
+        np.einsum("btd,btd->bt", xs, ols_prefix_weights_eigh(_t(xs), _t(ys)).numpy()), _per_prefix(naive_ols, xs, ys)
+    )
 
 
 def test_ols_empty_context_and_vector_targets():
@@ -291,6 +306,136 @@ def test_bayes_rejects_bad_parameters():
             Bayes(0.1, prior if isinstance(prior, float) else torch.as_tensor(prior))
     with pytest.raises(ValueError, match="prior_var"):  # prior dimension ≠ d
         Bayes(0.1, torch.ones(3)).predict(torch.ones(1, 2, 4), torch.ones(1, 2), torch.ones(1, 1, 4))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prefix fast path (one QR per prompt, `ls_prefix`) against the eigh references it replaced
+
+REFERENCE_SHAPES = [(1, 3), (4, 6), (7, 6), (12, 5), (21, 20), (41, 20)]  # (T, d): t < d only, t = d, t > d
+
+
+def _eigh_prefix_reference(learner, x, y):
+    """The replaced path: cumulative sums and the eigendecomposition for every prefix → (mean, var) [B, T]."""
+    S, b = prefix_stats(x, y)
+    n = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+    mean, var = learner._posterior(S, b, x.unsqueeze(-2), n, exact=True)
+    return mean.squeeze(-1).numpy(), var.squeeze(-1).numpy()
+
+
+@pytest.mark.parametrize("T,d", REFERENCE_SHAPES)
+def test_prefix_fast_paths_match_eigh_references_over_shapes(T, d):
+    rng = np.random.default_rng(T + 7 * d)
+    x, y = _t(rng.standard_normal((6, T, d))), _t(rng.standard_normal((6, T)))
+    ref = np.einsum("btd,btd->bt", x.numpy(), ols_prefix_weights_eigh(x, y).numpy())
+    _close(OLS().predict_prefixes(x, y), ref, rtol=1e-9)
+    for sigma2 in (0.0, 0.25):
+        for kind in ("isotropic", "diagonal", "full"):
+            arg, _ = _prior(kind, d, np.random.default_rng(d))
+            learner = Bayes(sigma2, torch.as_tensor(arg) if kind != "isotropic" else arg)
+            ref_mean, ref_var = _eigh_prefix_reference(learner, x, y)
+            mean, var = learner.predict_prefixes_with_variance(x, y)
+            _close(mean, ref_mean, rtol=1e-9)
+            _close(var, ref_var, rtol=1e-9)
+    _close(Ridge(0.1).predict_prefixes(x, y), _eigh_prefix_reference(Ridge(0.1), x, y)[0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("sigma2", [0.0, 0.25])
+@pytest.mark.parametrize("kind", ["duplicate rows", "n=d, tiny singular value", "n<d, nearly collinear", "zeros"])
+def test_bayes_prefix_near_singular_is_finite_and_matches_eigh_reference(kind, sigma2):
+    rng = np.random.default_rng(3)
+    X = np.stack([_near_singular(kind, rng) for _ in range(2)])
+    xs = _t(np.concatenate([X, rng.standard_normal((2, 3, X.shape[2]))], axis=1))
+    ys = _t(rng.standard_normal(xs.shape[:2]))
+    learner = Bayes(sigma2, torch.as_tensor(rng.uniform(0.5, 2.0, X.shape[2])))
+    mean, var = learner.predict_prefixes_with_variance(xs, ys)
+    ref_mean, ref_var = _eigh_prefix_reference(learner, xs, ys)
+    _close(mean, ref_mean)
+    _close(var, ref_var)
+
+
+def test_prefix_conditioning_flags_what_it_cannot_vouch_for():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 9, 4))
+    x[1, 2] = x[1, 0]  # duplicate: the first t > 2 points of prompt 1 never reach rank min(t, d) before t = 5
+    x[2] = 0.0  # all-zero prompt
+    x[0, 8] = 0.0  # a zero query after well-conditioned points: its prediction is exactly 0
+    mean, var, trusted = prefix_conditioning(_t(x), _t(rng.standard_normal((3, 9))), 0.0)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+    assert mean[0, 8] == 0 and var[0, 8] == 0 and (mean[2] == 0).all()
+    assert trusted[0].all() and trusted[:, 0].all()  # well-conditioned prompt; t = 0 always
+    assert not trusted[1, 3:].any() and trusted[1, :3].all()  # t > d bounded through the rank-deficient first d
+    assert not trusted[2, 1:].any()
+    # σ² > 0 and tiny: the prefixes before d stay trusted (their factor is well conditioned), the ones after are not
+    _, _, trusted = prefix_conditioning(_t(x[:1]), _t(rng.standard_normal((1, 9))), 1e-14)
+    assert trusted[0, :5].all() and not trusted[0, 5:].any()
+
+
+def naive_posterior_svd(sigma2):
+    """Isotropic N(0, I) prior, σ² > 0, through the SVD of X (no Gram matrix: accurate however small σ² is)."""
+
+    def fn(X, y, Xq):
+        d = Xq.shape[1]
+        if X.shape[0] == 0:
+            return np.zeros(len(Xq)), sigma2 + (Xq**2).sum(-1)
+        U, s, Vt = np.linalg.svd(X, full_matrices=True)
+        sp, uy = np.zeros(d), np.zeros(d)
+        sp[: len(s)], uy[: len(s)] = s, (U.T @ y)[: len(s)]
+        qv = Xq @ Vt.T  # [m, d]
+        return qv @ (sp * uy / (sp**2 + sigma2)), sigma2 + sigma2 * (qv**2 / (sp**2 + sigma2)).sum(-1)
+
+    return fn
+
+
+def test_bayes_prefix_tiny_noise_is_accurate():
+    # σ² far below ‖X‖²·eps^(1/2): the QR path keeps t ≤ d accurate, the prefixes after d go to the eigh path
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((3, 14, 6)), rng.standard_normal((3, 14))
+    learner = Bayes(1e-12, 1.0)
+    mean, var = learner.predict_prefixes_with_variance(_t(x), _t(y))
+    ref = [[naive_posterior_svd(1e-12)(x[b, :t], y[b, :t], x[b, t : t + 1]) for t in range(14)] for b in range(3)]
+    _close(mean, np.array([[r[0][0] for r in row] for row in ref]))
+    _close(var, np.array([[r[1][0] for r in row] for row in ref]))
+
+
+def test_noiseless_bayes_float32_prefixes_are_min_norm_least_squares():
+    # Garg's d = 20, 41 points: float32 inputs are computed in float64 (the eigh path in float32 was off by O(1)
+    # on square, ill-conditioned prefixes)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 41, 20, generator=g)
+    y = torch.einsum("btd,bd->bt", x, torch.randn(64, 20, generator=g))
+    expected = _per_prefix(naive_ols, x.double().numpy(), y.double().numpy())
+    for learner in (Bayes(0.0, torch.ones(20)), Bayes(0.0, 2.0), OLS()):
+        out = learner.predict_prefixes(x, y)
+        assert out.dtype == torch.float32
+        _close(out, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("prior_kind", ["isotropic", "full"])
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_posterior_cholesky_matches_eigh_reference(n, d, prior_kind):
+    X, y, Xq, mask = _case(n, d, seed=n + d)
+    Xm, ym = X * mask[..., None], y * mask
+    S, b = _t(np.einsum("bnd,bne->bde", Xm, Xm)), _t(np.einsum("bnd,bn->bd", Xm, ym))
+    full = _prior("full", d, np.random.default_rng(1))[1]
+    sqrt = None if prior_kind == "isotropic" else torch.linalg.cholesky(_t(full))
+    for sigma2 in (1e-3, 0.25):
+        mean, var = posterior_cholesky(S, b, _t(Xq), sigma2, sqrt)
+        ref_mean, ref_var = posterior_from_stats(S, b, _t(Xq), sigma2, sqrt)
+        _close(mean, ref_mean.numpy(), rtol=1e-9)
+        _close(var, ref_var.numpy(), rtol=1e-9)
+
+
+def test_posterior_cholesky_falls_back_where_the_factorisation_fails():
+    # a rank-one S that round-off made slightly indefinite, and σ² = 1e-30 below that round-off: the second pivot is
+    # negative, so that problem takes the eigh path (which clamps the eigenvalue at 0)
+    S = torch.tensor([[[1.0, 1.0], [1.0, 1.0 - 1e-12]], [[2.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    b, x_q = torch.ones(2, 2, dtype=torch.float64), torch.randn(2, 3, 2, dtype=torch.float64)
+    assert (torch.linalg.cholesky_ex(S + 1e-30 * torch.eye(2, dtype=torch.float64))[1] != 0).tolist() == [True, False]
+    mean, var = posterior_cholesky(S, b, x_q, 1e-30)
+    ref_mean, ref_var = posterior_from_stats(S, b, x_q, 1e-30)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+    assert torch.equal(mean[0], ref_mean[0]) and torch.equal(var[0], ref_var[0])
+    _close(mean[1], ref_mean[1].numpy(), rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -6,10 +6,14 @@ present points. Ridge is ŵ = (S + λI)⁻¹b, which is the Bayes posterior mean
 variance of a new noisy target, σ² + x_qᵀ Σ_post x_q with Σ_post = (S/σ² + Σ_w⁻¹)⁻¹.
 
 Numerics: OLS goes through the pseudo-inverse of X (SVD; never through S in `predict`, which would square the
-condition number). Its prefix fast path uses S_t in float64 and recomputes, exactly, every prefix whose spectrum
-does not clearly show rank min(t, d) (rank-deficient or ill-conditioned). Ridge and Bayes work in the eigenbasis
-of the whitened Gram matrix, so λ > 0 or σ² > 0 never meets a singular solve, and σ² = 0 (noiseless) is the limit:
-the mean is the minimum-Σ_w⁻¹-norm interpolant and the variance is the prior's in the unseen directions.
+condition number). Prefix predictions (all three learners) come from one QR per prompt (`ls_prefix`: Gaussian
+conditioning in innovations form, float64 whatever `dtype`), and every prefix whose conditioning that QR cannot
+vouch for is recomputed by the reference path: the pseudo-inverse for OLS, the eigendecomposition below for
+ridge and Bayes. Those work in the eigenbasis of the whitened Gram matrix, so λ > 0 or σ² > 0 never meets a
+singular solve, and σ² = 0 (noiseless) is the limit: the mean is the minimum-Σ_w⁻¹-norm interpolant and the
+variance is the prior's in the unseen directions; with σ² > 0 `predict` takes a Cholesky of that matrix
+instead (eigenvalues ≥ σ²), falling back to the eigendecomposition where it fails. The eigh-based prefix paths
+(`ols_prefix_weights_eigh`, `prefix_stats` + `posterior_from_stats`) stay as the naive references.
 `dtype=torch.float64` computes in float64 and casts back.
 """
 
@@ -23,6 +27,7 @@ import torch
 from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
+from iclab.algorithms.ls_prefix import prefix_conditioning
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
 from iclab.theory import ridge_bayes_lambda
 
@@ -32,7 +37,9 @@ __all__ = [
     "Bayes",
     "Ridge",
     "gram_stats",
+    "ols_prefix_weights_eigh",
     "ols_weights",
+    "posterior_cholesky",
     "posterior_from_stats",
     "prefix_stats",
     "ridge_weights",
@@ -72,8 +79,22 @@ def ols_weights(x_ctx: Tensor, y_ctx: Tensor) -> Tensor:
     return torch.einsum("bdn,bn->bd", torch.linalg.pinv(x_ctx), y_ctx)
 
 
-def _ols_prefix_weights(x: Tensor, y: Tensor, chunk_elements: int) -> Tensor:
-    """Min-norm w for every prefix: x [B, T, d], y [B, T] (float64) → [B, T, d].
+def _exact_ols_prefixes(x: Tensor, y: Tensor, pb: Tensor, pt: Tensor, chunk_elements: int) -> Tensor:
+    """Min-norm weights of prompt pb[k] from its first pt[k] points, by the pseudo-inverse of the masked context.
+    x [B, T, d], y [B, T], pb, pt [k] → [k, d]."""
+    _, T, d = x.shape
+    step = max(1, chunk_elements // max(T * d, 1))
+    slots = torch.arange(max(T - 1, 0), device=x.device)
+    out = []
+    for s in range(0, pb.shape[0], step):
+        b, t = pb[s : s + step], pt[s : s + step]
+        mask = (slots.unsqueeze(0) < t.unsqueeze(1)).to(x.dtype)  # [k, T − 1]
+        out.append(ols_weights(x[b, : T - 1] * mask.unsqueeze(-1), y[b, : T - 1] * mask))
+    return torch.cat(out) if out else x.new_zeros(0, d)
+
+
+def ols_prefix_weights_eigh(x: Tensor, y: Tensor, chunk_elements: int = 1 << 24) -> Tensor:
+    """Naive reference for the OLS prefix path: min-norm w for every prefix, x [B, T, d], y [B, T] → [B, T, d].
 
     From the eigendecomposition of S_t where that is safe: eigenvalues of S are squared singular values, so below
     √eps·λ_max they are too inaccurate to invert and too large to call zero. A prefix is safe when exactly min(t, d)
@@ -87,13 +108,8 @@ def _ols_prefix_weights(x: Tensor, y: Tensor, chunk_elements: int) -> Tensor:
     w = U @ (inv * (U.transpose(-1, -2) @ b.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)  # [B, T, d, 1]
     w = w.squeeze(-1)
     expected = torch.arange(T, device=x.device).clamp(max=d)  # [T]
-    bad = (keep.sum(-1) != expected).nonzero()  # [k, 2] (prompt, prefix)
-    step = max(1, chunk_elements // max(T * d, 1))
-    slots = torch.arange(max(T - 1, 0), device=x.device)
-    for s in range(0, bad.shape[0], step):
-        pb, pt = bad[s : s + step].unbind(-1)
-        mask = (slots.unsqueeze(0) < pt.unsqueeze(1)).to(x.dtype)  # [k, T − 1]
-        w[pb, pt] = ols_weights(x[pb, : T - 1] * mask.unsqueeze(-1), y[pb, : T - 1] * mask)
+    pb, pt = (keep.sum(-1) != expected).nonzero().unbind(-1)  # (prompt, prefix) pairs to recompute
+    w[pb, pt] = _exact_ols_prefixes(x, y, pb, pt, chunk_elements)
     return w
 
 
@@ -112,11 +128,17 @@ class OLS(MaskedLearner):
         return torch.einsum("bmd,bd->bm", x_q.to(ct), w).to(x_q.dtype)
 
     def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
-        """x [B, T, d], y [B, T] → [B, T]; Gram fast path in float64 whatever `dtype` (see `_ols_prefix_weights`)."""
+        """x [B, T, d], y [B, T] → [B, T]; QR fast path in float64 whatever `dtype` (`ls_prefix`), every prefix it
+        does not trust recomputed by the pseudo-inverse."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)
-        w = _ols_prefix_weights(x.double(), y.double(), self.chunk_elements)
-        return torch.einsum("btd,btd->bt", x.double(), w).to(x.dtype)
+        x64, y64 = x.double(), y.double()
+        mean, _, trusted = prefix_conditioning(x64, y64, 0.0)
+        pb, pt = (~trusted).nonzero().unbind(-1)
+        if pb.numel():
+            w = _exact_ols_prefixes(x64, y64, pb, pt, self.chunk_elements)  # [k, d]
+            mean[pb, pt] = (x64[pb, pt] * w).sum(-1)
+        return mean.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -156,6 +178,30 @@ def posterior_from_stats(
     mean = q @ coef.unsqueeze(-1)
     var = noise_var + (q.square() * post.unsqueeze(-2)).sum(-1)
     return mean.squeeze(-1), var
+
+
+def posterior_cholesky(
+    S: Tensor, b: Tensor, x_q: Tensor, noise_var: float, prior_sqrt: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`posterior_from_stats` for σ² > 0 by a Cholesky CCᵀ = G + σ²I of the whitened Gram matrix (eigenvalues ≥ σ²):
+    mean = (C⁻¹Lᵀx_q)·(C⁻¹Lᵀb), var = σ²(1 + ‖C⁻¹Lᵀx_q‖²). Same shapes; problems whose factorisation fails (σ²
+    below round-off of ‖G‖) or is not finite go through `posterior_from_stats`."""
+    if not noise_var > 0:
+        raise ValueError(f"noise_var: the Cholesky path needs σ² > 0, got {noise_var}")
+    G, Lt_b, Lt_q = S, b, x_q
+    if prior_sqrt is not None:
+        G = prior_sqrt.transpose(-1, -2) @ S @ prior_sqrt
+        Lt_b, Lt_q = b @ prior_sqrt, x_q @ prior_sqrt
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    C, info = torch.linalg.cholesky_ex(G + noise_var * eye)  # [..., d, d] lower
+    u = torch.linalg.solve_triangular(C, Lt_b.unsqueeze(-1), upper=False)  # [..., d, 1]
+    v = torch.linalg.solve_triangular(C, Lt_q.transpose(-1, -2), upper=False)  # [..., d, m]
+    mean = (v * u).sum(-2)  # [..., m]
+    var = noise_var * (1 + v.square().sum(-2))
+    bad = (info != 0) | ~torch.isfinite(mean).all(-1) | ~torch.isfinite(var).all(-1)  # [...]
+    if bool(bad.any()):
+        mean[bad], var[bad] = posterior_from_stats(S[bad], b[bad], x_q[bad], noise_var, prior_sqrt)
+    return mean, var
 
 
 def ridge_weights(x_ctx: Tensor, y_ctx: Tensor, lam: float) -> Tensor:
@@ -204,16 +250,21 @@ class Bayes(MaskedLearner):
         tau2 = f",{self.prior_var:g}" if isinstance(self.prior_var, float) else ""
         self.name = f"bayes:{self.noise_var:g}{tau2}"
 
-    def _posterior(self, S: Tensor, b: Tensor, x_q: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    def _whitening(self, d: int) -> tuple[float, float, Tensor | None]:
+        """(ν, scale, L): in w̃ = L⁻¹w the prior is N(0, I), the noise ν and variances come out in units of scale."""
+        if self._sqrt is None:  # isotropic τ²: the posterior of (w/τ) with noise σ²/τ², variance rescaled by τ²
+            return self.noise_var / self.prior_var, self.prior_var, None
+        if self._sqrt.shape[0] != d:
+            raise ValueError(f"prior_var: has dimension {self._sqrt.shape[0]}, the inputs have d = {d}")
+        return self.noise_var, 1.0, self._sqrt
+
+    def _posterior(self, S: Tensor, b: Tensor, x_q: Tensor, n: Tensor, exact: bool = False) -> tuple[Tensor, Tensor]:
+        """Cholesky path for σ² > 0, eigendecomposition (`posterior_from_stats`) for σ² = 0 or when `exact`."""
         ct = self.dtype or x_q.dtype
-        noise, sqrt = self.noise_var, self._sqrt
-        if sqrt is None:  # isotropic τ²: the posterior of (w/τ) with noise σ²/τ², variance rescaled by τ²
-            noise, scale = self.noise_var / self.prior_var, self.prior_var
-        else:
-            if sqrt.shape[0] != S.shape[-1]:
-                raise ValueError(f"prior_var: has dimension {sqrt.shape[0]}, the inputs have d = {S.shape[-1]}")
-            sqrt, scale = sqrt.to(device=S.device, dtype=ct), 1.0
-        mean, var = posterior_from_stats(S.to(ct), b.to(ct), x_q.to(ct), noise, sqrt, n)
+        noise, scale, sqrt = self._whitening(S.shape[-1])
+        sqrt = None if sqrt is None else sqrt.to(device=S.device, dtype=ct)
+        args = (S.to(ct), b.to(ct), x_q.to(ct), noise, sqrt)
+        mean, var = posterior_cholesky(*args) if noise > 0 and not exact else posterior_from_stats(*args, n)
         return mean.to(x_q.dtype), (var * scale).to(x_q.dtype)
 
     def predict_masked(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor) -> Tensor:
@@ -236,14 +287,27 @@ class Bayes(MaskedLearner):
         return self._posterior(*gram_stats(x_ctx, y_ctx), x_q, mask.sum(-1))
 
     def predict_prefixes_with_variance(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """x [B, T, d], y [B, T] → (mean [B, T], var [B, T]); prediction t from points < t, via cumulative sums."""
-        S, b = prefix_stats(x, y)
-        n = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
-        mean, var = self._posterior(S, b, x.unsqueeze(-2), n)  # queries [B, T, 1, d]
-        return mean.squeeze(-1), var.squeeze(-1)
+        """x [B, T, d], y [B, T] → (mean [B, T], var [B, T]); prediction t from points < t. QR fast path in float64
+        whatever `dtype` (`ls_prefix`); every prefix it does not trust is recomputed from its sufficient statistics
+        by the eigendecomposition (`posterior_from_stats`, also the naive reference of this path)."""
+        _, T, d = x.shape
+        x64, y64 = x.double(), y.double()
+        noise, scale, sqrt = self._whitening(d)
+        xw = x64 if sqrt is None else x64 @ sqrt.to(x.device)  # rows (Lᵀx_t)ᵀ
+        mean, var, trusted = prefix_conditioning(xw, y64, noise)
+        var = var * scale
+        pb, pt = (~trusted).nonzero().unbind(-1)
+        step = max(1, self.chunk_elements // max(T * d, 1))
+        slots = torch.arange(max(T - 1, 0), device=x.device)
+        for s in range(0, pb.shape[0], step):
+            b, t = pb[s : s + step], pt[s : s + step]
+            mask = (slots.unsqueeze(0) < t.unsqueeze(1)).to(x64.dtype)  # [k, T − 1]
+            stats = gram_stats(x64[b, : T - 1] * mask.unsqueeze(-1), y64[b, : T - 1] * mask)
+            mean[b, t], var[b, t] = (v.squeeze(-1) for v in self._posterior(*stats, x64[b, t, None], t, exact=True))
+        return mean.to(x.dtype), var.to(x.dtype)
 
     def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
-        """x [B, T, d], y [B, T] → [B, T] posterior means (cumulative-sum fast path)."""
+        """x [B, T, d], y [B, T] → [B, T] posterior means (QR fast path, see `predict_prefixes_with_variance`)."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)
         return self.predict_prefixes_with_variance(x, y)[0]
