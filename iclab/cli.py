@@ -295,7 +295,7 @@ class AnalyzeOptions:
 
     run: tyro.conf.Positional[Path]
     """the run directory"""
-    what: str = "implicit,probes"
+    what: str = "implicit,probes,weights"
     """comma-separated analyses: implicit, probes, weights, alignment"""
     n_prompts: int = 4000
     """prompts drawn from the run's task"""

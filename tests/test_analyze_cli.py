@@ -19,16 +19,19 @@ def lsa_run(tmp_path_factory):
 
 def test_analyze_writes_each_analysis(lsa_run, capsys):
     capsys.readouterr()
-    assert main(["analyze", str(lsa_run), "--what", "implicit,probes", "--n-prompts", "600"]) == 0
+    assert main(["analyze", str(lsa_run), "--what", "implicit,probes,weights", "--n-prompts", "600"]) == 0
     text = capsys.readouterr().out
-    assert "implicit: R²" in text and "probes:" in text
+    assert "implicit: R²" in text and "probes:" in text and "weights: layer 0" in text
     out = lsa_run / "analysis"
     implicit = json.loads((out / "implicit.json").read_text())
     # a trained one-layer LSA answers linearly in the query and agrees with one tuned GD step
     assert implicit["r2"]["mean"] > 0.999
     assert implicit["references"]["gd:1"]["cos"]["mean"] > 0.95
     assert (out / "figures" / "implicit.png").is_file() and (out / "figures" / "probes.png").is_file()
-    assert set(json.loads((out / "summary.json").read_text())) >= {"implicit", "probes"}
+    assert (out / "figures" / "weights.png").is_file() and (out / "figures" / "patterns.png").is_file()
+    weights = json.loads((out / "weights.json").read_text())
+    assert len(weights["layers"]) == 1 and len(weights["layers"][0]["KQ"]) == 1  # one layer, one head
+    assert set(json.loads((out / "summary.json").read_text())) >= {"implicit", "probes", "weights"}
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,19 @@ def _probes(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: t
     return {**summary, "figure": str(fig)}
 
 
-ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {"implicit": _implicit, "probes": _probes}
+def _weights(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: torch.Generator) -> dict[str, Any]:
+    from iclab.analysis.patterns import attention_patterns, circuit_statistics
+
+    inner = getattr(model, "lsa", model)  # LSA on learned features: its LSA layers
+    title = f"{config.name}: KQ / OV per layer and head"
+    summary = circuit_statistics(inner, out / "figures" / "weights.png", title=title)
+    if inner is model and hasattr(model, "blocks"):
+        summary["patterns"] = attention_patterns(model, prompts[:512], out / "figures" / "patterns.png",
+                                                 title=f"{config.name}: attention rows of the queries")  # fmt: skip
+    return summary
+
+
+ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {"implicit": _implicit, "probes": _probes, "weights": _weights}
 
 
 def _headline(name: str, summary: dict[str, Any]) -> str:
@@ -57,6 +69,15 @@ def _headline(name: str, summary: dict[str, Any]) -> str:
     if name == "probes":
         per_layer = "; ".join(f"{t} " + " ".join(f"{r:.3f}" for r in v) for t, v in summary["r2"].items())
         return f"probes: held-out R² per hook ({', '.join(summary['hooks'])}): {per_layer}"
+    if name == "weights":
+        rows = []
+        for layer, stats in enumerate(summary["layers"]):
+            kq, ov = stats["kq"], stats["ov"]
+            rows.append(
+                f"layer {layer}: KQ off-diagonal mass {kq['max_off_diagonal_mass']:.3f}, "
+                f"OV last-row mass {ov['min_last_row_mass']:.3f}, zero-sum {ov['zero_sum']:.3f}"
+            )
+        return "weights: " + "; ".join(rows) + f" (figure {summary['figure']})"
     return f"{name}: done"
 
 
