@@ -1,0 +1,221 @@
+"""GPT (Garg et al., REFERENCE §2): a pre-LN causal transformer over the interleaved layout x_1, y_1, …, x_T, y_T.
+
+    e_l   = tok_l W_E + b_E + W_pos[l]                    linear read-in of [x] / [y, 0, …, 0] tokens, learned positions
+    r     = r + Attn(LN₁(r)),  r = r + MLP(LN₂(r))       per block; Attn causal multi-head softmax, MLP GELU
+    out_l = LN_f(r_l) W_U + b_U                          one value per token; ŷ_t is read at x_t's token
+
+Per head h (TransformerLens convention, row vectors): q = r W_Q[h] + b_Q[h], k = r W_K[h] + b_K[h],
+v = r W_V[h] + b_V[h], pattern = softmax(q kᵀ/√d_head + causal mask), z = pattern v, out = Σ_h z W_O[h] + b_O.
+W_Q, W_K, W_V [H, d_model, d_head] are views of one fused parameter W_QKV; W_O [H, d_head, d_model].
+
+Attention runs through `scaled_dot_product_attention`; when hook_attn_scores or hook_pattern is observed (or
+`Attention.fast` is False) the written-out form is used instead, so the [B, H, L, L] pattern exists to be read or
+edited. Tests check that both agree.
+
+Initialisation follows Garg et al.'s code (HuggingFace GPT-2 inside nn.Linear read-in/read-out): GPT-2 weights
+N(0, 0.02²), residual projections (W_O, W_out) N(0, (0.02/√(2·layers))²), biases 0, LayerNorms (1, 0); read-in and
+read-out as nn.Linear's default U(±1/√fan_in) for weight and bias. GELU is GPT-2's tanh approximation. No dropout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from iclab.config import ModelConfig
+from iclab.models.base import ICLModel
+from iclab.models.hooks import HookedModule, HookPoint
+from iclab.tasks.base import Prompts
+from iclab.tokens import InterleavedLayout, causal_mask
+
+__all__ = ["GPT", "MLP", "Attention", "Block"]
+
+GPT2_STD = 0.02
+
+
+def _normal(shape: tuple[int, ...], std: float, generator: torch.Generator | None) -> nn.Parameter:
+    return nn.Parameter(torch.randn(shape, generator=generator) * std)
+
+
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | None) -> nn.Parameter:
+    return nn.Parameter((torch.rand(shape, generator=generator) * 2 - 1) * bound)
+
+
+class Attention(HookedModule):
+    """Causal multi-head softmax attention: [B, L, d_model] → [B, L, d_model] (see the module docstring)."""
+
+    fast = True  # scaled_dot_product_attention unless the scores/pattern are observed
+
+    def __init__(self, width: int, heads: int, out_std: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.heads, self.d_head = heads, width // heads
+        self.W_QKV = _normal((width, 3 * width), GPT2_STD, generator)  # columns: [Q | K | V], each H·d_head
+        self.b_QKV = nn.Parameter(torch.zeros(3 * width))
+        self.W_O = _normal((heads, self.d_head, width), out_std, generator)
+        self.b_O = nn.Parameter(torch.zeros(width))
+        self.hook_q = HookPoint()  # [B, H, L, d_head]
+        self.hook_k = HookPoint()  # [B, H, L, d_head]
+        self.hook_v = HookPoint()  # [B, H, L, d_head]
+        self.hook_attn_scores = HookPoint()  # [B, H, L, L] scaled scores, -inf where masked
+        self.hook_pattern = HookPoint()  # [B, H, L, L] softmax over keys
+        self.hook_z = HookPoint()  # [B, H, L, d_head]
+
+    def _split(self, fused: Tensor) -> Tensor:
+        """W_QKV [d_model, 3·H·d_head] (or b_QKV) → [3, H, d_model, d_head] (or [3, H, d_head]), a view."""
+        if fused.dim() == 1:
+            return fused.view(3, self.heads, self.d_head)
+        return fused.view(-1, 3, self.heads, self.d_head).permute(1, 2, 0, 3)
+
+    W_Q = property(lambda self: self._split(self.W_QKV)[0], doc="[H, d_model, d_head] query weights (a view)")
+    W_K = property(lambda self: self._split(self.W_QKV)[1], doc="[H, d_model, d_head] key weights (a view)")
+    W_V = property(lambda self: self._split(self.W_QKV)[2], doc="[H, d_model, d_head] value weights (a view)")
+    b_Q = property(lambda self: self._split(self.b_QKV)[0], doc="[H, d_head]")
+    b_K = property(lambda self: self._split(self.b_QKV)[1], doc="[H, d_head]")
+    b_V = property(lambda self: self._split(self.b_QKV)[2], doc="[H, d_head]")
+
+    @property
+    def W_QK(self) -> Tensor:
+        """[H, d_model, d_model]: score(l, l') = r_l W_QK r_l'ᵀ / √d_head (bias terms aside)."""
+        return self.W_Q @ self.W_K.transpose(-1, -2)
+
+    @property
+    def W_OV(self) -> Tensor:
+        """[H, d_model, d_model]: what head h writes per unit of attention to a token r is r W_OV[h]."""
+        return self.W_V @ self.W_O
+
+    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        """h [B, L, d_model] (after LN₁); mask [L, L] bool (True: may attend) or None (causal) → [B, L, d_model]."""
+        B, L, width = h.shape
+        qkv = torch.addmm(self.b_QKV, h.reshape(B * L, width), self.W_QKV)  # [B·L, 3·H·d_head]
+        # unbind, not indexing: its backward stacks the three gradients instead of zero-filling [3, B, H, L, d_head]
+        q, k, v = qkv.view(B, L, 3, self.heads, self.d_head).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, L, d_head]
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        observed = self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks
+        if observed or not self.fast:
+            z = self.attend_naive(q, k, v, mask)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        z = self.hook_z(z)  # [B, H, L, d_head]
+        z = z.transpose(1, 2).reshape(B * L, width)  # [B, L, H, d_head] → [B·L, H·d_head]
+        return torch.addmm(self.b_O, z, self.W_O.reshape(width, width)).view(B, L, width)
+
+    def attend_naive(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """The attention written out: q, k, v [B, H, L, d_head] → z [B, H, L, d_head] via the [L, L] pattern."""
+        allowed = causal_mask(q.shape[2], q.device) if mask is None else mask  # [L, L]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)  # [B, H, L, L]
+        scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+        pattern = self.hook_pattern(scores.softmax(dim=-1))  # [B, H, L, L], rows sum to 1
+        return pattern @ v
+
+
+class MLP(HookedModule):
+    """r ↦ GELU(r W_in + b_in) W_out + b_out, hidden width mlp_ratio·d_model: [B, L, d_model] → same."""
+
+    def __init__(self, width: int, hidden: int, out_std: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.W_in = _normal((width, hidden), GPT2_STD, generator)
+        self.b_in = nn.Parameter(torch.zeros(hidden))
+        self.W_out = _normal((hidden, width), out_std, generator)
+        self.b_out = nn.Parameter(torch.zeros(width))
+        self.hook_post = HookPoint()  # [B, L, hidden] after the GELU
+
+    def forward(self, h: Tensor) -> Tensor:
+        act = self.hook_post(F.gelu(h @ self.W_in + self.b_in, approximate="tanh"))  # [B, L, hidden]
+        return act @ self.W_out + self.b_out
+
+
+class Block(HookedModule):
+    """Pre-LN block: resid_mid = resid_pre + Attn(LN₁(resid_pre)); resid_post = resid_mid + MLP(LN₂(resid_mid))."""
+
+    def __init__(self, width: int, heads: int, hidden: int, out_std: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, out_std, generator)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, hidden, out_std, generator)
+        self.hook_resid_pre = HookPoint()  # [B, L, d_model]
+        self.hook_attn_out = HookPoint()  # [B, L, d_model]
+        self.hook_resid_mid = HookPoint()  # [B, L, d_model]
+        self.hook_mlp_out = HookPoint()  # [B, L, d_model]
+        self.hook_resid_post = HookPoint()  # [B, L, d_model]
+
+    def forward(self, resid: Tensor, mask: Tensor | None = None) -> Tensor:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask)))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class GPT(ICLModel):
+    """Garg et al.'s GPT-style model on the interleaved layout; a Learner with Garg's training loss.
+
+    config: layers, heads, width (d_model, a multiple of heads), mlp_ratio, max_points (positions cover
+    2·max_points tokens). d: input dimension. Hook points: hook_embed, hook_pos_embed, blocks.{l}.hook_resid_pre
+    / hook_attn_out / hook_resid_mid / hook_mlp_out / hook_resid_post, blocks.{l}.attn.hook_q / hook_k / hook_v /
+    hook_attn_scores / hook_pattern / hook_z, blocks.{l}.mlp.hook_post.
+    """
+
+    layout = InterleavedLayout()
+
+    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+        super().__init__()
+        if config.width % config.heads:
+            raise ValueError(f"model.width: must be a multiple of model.heads ({config.heads}), got {config.width}")
+        self.config, self.d = config, d
+        width, tok = config.width, self.layout.width(d)
+        out_std = GPT2_STD / math.sqrt(2 * config.layers)  # GPT-2's scaled init of residual projections
+        self.W_E = _uniform((tok, width), 1 / math.sqrt(tok), generator)  # read-in, nn.Linear default init
+        self.b_E = _uniform((width,), 1 / math.sqrt(tok), generator)
+        self.W_pos = _normal((2 * config.max_points, width), GPT2_STD, generator)
+        hidden = config.mlp_ratio * width
+        self.blocks = nn.ModuleList(
+            Block(width, config.heads, hidden, out_std, generator) for _ in range(config.layers)
+        )
+        self.ln_final = nn.LayerNorm(width)
+        self.W_U = _uniform((width, 1), 1 / math.sqrt(width), generator)  # read-out, nn.Linear default init
+        self.b_U = _uniform((1,), 1 / math.sqrt(width), generator)
+        self.hook_embed = HookPoint()  # [B, L, d_model] read-in of the tokens
+        self.hook_pos_embed = HookPoint()  # [L, d_model] (or [B, L, d_model] for given positions)
+
+    def forward(self, tokens: Tensor, *, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        """tokens [B, L, D] (interleaved, L ≤ 2·max_points) → outputs [B, L, 1] (read at x tokens by the layout).
+
+        mask [L, L] bool (True: may attend; default causal); positions [L] long (default 0 … L − 1).
+        """
+        L = tokens.shape[1]
+        if self.W_pos.shape[0] < L:
+            raise ValueError(
+                f"GPT: {L} tokens exceed the {self.W_pos.shape[0]} learned positions (model.max_points = "
+                f"{self.config.max_points} points); raise model.max_points"
+            )
+        pos = self.W_pos[:L] if positions is None else self.W_pos[positions]  # [L, d_model]
+        resid = self.hook_embed(tokens @ self.W_E + self.b_E) + self.hook_pos_embed(pos)  # [B, L, d_model]
+        for block in self.blocks:
+            resid = block(resid, mask)
+        return self.ln_final(resid) @ self.W_U + self.b_U  # [B, L, 1]
+
+    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+        """x [B, T, d], y [B, T] → [B, T] in one causal pass: prediction t (at x_t's token) sees points < t."""
+        return self.layout.readout(self(self.layout.encode_stream(x, y)), 0)
+
+    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → [B, m]; each query is answered as if it were point n + 1.
+
+        One pass over 2(n + m) tokens: the layout's query mask hides the queries from each other, and every query
+        pair takes the positions of point n + 1 (2n, 2n + 1), so query j's prediction equals
+        predict_prefixes([x_ctx, x_q[:, j]], …)[:, n] — the same question, with the positions seen in training.
+        """
+        n, m = x_ctx.shape[1], x_q.shape[1]
+        tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)  # [B, 2(n+m), D], query y tokens 0
+        if m == 1:  # the plain causal pass already is this
+            return self.layout.readout(self(tokens), n)
+        pos = torch.arange(2 * (n + m), device=x_ctx.device)  # [2(n+m)]
+        positions = torch.where(pos < 2 * n, pos, 2 * n + pos % 2)
+        mask = self.layout.mask(n + m, n, device=x_ctx.device)  # [2(n+m), 2(n+m)]
+        return self.layout.readout(self(tokens, mask=mask, positions=positions), n)
+
+    def training_loss(self, prompts: Prompts) -> Tensor:
+        """Garg's loss: ½·MSE averaged over the prefix predictions of every point (context and queries)."""
+        return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()
