@@ -296,7 +296,7 @@ class AnalyzeOptions:
     run: tyro.conf.Positional[Path]
     """the run directory"""
     what: str = "implicit,probes,weights"
-    """comma-separated analyses: implicit, probes, weights, alignment"""
+    """comma-separated analyses: implicit, probes, weights, alignment (GD and Newton per layer)"""
     n_prompts: int = 4000
     """prompts drawn from the run's task"""
     seed: int = 1

@@ -19,9 +19,9 @@ def lsa_run(tmp_path_factory):
 
 def test_analyze_writes_each_analysis(lsa_run, capsys):
     capsys.readouterr()
-    assert main(["analyze", str(lsa_run), "--what", "implicit,probes,weights", "--n-prompts", "600"]) == 0
+    assert main(["analyze", str(lsa_run), "--what", "implicit,probes,weights,alignment", "--n-prompts", "600"]) == 0
     text = capsys.readouterr().out
-    assert "implicit: R²" in text and "probes:" in text and "weights: layer 0" in text
+    assert "implicit: R²" in text and "probes:" in text and "weights: layer 0" in text and "alignment:" in text
     out = lsa_run / "analysis"
     implicit = json.loads((out / "implicit.json").read_text())
     # a trained one-layer LSA answers linearly in the query and agrees with one tuned GD step
@@ -52,3 +52,8 @@ def test_analyze_bad_input_is_one_line(lsa_run, capsys, argv, message):
 def test_analyze_missing_run_is_one_line(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_analyze_alignment_of_one_layer_lsa_is_one_gd_step(lsa_run):
+    alignment = json.loads((lsa_run / "analysis" / "alignment.json").read_text())
+    assert alignment["best_gd"] == [1]  # von Oswald: one trained LSA layer is one GD step

@@ -58,7 +58,20 @@ def _weights(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: 
     return summary
 
 
-ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {"implicit": _implicit, "probes": _probes, "weights": _weights}
+def _alignment(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: torch.Generator) -> dict[str, Any]:
+    from iclab.analysis.alignment import align, plot_alignment
+
+    result = align(model, prompts.x, prompts.y)
+    figures = plot_alignment(result, out / "figures", title=f"{config.name}: layer ↔ iteration alignment")
+    return {**result.to_dict(), "figures": {k: str(v) for k, v in figures.items()}}
+
+
+ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {
+    "implicit": _implicit,
+    "probes": _probes,
+    "weights": _weights,
+    "alignment": _alignment,
+}
 
 
 def _headline(name: str, summary: dict[str, Any]) -> str:
@@ -78,6 +91,11 @@ def _headline(name: str, summary: dict[str, Any]) -> str:
                 f"OV last-row mass {ov['min_last_row_mass']:.3f}, zero-sum {ov['zero_sum']:.3f}"
             )
         return "weights: " + "; ".join(rows) + f" (figure {summary['figure']})"
+    if name == "alignment":
+        return (
+            f"alignment: per layer, best GD steps {summary['best_gd']}, best Newton iterations "
+            f"{summary['best_newton']}, readout nmse {[round(v, 3) for v in summary['readout_nmse']]}"
+        )
     return f"{name}: done"
 
 
