@@ -54,6 +54,7 @@ def test_analyze_missing_run_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_analyze_alignment_of_one_layer_lsa_is_one_gd_step(lsa_run):
-    alignment = json.loads((lsa_run / "analysis" / "alignment.json").read_text())
+def test_analyze_alignment_of_one_layer_lsa_is_one_gd_step(lsa_run, tmp_path):
+    assert main(["analyze", str(lsa_run), "--what", "alignment", "--n-prompts", "600", "--out", str(tmp_path)]) == 0
+    alignment = json.loads((tmp_path / "alignment.json").read_text())
     assert alignment["best_gd"] == [1]  # von Oswald: one trained LSA layer is one GD step
