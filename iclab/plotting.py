@@ -247,7 +247,3 @@ def plot_curves(
     style_axes(ax, xlabel=xlabel, ylabel=ylabel)
     _use_integer_xticks(ax, xs)
     return save_figure(_finish(fig, ax, title), path)
-
-
-# private spellings kept while the analyses written in parallel move to the public names
-_new_figure, _style_axes, _index_labels = new_figure, style_axes, index_labels
