@@ -1,10 +1,12 @@
-"""Lasso against scikit-learn, one prompt (and one prefix) at a time.
+"""Lasso against scikit-learn, one prompt (and one prefix) at a time, and the fast homotopy against its reference.
 
 Reference: scikit-learn's Lasso(alpha, fit_intercept=False, tol=1e-12, max_iter=10⁵) on the present rows, whose
 objective (1/(2n))‖y − Xw‖² + α‖w‖₁ is the one iclab minimises; an empty context predicts 0. The objective values
 must agree within 1e-6 relative and, as Gaussian data make the minimiser unique, the predictions (and weights)
 within 1e-6 relative to the largest reference value (1e-5 for float32 inputs). Each batched solution also carries
-its own certificate: the duality gap, below 1e-10·yᵀy.
+its own certificate: the duality gap, below 1e-10·yᵀy. The fast path (rank-one updates of S_MM⁻¹, prefixes warm-
+started from their predecessors) must follow `_homotopy_reference` (a fresh factorisation per segment) to 1e-9 on
+its own, with neither the reference's re-solve nor FISTA called; a spoiled fast path must be caught and mended.
 """
 
 import warnings
@@ -17,9 +19,9 @@ from sklearn.linear_model import Lasso as SkLasso
 
 from iclab.algorithms import sparse
 from iclab.algorithms.base import MaskedLearner
-from iclab.algorithms.least_squares import gram_stats
+from iclab.algorithms.least_squares import gram_stats, prefix_stats
 from iclab.algorithms.registry import LearnerSpecError, make_learner
-from iclab.algorithms.sparse import Lasso, lasso_duality_gap, lasso_objective, lasso_weights
+from iclab.algorithms.sparse import Lasso, lasso_duality_gap, lasso_objective, lasso_prefix_weights, lasso_weights
 
 SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
 PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
@@ -128,8 +130,9 @@ def test_fista_finishes_a_truncated_homotopy(monkeypatch):
     X, y, _, _ = _case(12, 5, seed=4)
     S, b = gram_stats(_t(X), _t(y))
     yy, nn = _t((y**2).sum(-1)), torch.full((len(X),), 12)
-    homotopy = sparse._homotopy
+    homotopy, reference = sparse._homotopy, sparse._homotopy_reference
     monkeypatch.setattr(sparse, "_homotopy", lambda A, c, alpha, steps: homotopy(A, c, alpha, 2))
+    monkeypatch.setattr(sparse, "_homotopy_reference", lambda A, c, alpha, steps: reference(A, c, alpha, 2))
     start, reached = homotopy(S / 12, b / 12, torch.full((4,), 0.01, dtype=torch.float64), 2)
     assert not reached.all()
     w = lasso_weights(S, b, yy, nn, 0.01, **TIGHT).numpy()
@@ -227,6 +230,93 @@ def test_lasso_objective_matches_numpy():
     S, b = gram_stats(_t(X), _t(y))
     got = lasso_objective(S, b, _t((y**2).sum(-1)), torch.full((4,), 5), 0.2, _t(w))
     _close(got, np.array([objective(X[i], y[i], w[i], 0.2) for i in range(4)]), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the fast path against its reference
+
+
+def _forbid(monkeypatch, *names):
+    for name in names:
+        monkeypatch.setattr(sparse, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} was called"))
+
+
+def _prefix_problems(B, T, d, seed):
+    """Gaussian prompts x [B, T, d], y [B, T] (sparse w, noise) and the statistics of every prefix, float64."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, d))
+    w = rng.standard_normal((B, d)) * (rng.random((B, d)) < 0.7)
+    y = np.einsum("btd,bd->bt", x, w) + 0.3 * rng.standard_normal((B, T))
+    S, b = prefix_stats(_t(x), _t(y))  # [B, T, d, d], [B, T, d]
+    yy = torch.cat([torch.zeros(B, 1, dtype=torch.float64), _t(y**2)[:, :-1].cumsum(1)], dim=1)  # [B, T]
+    n = torch.arange(T, dtype=torch.float64).expand(B, T)
+    return _t(x), _t(y), S, b, yy, n
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.1])
+@pytest.mark.parametrize("n,d", [(3, 8), (8, 8), (20, 6), (15, 20)])
+def test_homotopy_follows_the_reference_path(n, d, alpha):
+    X, y, _, _ = _case(n, d, seed=3 * n + d, batch=16)
+    S, b = gram_stats(_t(X), _t(y))
+    A, c, a = S / n, b / n, torch.full((16,), alpha, dtype=torch.float64)
+    w, reached = sparse._homotopy(A, c, a, 4 * d)
+    w_ref, reached_ref = sparse._homotopy_reference(A, c, a, 4 * d)
+    assert reached.all() and reached_ref.all()
+    _close(w, w_ref.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.05, 0.5])
+@pytest.mark.parametrize("T,d", [(12, 20), (41, 20), (40, 4)])
+def test_warm_started_prefixes_match_the_reference_on_their_own(T, d, alpha, monkeypatch):
+    # Every prefix t < d, = d and > d, each from its predecessor: the reference path from scratch must agree, with
+    # no prefix sent back to the reference or to FISTA.
+    x, y, S, b, yy, n = _prefix_problems(8, T, d, seed=T + d)
+    scale = n.clamp_min(1)
+    A, c = S / scale[..., None, None], b / scale[..., None]
+    ref = sparse._homotopy_reference(
+        A.reshape(-1, d, d), c.reshape(-1, d), torch.full((8 * T,), alpha, dtype=torch.float64), 4 * d
+    )[0]
+    _forbid(monkeypatch, "_homotopy_reference", "_fista")
+    w = lasso_prefix_weights(x, y, alpha)  # [8, T, d]
+    _close(w, ref.reshape(8, T, d).numpy(), rtol=1e-9)
+    assert (lasso_duality_gap(S, b, yy, n, torch.tensor(alpha, dtype=torch.float64), w) <= 1e-12 * yy + 1e-300).all()
+
+
+def test_a_spoilt_fast_path_is_caught_by_its_certificate(monkeypatch):
+    # Every end point of the fast path 1% off (and so every warm start wrong): the duality gap flags each one and
+    # the reference path solves it again, exactly.
+    refine, reference, calls = sparse._refine, sparse._homotopy_reference, []
+    monkeypatch.setattr(
+        sparse, "_refine", lambda p, rows, w, H, good: (1.01 * refine(p, rows, w, H, good)[0], p.S[rows])
+    )
+    monkeypatch.setattr(sparse, "_homotopy_reference", lambda *args: calls.append(1) or reference(*args))
+    x, y, S, b, yy, n = _prefix_problems(4, 10, 5, seed=1)
+    w = lasso_prefix_weights(x, y, 0.05)
+    assert (lasso_duality_gap(S, b, yy, n, torch.tensor(0.05, dtype=torch.float64), w) <= 1e-12 * yy + 1e-300).all()
+    X, Y, _, mask = _case(6, 4, seed=2)
+    w = _weights(Lasso(0.05), _t(X), _t(Y), _t(mask)).numpy()
+    _check_objectives(w, np.stack([sk_weights(X[i][mask[i]], Y[i][mask[i]], 0.05) for i in range(4)]), X, Y, mask, 0.05)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["duplicate columns", "zero inputs", "zero targets", "large scale"])
+def test_degenerate_prefixes_are_finite_and_optimal(kind):
+    X, y = _degenerate(kind, np.random.default_rng(6))
+    w = lasso_prefix_weights(_t(X), _t(y), 0.05, **TIGHT).numpy()  # [2, 6, 4]
+    assert np.isfinite(w).all()
+    for t in range(X.shape[1]):
+        ref = np.stack([sk_weights(X[b, :t], y[b, :t], 0.05) for b in range(2)])
+        _check_objectives(w[:, t], ref, X[:, :t], y[:, :t], np.ones((2, t), bool), 0.05)
+
+
+def test_prefix_chunks_and_dtypes():
+    x, y, *_ = _prefix_problems(5, 9, 3, seed=4)
+    learner = Lasso(0.05)
+    whole = learner.predict_prefixes(x, y)
+    learner.chunk_elements = 2 * 3 * (3 + 9)  # two prompts a chunk
+    torch.testing.assert_close(learner.predict_prefixes(x, y), whole, rtol=1e-12, atol=1e-12)
+    assert lasso_prefix_weights(x.float(), y.float(), 0.05).dtype == torch.float32
+    assert lasso_prefix_weights(x.float(), y.float(), 0.05, dtype=torch.float64).dtype == torch.float64
 
 
 # ----------------------------------------------------------------------------------------------------------------
