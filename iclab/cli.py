@@ -7,7 +7,7 @@
                [--shifts none,skewed] [--metric nmse] [--json PATH] [--out DIR]
     iclab learners
     iclab analyze RUN [--what implicit,probes,weights,alignment] [--n-prompts 4000] [--out DIR]
-    iclab bench [--device cpu|cuda] [--repeats 10] [--json PATH]
+    iclab bench [--device cpu|cuda] [--repeats 10] [--threads 1] [--json PATH]
     iclab presets
 
 Every user error (bad value, unknown field or option, existing output) is one line on stderr and exit code 2.
@@ -329,6 +329,8 @@ class BenchOptions:
     """prompts per training step"""
     eval_prompts: int = 1280
     """prompts of the evaluation-protocol case (Garg's 1 280)"""
+    threads: int = 1
+    """CPU threads for torch (1: steady ratios on a shared machine; 0: torch's default)"""
     json: Path | None = None
     """also write the results as JSON here"""
 
@@ -342,6 +344,12 @@ def _cmd_bench(args: list[str]) -> int:
     for name in ("repeats", "batch", "eval_prompts"):
         if getattr(opts, name) < 1:
             raise UsageError(f"{name}: must be an integer >= 1, got {getattr(opts, name)}")
+    if opts.threads < 0:
+        raise UsageError(f"threads: must be an integer >= 0, got {opts.threads}")
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     results = run_benchmarks(resolve_device(opts.device), opts.repeats, opts.batch, opts.eval_prompts)
     rows = [
         {"case": r.case, "fast ms": r.fast_ms, "naive ms": r.naive_ms, "speed-up": f"{r.speedup:.1f}x"} for r in results

@@ -7,7 +7,8 @@ from iclab.cli import main
 
 def test_bench_cli_writes_every_case(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--repeats", "1", "--batch", "32", "--eval-prompts", "8", "--json", str(out)]) == 0
+    argv = ["bench", "--repeats", "1", "--batch", "32", "--eval-prompts", "8", "--threads", "1", "--json", str(out)]
+    assert main(argv) == 0
     assert "speed-up" in capsys.readouterr().out
     cases = json.loads(out.read_text())
     assert len(cases) == 4 + 8  # LSA x2, GD, one eval row per learner and the eval total
