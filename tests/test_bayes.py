@@ -5,9 +5,13 @@ points, weights scipy.special.softmax(−SSE/(2σ²)), ŵ = Σ_m p_m w_m, ŷ = x
 largest reference value, in float64 (float32 inputs computed in float64: 1e-6).
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+from reference_checks import as_tensor as _t
+from reference_checks import assert_rel_close
 from scipy.special import softmax
 
 from iclab.algorithms.base import MaskedLearner
@@ -17,21 +21,10 @@ from iclab.algorithms.registry import LearnerSpecError, make_learner
 from iclab.config import TaskConfig
 from iclab.tasks.linear import LinearRegressionTask
 
+_close = partial(assert_rel_close, rtol=1e-9)
+
 SHAPES = [(0, 3, 5), (1, 4, 6), (3, 6, 9), (6, 6, 1), (12, 5, 32), (7, 1, 4)]  # (n, d, M): n < d, = d, > d
 PREFIX_SHAPES = [(1, 3, 4), (5, 1, 3), (6, 4, 16), (9, 8, 7)]  # (T, d, M)
-
-
-def _close(actual, expected, rtol=1e-9):
-    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert np.isfinite(actual).all()
-    scale = max(1e-12, float(np.abs(expected).max(initial=0.0)))
-    err = float(np.abs(actual - expected).max(initial=0.0))
-    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
-
-
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def naive_dmmse(pool, sigma2):

@@ -13,9 +13,13 @@ References, written from the math (REFERENCE §1, §7), not from iclab code:
 Tolerance: 1e-5 relative to the largest reference value, in float64 (observed ≲ 1e-14).
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+from reference_checks import as_tensor as _t
+from reference_checks import assert_rel_close
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.gd import GD, DebiasedGD, GDPlusPlus
@@ -24,23 +28,11 @@ from iclab.config import TaskConfig
 from iclab.tasks.linear import LinearRegressionTask
 from iclab.theory import debiased_gd_step
 
+_close = partial(assert_rel_close, rtol=1e-5)
+
 SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
 PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
 ETAS = {"one step": [0.4], "tied": [0.3] * 3, "per-step": [0.5, 0.1, 0.9, 0.25]}
-
-
-def _close(actual, expected, rtol=1e-5, floor=1e-12):
-    """max |actual − expected| ≤ rtol · max(floor, max |expected|); `floor` for references that are all ~0."""
-    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert np.isfinite(actual).all()
-    scale = max(floor, float(np.abs(expected).max(initial=0.0)))
-    err = float(np.abs(actual - expected).max(initial=0.0))
-    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
-
-
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _case(n, d, seed, batch=5, m=3):

@@ -6,9 +6,13 @@ numpy.linalg.solve(XᵀX + λI, Xᵀy); Bayes = the Gaussian posterior Σ_post =
 reference value, in float64.
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+from reference_checks import as_tensor as _t
+from reference_checks import assert_rel_close
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import (
@@ -27,21 +31,10 @@ from iclab.algorithms.registry import LearnerSpecError, make_learner
 from iclab.config import TaskConfig
 from iclab.tasks.linear import LinearRegressionTask
 
+_close = partial(assert_rel_close, rtol=1e-5)
+
 SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
 PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
-
-
-def _close(actual, expected, rtol=1e-5):
-    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert np.isfinite(actual).all()
-    scale = max(1e-12, float(np.abs(expected).max(initial=0.0)))
-    err = float(np.abs(actual - expected).max(initial=0.0))
-    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
-
-
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _case(n, d, seed, batch=4, m=2):

@@ -6,26 +6,20 @@ arithmetic x Wᵀ + b → relu → · a + c, loss = mean of squared errors over 
 largest reference value, in float64.
 """
 
-import numpy as np
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_checks import assert_rel_close
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.nets import ReluNet
 from iclab.algorithms.registry import LearnerSpecError, make_learner
 
+_close = partial(assert_rel_close, rtol=1e-5)
+
 SHAPES = [(0, 3), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
-
-
-def _close(actual, expected, rtol=1e-5):
-    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert np.isfinite(actual).all()
-    scale = max(1e-12, float(np.abs(expected).max(initial=0.0)))
-    err = float(np.abs(actual - expected).max(initial=0.0))
-    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
 
 
 def naive_relu_net(init, X, y, Xq, steps, lr):

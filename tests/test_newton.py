@@ -9,31 +9,23 @@ float32. Tolerance: 1e-5 relative to the largest reference value (or to an O(1) 
 is ~0), in float64 unless stated.
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+from reference_checks import as_tensor as _t
+from reference_checks import assert_rel_close
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.newton import Newton
 from iclab.algorithms.registry import LearnerSpecError, make_learner
 
+_close = partial(assert_rel_close, rtol=1e-5)
+
 SHAPES = [(0, 4), (1, 4), (3, 6), (6, 6), (12, 5), (7, 1)]  # (n, d): empty, n < d, n = d, n > d, d = 1
 PREFIX_SHAPES = [(1, 3), (5, 1), (6, 4), (9, 8)]  # (T, d): every prefix length t < d, = d, > d
 STEPS = [0, 1, 5, 20]
-
-
-def _close(actual, expected, rtol=1e-5, floor=1e-12):
-    """max |actual − expected| ≤ rtol · max(floor, max |expected|); `floor` for references that are all ~0."""
-    actual = np.asarray(actual.detach() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert np.isfinite(actual).all()
-    scale = max(floor, float(np.abs(expected).max(initial=0.0)))
-    err = float(np.abs(actual - expected).max(initial=0.0))
-    assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol:g} × {scale:.3g}"
-
-
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _case(n, d, seed, batch=5, m=3):

@@ -18,6 +18,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from reference_checks import as_tensor as _t
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.tree import DecisionTreeRegressor
 
@@ -27,10 +28,6 @@ from iclab.algorithms.trees import DecisionTree, GradientBoosting
 
 SHAPES = [(1, 3), (2, 4), (5, 8), (6, 6), (20, 5), (40, 20), (15, 1)]  # (n, d): n < d, n = d, n > d, d = 1
 EPS = np.finfo(np.float64).eps
-
-
-def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _case(n, d, seed, batch=4, m=6):
