@@ -69,7 +69,7 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 X_DISTS = ("uniform", "gaussian")
 # Task families (iclab.tasks registers one class per name).
-TASKS = (
+TaskName = Literal[
     "linear",
     "sparse_linear",
     "quadratic",
@@ -82,11 +82,13 @@ TASKS = (
     "linear_dynamics",
     "softmax_regression",
     "classification",
-)
+]
+TASKS: tuple[str, ...] = typing.get_args(TaskName)
 VECTOR_TASKS = ("linear_dynamics", "softmax_regression")  # y ∈ R^k
 W_PRIORS = ("gaussian", "sign", "low_rank")
 MIX_BY = ("prompt", "batch")
-MODELS = ("lsa", "softmax", "gpt", "lsa_features", "separate", "lla", "ssm")
+ModelName = Literal["lsa", "softmax", "gpt", "lsa_features", "separate", "lla", "ssm"]
+MODELS: tuple[str, ...] = typing.get_args(ModelName)
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
@@ -104,20 +106,7 @@ class TaskConfig:
     (or another w_prior), ε ~ N(0, noise_var). Each prompt has n_points context pairs and n_queries queries.
     """
 
-    name: Literal[
-        "linear",
-        "sparse_linear",
-        "quadratic",
-        "relu_net",
-        "decision_tree",
-        "sine",
-        "fourier",
-        "mixture",
-        "ar",
-        "linear_dynamics",
-        "softmax_regression",
-        "classification",
-    ] = "linear"
+    name: TaskName = "linear"
     """task family"""
     d: int = 10
     """input dimension d (the order p for ar)"""
@@ -256,7 +245,7 @@ class ModelConfig:
     variance_head  any model: also predict a variance, trained with the Gaussian negative log-likelihood
     """
 
-    name: Literal["lsa", "softmax", "gpt", "lsa_features", "separate", "lla", "ssm"] = "lsa"
+    name: ModelName = "lsa"
     """model family"""
     layers: int = 1
     """number of layers K"""
