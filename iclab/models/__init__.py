@@ -43,5 +43,11 @@ def model_class(name: str) -> type[ICLModel]:
 
 
 def make_model(config: ModelConfig, d: int, *, generator: torch.Generator | None = None) -> ICLModel:
-    """The model named by config.name for inputs of dimension d, initialised from `generator`."""
-    return model_class(config.name)(config, d, generator=generator)
+    """The model named by config.name for inputs of dimension d, initialised from `generator`; with
+    config.variance_head, wrapped in a `MeanVarianceModel` (iclab.models.variance) whose head is drawn after it."""
+    model = model_class(config.name)(config, d, generator=generator)
+    if config.variance_head:
+        from iclab.models.variance import MeanVarianceModel
+
+        model = MeanVarianceModel(model, config=config, generator=generator)
+    return model
