@@ -367,8 +367,9 @@ def _cmd_presets(_args: list[str]) -> int:
     for name, cfg in PRESETS.items():
         t, m = cfg.task, cfg.model
         print(
-            f"{name:22s} d={t.d} n={t.n_points} x~{t.x_dist}({t.x_scale:g}) noise={t.noise_var:g} "
-            f"layers={m.layers}{' tied' if m.tied else ''} steps={cfg.train.steps}"
+            f"{name:20s} {m.name:13s} {t.name:8s} d={t.d} n={t.n_points} x~{t.x_dist}({t.x_scale:g}) "
+            f"noise={t.noise_var:g} layers={m.layers}{' tied' if m.tied else ''} heads={m.heads} "
+            f"steps={cfg.train.steps}"
         )
     return 0
 

@@ -507,6 +507,66 @@ def _gaussian(d: int, n: int, noise_var: float) -> ExperimentConfig:
     )
 
 
+def _he(heads: int) -> ExperimentConfig:
+    # He et al.: one softmax-attention layer; d = 5, 40 context points, σ² = 0.1, w ~ N(0, I/d); batch 256.
+    # 1 000 steps at lr 1e-2 with cosine decay reach the debiased-GD optimum within 1 % (tests/test_softmax.py).
+    return ExperimentConfig(
+        task=TaskConfig(d=5, n_points=40, x_dist="gaussian", x_scale=1.0, w_scale=0.2**0.5, noise_var=0.1),
+        model=ModelConfig(name="softmax", heads=heads),
+        train=TrainConfig(steps=1000, batch_size=256, lr=1e-2, schedule="cosine", eval_every=250),
+        name=f"he-{heads}-head{'s' * (heads > 1)}",
+    )
+
+
+def _garg(small: bool) -> ExperimentConfig:
+    # Garg et al.: GPT-2 (12 layers, 8 heads, width 256) on d = 20 with 41 points (40 context + 1 query), Adam 1e-4,
+    # batch 64, 500 001 steps, curriculum 5 → 20 dimensions and 11 → 41 points: a GPU budget. The small variant
+    # (d = 5, 10 context points) learns in ~1 000 steps on a CPU (tests/test_gpt.py).
+    if small:
+        return ExperimentConfig(
+            task=TaskConfig(d=5, n_points=10, x_dist="gaussian", x_scale=1.0),
+            model=ModelConfig(name="gpt", layers=3, heads=4, width=64, mlp_ratio=2, max_points=64),
+            train=TrainConfig(steps=1000, batch_size=128, lr=3e-3, eval_every=250),
+            eval=EvalConfig(n_prompts=2000),
+            name="garg-linear-small",
+        )
+    return ExperimentConfig(
+        task=TaskConfig(d=20, n_points=40, x_dist="gaussian", x_scale=1.0),
+        model=ModelConfig(name="gpt", layers=12, heads=8, width=256, max_points=64),
+        train=TrainConfig(
+            steps=500_001,
+            batch_size=64,
+            lr=1e-4,
+            curriculum="garg",
+            eval_every=2000,
+            checkpoint_every=20_000,
+            device="auto",
+        ),
+        eval=EvalConfig(n_prompts=1280),
+        name="garg-linear",
+    )
+
+
+def _von_oswald_views(kind: str) -> ExperimentConfig:
+    # vO's deep representations (sine regression, LSA on learned MLP features) and separate x / (0, y) tokens
+    # (a softmax copy layer, then LSA); budgets of tests/test_features.py and tests/test_separate.py.
+    if kind == "sine":
+        return ExperimentConfig(
+            task=TaskConfig(name="sine", d=1, n_points=15, x_dist="uniform", x_scale=5.0),
+            model=ModelConfig(name="lsa_features", feature_dim=16),
+            train=TrainConfig(steps=1000, batch_size=256, lr=3e-3, schedule="cosine", eval_every=250),
+            name="von-oswald-sine",
+        )
+    return ExperimentConfig(
+        task=TaskConfig(d=3, n_points=10),
+        model=ModelConfig(name="separate", max_points=11),
+        train=TrainConfig(
+            steps=1200, batch_size=256, lr=1e-2, schedule="cosine", eval_every=300, checkpoint_every=1200
+        ),
+        name="von-oswald-separate",
+    )
+
+
 PRESETS: dict[str, ExperimentConfig] = {
     "von-oswald": _von_oswald(1, False),
     "von-oswald-2": _von_oswald(2, False),
@@ -514,6 +574,12 @@ PRESETS: dict[str, ExperimentConfig] = {
     "von-oswald-2-tied": _von_oswald(2, True),
     "von-oswald-3-tied": _von_oswald(3, True),
     "gaussian": _gaussian(10, 20, 0.25),
+    "von-oswald-sine": _von_oswald_views("sine"),
+    "von-oswald-separate": _von_oswald_views("separate"),
+    "he-1-head": _he(1),
+    "he-2-heads": _he(2),
+    "garg-linear-small": _garg(small=True),
+    "garg-linear": _garg(small=False),
 }
 
 

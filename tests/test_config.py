@@ -319,3 +319,17 @@ def test_vector_target_tasks_are_refused_by_lsa_in_one_line():
     with pytest.raises(ConfigError, match=r"^task.name: 'softmax_regression' has vector targets") as info:
         ExperimentConfig(task=TaskConfig(name="softmax_regression"))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_trains_a_few_steps(name):
+    from iclab.training import train
+
+    cfg = preset(name)
+    quick = cfg.replace(
+        train={"steps": 2, "batch_size": 8, "eval_every": 1, "checkpoint_every": 2, "progress": False,
+               "device": "cpu"},
+        eval={"n_prompts": 16},
+    )  # fmt: skip
+    result = train(quick)
+    assert result.steps == 2 and math.isfinite(result.final_eval_half_mse)
