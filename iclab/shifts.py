@@ -100,7 +100,7 @@ def _with_inputs(task, prompts: Prompts, x: Tensor) -> Prompts:
 
 
 def _random_rotation(d: int, gen: torch.Generator, like: Tensor) -> Tensor:
-    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, device=gen.device, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))  # Haar-distributed
     return q.to(like)
 
@@ -122,14 +122,15 @@ def apply_shift(spec: str, prompts: Prompts, task, *, generator: torch.Generator
     if name == "none":
         return Shifted(spec, prompts)
     if name == "length":
-        return Shifted(spec, task.sample(B, generator=gen, dtype=x.dtype, device=x.device, n_points=int(v)))
+        fresh = task.sample(B, generator=gen, dtype=x.dtype, device=gen.device, n_points=int(v))
+        return Shifted(spec, fresh.to(x.device))
     if name == "scale_x":
         return Shifted(spec, _with_inputs(task, prompts, x * v))
     if name == "scale_y":
         f = prompts.f * v
         return Shifted(spec, replace(prompts, f=f, y=f + (prompts.y - prompts.f)))
     if name == "noisy_labels":
-        noise = torch.randn(prompts.y.shape, generator=gen, dtype=torch.float64).to(prompts.y) * v
+        noise = torch.randn(prompts.y.shape, generator=gen, device=gen.device, dtype=torch.float64).to(prompts.y) * v
         return Shifted(spec, replace(prompts, y=prompts.y + noise))
     if name == "skewed":
         u = _random_rotation(d, gen, x)
@@ -144,20 +145,20 @@ def apply_shift(spec: str, prompts: Prompts, task, *, generator: torch.Generator
         basis = _random_rotation(d, gen, x)[:, : max(1, d // 2)]  # [d, d/2]
         proj = basis @ basis.T * math.sqrt(d / basis.shape[1])
         return Shifted(spec, _with_inputs(task, prompts, x @ proj))
-    signs = torch.randint(0, 2, (B, 1, d), generator=gen).to(x) * 2 - 1  # one orthant per prompt
+    signs = torch.randint(0, 2, (B, 1, d), generator=gen, device=gen.device).to(x) * 2 - 1  # one orthant per prompt
     if name == "orthant":
         return Shifted(spec, _with_inputs(task, prompts, x.abs() * signs))
     if name == "opposite_orthant":
         shifted = _with_inputs(task, prompts, x.abs() * signs)
-        fresh = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
+        fresh = torch.randn(x.shape, generator=gen, device=gen.device, dtype=torch.float64).to(x)
         x_query = -fresh.abs() * signs * x.norm(dim=-1, keepdim=True) / fresh.norm(dim=-1, keepdim=True)
         return Shifted(spec, shifted, x_query, *_queries(task, prompts, x_query))
     if name == "orthogonal_query":
         x_query = _orthogonal_queries(x, gen)
         return Shifted(spec, prompts, x_query, *_queries(task, prompts, x_query))
     # repeated_query: query t is context point j < t, uniformly (t = 0 has no earlier point: its own x)
-    t = torch.arange(T)
-    j = (torch.rand(B, T, generator=gen, dtype=torch.float64) * t.clamp(min=1)).long()
+    t = torch.arange(T, device=gen.device)
+    j = (torch.rand(B, T, generator=gen, device=gen.device, dtype=torch.float64) * t.clamp(min=1)).long()
     j = torch.where(t == 0, torch.zeros_like(j), j)
     x_query = torch.gather(x, 1, j.to(x.device).unsqueeze(-1).expand(B, T, d))
     return Shifted(spec, prompts, x_query, *_queries(task, prompts, x_query))
@@ -168,7 +169,7 @@ def _orthogonal_queries(x: Tensor, gen: torch.Generator) -> Tensor:
     to ‖x_t‖ (zero once the span is everything, t ≥ d). Gram–Schmidt over positions, batched over prompts."""
     B, T, d = x.shape
     x64 = x.double()
-    fresh = torch.randn(B, T, d, generator=gen, dtype=torch.float64).to(x64.device)
+    fresh = torch.randn(B, T, d, generator=gen, device=gen.device, dtype=torch.float64).to(x64.device)
     basis = x64.new_zeros(B, 0, d)
     out = []
     for t in range(T):  # positions, not prompts: T steps of batched work

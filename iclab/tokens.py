@@ -259,12 +259,13 @@ class SeparateLayout:
         pairs = torch.arange(n_ctx, device=device).repeat_interleave(2)  # [2n]: 0, 0, 1, 1, …
         return torch.cat([pairs, torch.arange(n_ctx, n_ctx + n_q, device=device)])
 
+    def n_indices(self, n_ctx: int, n_q: int) -> int:
+        """How many distinct position indices `position_index(n_ctx, n_q)` uses (host arithmetic)."""
+        return 2 * n_ctx + n_q if self.positions == "token" else n_ctx + n_q
+
     def encoding(self, index: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """index [L] long → positional encodings [L, P]."""
-        if self.pos_kind == "onehot":
-            n_index = int(index.max()) + 1 if index.numel() else 0
-            if n_index > self.pos_dim:
-                raise ValueError(f"separate layout: one-hot positions need pos_dim ≥ {n_index}, got {self.pos_dim}")
+        if self.pos_kind == "onehot":  # the callers check the index count on the host (`n_indices`): no sync here
             return F.one_hot(index, self.pos_dim).to(dtype)
         even = torch.arange(0, self.pos_dim, 2, device=index.device, dtype=torch.float64)  # 2f
         freq = torch.exp(even * (-math.log(10000.0) / self.pos_dim))  # [P/2]: 10000^(−2f/P)
@@ -285,6 +286,10 @@ class SeparateLayout:
         y_tok = F.pad(y_ctx, (d, 0))  # [B, n, d+k_out]: [0, y_i]
         ctx = torch.stack([x_tok, y_tok], dim=2).reshape(b, 2 * n, d + self.out_dim)  # [B, n, 2, ·] → [B, 2n, ·]
         seq = torch.cat([ctx, F.pad(x_q, (0, self.out_dim))], dim=1)  # [B, 2n+m, d+k_out]
+        if self.pos_kind == "onehot" and self.n_indices(n, m) > self.pos_dim:
+            raise ValueError(
+                f"separate layout: one-hot positions need pos_dim ≥ {self.n_indices(n, m)}, got {self.pos_dim}"
+            )
         pos = self.encoding(self.position_index(n, m, x_ctx.device), x_ctx.dtype)  # [2n+m, P]
         return torch.cat([seq, pos.expand(b, -1, -1)], dim=-1)  # [B, 2n+m, d+k_out+P]
 

@@ -58,3 +58,15 @@ def test_analyze_alignment_of_one_layer_lsa_is_one_gd_step(lsa_run, tmp_path):
     assert main(["analyze", str(lsa_run), "--what", "alignment", "--n-prompts", "600", "--out", str(tmp_path)]) == 0
     alignment = json.loads((tmp_path / "alignment.json").read_text())
     assert alignment["best_gd"] == [1]  # von Oswald: one trained LSA layer is one GD step
+
+
+def test_analyses_a_model_cannot_answer_are_one_line_errors(tmp_path, capsys):
+    run = tmp_path / "ssm"
+    argv = ["train", "--model.name", "ssm", "--model.width", "8", "--task.d", "3", "--train.steps", "2"]
+    argv += ["--train.eval-every", "1", "--train.checkpoint-every", "2", "--eval.n-prompts", "16"]
+    assert main([*argv, "--train.no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    for what in ("weights", "alignment"):
+        assert main(["analyze", str(run), "--what", what, "--n-prompts", "40"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: what: '{what}' reads") and err.count("\n") == 1, err

@@ -119,3 +119,6 @@ def test_curriculum_follows_garg_schedule_and_resumes(tmp_path):
     train(cfg, run, stop_after=4)
     resumed = train(cfg, RunDir.create(tmp_path / "split", config_to_dict(cfg), resume=True), resume=True)
     assert resumed.final_eval_half_mse == whole.final_eval_half_mse
+    # and the curriculum changes what is trained on: the same run without it ends elsewhere
+    plain = train(cfg.replace(train={"curriculum": "none"}))
+    assert plain.final_eval_half_mse != whole.final_eval_half_mse

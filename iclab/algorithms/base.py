@@ -9,11 +9,12 @@ scalar problems: predictions are then [B, m, k] / [B, T, k].
 Design: every algorithm is written once against a *masked* context. `mask[b, i]` says whether context point i of
 prompt b is present; masked points arrive zeroed (x and y) so that sums such as XᵀX and Xᵀy ignore them without
 extra work, and algorithms for which a zero row is not neutral (kNN, trees, the ReLU net, Lasso's 1/n) read the
-mask. With that one contract, `predict_prefixes` is generic and batched over prefix lengths: prompt b at prefix t
-becomes a context of T − 1 slots of which the first t are present. That generic path is also the naive reference
-for learners that override `predict_prefixes` with a faster one (cumulative sums for ridge, GD, averaging).
+mask. With that one contract, `predict_prefixes` is generic and batched over prefix lengths: prompt b at prefix
+t becomes a context of max(T − 1, 1) slots of which the first t are present. That generic path is also the naive
+reference for learners that override `predict_prefixes` with a faster one (cumulative sums for ridge, GD, …).
 
-An empty context (t = 0, or all points masked) predicts 0 by convention: the prior mean of every task family.
+An empty context (t = 0, or all points masked) reaches the learner like any other: most predict 0, the prior mean
+of every task family; dMMSE predicts the mean of its pool.
 """
 
 from __future__ import annotations

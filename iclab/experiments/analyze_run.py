@@ -50,6 +50,11 @@ def _weights(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: 
     from iclab.analysis.patterns import attention_patterns, circuit_statistics
 
     inner = getattr(model, "lsa", model)  # LSA on learned features: its LSA layers
+    if not hasattr(inner, "layer_weights"):
+        raise ConfigError(
+            f"what: 'weights' reads the KQ / OV circuits of lsa, softmax, lsa_features and separate models, "
+            f"not of model {config.model.name!r}"
+        )
     title = f"{config.name}: KQ / OV per layer and head"
     summary = circuit_statistics(inner, out / "figures" / "weights.png", title=title)
     if inner is model and hasattr(model, "blocks"):
@@ -61,6 +66,10 @@ def _weights(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: 
 def _alignment(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: torch.Generator) -> dict[str, Any]:
     from iclab.analysis.alignment import align, plot_alignment
 
+    if config.model.name not in ("gpt", "lsa"):
+        raise ConfigError(
+            f"what: 'alignment' reads per-layer predictions of gpt and lsa models, not {config.model.name!r}"
+        )
     result = align(model, prompts.x, prompts.y)
     figures = plot_alignment(result, out / "figures", title=f"{config.name}: layer ↔ iteration alignment")
     return {**result.to_dict(), "figures": {k: str(v) for k, v in figures.items()}}

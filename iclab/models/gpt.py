@@ -216,6 +216,8 @@ class GPT(ICLModel):
         mask = self.layout.mask(n + m, n, device=x_ctx.device)  # [2(n+m), 2(n+m)]
         return self.layout.readout(self(tokens, mask=mask, positions=positions), n)
 
+    loss_name = "half_mse_all_prefixes"  # not comparable with the held-out eval_half_mse at the queries
+
     def training_loss(self, prompts: Prompts) -> Tensor:
         """Garg's loss: ½·MSE averaged over the prefix predictions of every point (context and queries)."""
         return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()

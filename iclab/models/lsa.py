@@ -85,7 +85,7 @@ class LSABlock(HookedModule):
     def update_gram(h: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
         """Same update, reassociated: Σ_h P_h Σ_i (W_V e_i)(W_K e_i)ᵀ W_Q e_j = Σ_h W_PV,h G W_KQ,h e_j with the
         context Gram matrix G = Σ_i e_i e_iᵀ. One [D, D] matrix per prompt instead of a [T, N] score matrix per
-        head: ~1.7x faster on the CPU for the vO setting (`iclab.models.lsa` tests compare it with the naive form).
+        head: faster on the CPU in the vO setting (`iclab bench` measures it; tests compare it with the naive form).
         """
         ctx = h[:, :n_ctx]  # [B, N, D]
         gram = ctx.transpose(1, 2) @ ctx  # [B, D, D]

@@ -203,6 +203,8 @@ class SelectiveSSM(ICLModel):
         out = self(seqs.reshape(B * m, 2 * n + 1, ctx.shape[-1]))  # [B·m, 2n + 1, 1]
         return out[:, -1, 0].reshape(B, m)
 
+    loss_name = "half_mse_all_prefixes"  # not comparable with the held-out eval_half_mse at the queries
+
     def training_loss(self, prompts: Prompts) -> Tensor:
         """½·MSE over every prefix of every prompt (all n + m points, each predicted from the points before it)."""
         return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()
