@@ -30,6 +30,7 @@ from iclab.tasks.base import Prompts
 __all__ = [
     "METRICS",
     "Curve",
+    "accepts_mask",
     "bootstrap_band",
     "curves_table",
     "error_curves",
@@ -64,7 +65,8 @@ class Curve:
         }
 
 
-def _accepts_mask(learner) -> bool:
+def accepts_mask(learner) -> bool:
+    """Whether learner.predict takes a context mask (then absent points are masked, not zero tokens)."""
     try:
         return "mask" in inspect.signature(learner.predict).parameters
     except (TypeError, ValueError):
@@ -87,7 +89,7 @@ def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = N
         rep = lambda t: None if t is None else t.unsqueeze(1).expand(B, k, *t.shape[1:]).reshape(B * k, *t.shape[1:])  # noqa: E731
         out = prefix_predictions(learner, rep(x), y.permute(0, 2, 1).reshape(B * k, T), rep(x_query), chunk)
         return out.reshape(B, k, T).permute(0, 2, 1)
-    takes_mask = _accepts_mask(learner)
+    takes_mask = accepts_mask(learner)
     step = max(1, chunk // (T * max(T - 1, 1) * max(d, 1)))
     out = []
     for s in range(0, B, step):

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from iclab.tasks.base import Prompts
+from iclab.tasks.sequences import haar_orthogonal
 
 __all__ = ["SHIFTS", "Shifted", "apply_shift", "parse_shift"]
 
@@ -100,9 +101,8 @@ def _with_inputs(task, prompts: Prompts, x: Tensor) -> Prompts:
 
 
 def _random_rotation(d: int, gen: torch.Generator, like: Tensor) -> Tensor:
-    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, device=gen.device, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))  # Haar-distributed
-    return q.to(like)
+    """[d, d] Haar-distributed orthogonal matrix, drawn on the generator's device, returned like `like`."""
+    return haar_orthogonal(1, d, generator=gen, device=gen.device, dtype=torch.float64)[0].to(like)
 
 
 def _queries(task, prompts: Prompts, x_query: Tensor) -> tuple[Tensor, Tensor]:

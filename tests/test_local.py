@@ -187,3 +187,12 @@ def test_knn_rejects_bad_k():
     for k in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="K"):
             KNN(k)
+
+
+def test_averaging_is_one_unit_gd_step():
+    from iclab.algorithms.gd import GD
+
+    rng = np.random.default_rng(3)
+    x, y = _t(rng.standard_normal((4, 9, 5))), _t(rng.standard_normal((4, 9)))
+    averaging = make_learner("averaging")
+    _close(averaging.predict_prefixes(x, y), GD([1.0]).predict_prefixes(x, y).numpy())

@@ -33,7 +33,6 @@ Design choices (and why):
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from iclab.evaluation import accepts_mask
 from iclab.models.base import ICLModel
 from iclab.models.hooks import HookPoint
 from iclab.tasks.base import Prompts
@@ -100,10 +100,6 @@ def query_stream(act: Tensor, layout: str, n: int, m: int) -> Tensor:
             return act[:, 2 * n].reshape(act.shape[0] // m, m, act.shape[-1])  # [B·m, W] → [B, m, W]
         raise ValueError(f"interleaved stream of {length} tokens fits neither 2(n + m) = {2 * (n + m)} nor 2n + 1")
     raise ValueError(f"layout: variance heads know the concat, interleaved and separate layouts, got {layout!r}")
-
-
-def _accepts_mask(model: nn.Module) -> bool:
-    return "mask" in inspect.signature(model.predict).parameters
 
 
 class MeanVarianceModel(ICLModel):
@@ -182,7 +178,7 @@ class MeanVarianceModel(ICLModel):
         """
         args = (x_ctx, y_ctx, x_q)
         if mask is not None:
-            args = (x_ctx, y_ctx, x_q, mask) if _accepts_mask(self.inner) else (*self._masked(x_ctx, y_ctx, mask), x_q)
+            args = (x_ctx, y_ctx, x_q, mask) if accepts_mask(self.inner) else (*self._masked(x_ctx, y_ctx, mask), x_q)
         mean, cache = self.inner.run_with_cache(*args, names=[self.hook], detach=False, method="predict")
         h = query_stream(cache[self.hook], self.layout_name, x_ctx.shape[1], x_q.shape[1])  # [B, m, W]
         return mean, self.var_head(h)
@@ -191,7 +187,7 @@ class MeanVarianceModel(ICLModel):
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] (mask [B, n] as `predict_with_variance`) → means [B, m]."""
         if mask is None:
             return self.inner.predict(x_ctx, y_ctx, x_q)
-        if _accepts_mask(self.inner):
+        if accepts_mask(self.inner):
             return self.inner.predict(x_ctx, y_ctx, x_q, mask)
         return self.inner.predict(*self._masked(x_ctx, y_ctx, mask), x_q)
 
