@@ -84,8 +84,6 @@ def split_learner_list(text: str) -> list[str]:
     return items
 
 
-
-
 def spec_string(name: str, args: tuple[str, ...], kwargs: dict[str, str]) -> str:
     """The spec a learner was made from, for its `.name`: ("gd", ("3",), {"eta": "0.1"}) → "gd:3:eta=0.1"."""
     parts = [*args, *(f"{k}={v}" for k, v in kwargs.items())]
