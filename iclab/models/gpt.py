@@ -28,7 +28,6 @@ from torch import Tensor, nn
 from iclab.config import ModelConfig
 from iclab.models.base import ICLModel
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.tasks.base import Prompts
 from iclab.tokens import InterleavedLayout, causal_mask
 
 __all__ = ["GPT", "MLP", "Attention", "Block"]
@@ -215,9 +214,3 @@ class GPT(ICLModel):
         positions = torch.where(pos < 2 * n, pos, 2 * n + pos % 2)
         mask = self.layout.mask(n + m, n, device=x_ctx.device)  # [2(n+m), 2(n+m)]
         return self.layout.readout(self(tokens, mask=mask, positions=positions), n)
-
-    loss_name = "half_mse_all_prefixes"  # not comparable with the held-out eval_half_mse at the queries
-
-    def training_loss(self, prompts: Prompts) -> Tensor:
-        """Garg's loss: ½·MSE averaged over the prefix predictions of every point (context and queries)."""
-        return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()

@@ -35,7 +35,6 @@ from torch import Tensor, nn
 from iclab.config import ModelConfig
 from iclab.models.base import ICLModel
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.tasks.base import Prompts
 from iclab.tokens import InterleavedLayout
 
 __all__ = ["SSMBlock", "SelectiveSSM", "scan_parallel", "scan_recurrent"]
@@ -202,9 +201,3 @@ class SelectiveSSM(ICLModel):
         seqs = torch.cat([ctx.unsqueeze(1).expand(B, m, 2 * n, ctx.shape[-1]), qry.unsqueeze(2)], dim=2)
         out = self(seqs.reshape(B * m, 2 * n + 1, ctx.shape[-1]))  # [B·m, 2n + 1, 1]
         return out[:, -1, 0].reshape(B, m)
-
-    loss_name = "half_mse_all_prefixes"  # not comparable with the held-out eval_half_mse at the queries
-
-    def training_loss(self, prompts: Prompts) -> Tensor:
-        """½·MSE over every prefix of every prompt (all n + m points, each predicted from the points before it)."""
-        return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()
