@@ -20,6 +20,8 @@ import pytest
 import torch
 from reference_checks import as_tensor as _t
 from reference_checks import assert_rel_close
+from reference_checks import per_prefix as _per_prefix
+from reference_checks import per_prompt as _per_prompt
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.gd import GD, DebiasedGD, GDPlusPlus
@@ -47,17 +49,6 @@ def _case(n, d, seed, batch=5, m=3):
     if n:
         mask[2, rng.integers(n)] = True
     return X, y, Xq, mask
-
-
-def _per_prompt(fn, X, y, Xq, mask):
-    """fn(present X, present y, Xq) per prompt → [B, m]."""
-    return np.stack([fn(X[b][mask[b]], y[b][mask[b]], Xq[b]) for b in range(X.shape[0])])
-
-
-def _per_prefix(fn, x, y):
-    """Naive prefix loop: prediction t of prompt b from points < t → [B, T]."""
-    B, T, _ = x.shape
-    return np.array([[fn(x[b, :t], y[b, :t], x[b, t : t + 1])[0] for t in range(T)] for b in range(B)])
 
 
 def _precond(d, seed):

@@ -13,6 +13,8 @@ import pytest
 import torch
 from reference_checks import as_tensor as _t
 from reference_checks import assert_rel_close
+from reference_checks import per_prefix as _per_prefix
+from reference_checks import per_prompt as _per_prompt
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import (
@@ -48,18 +50,6 @@ def _case(n, d, seed, batch=4, m=2):
     if batch > 1:
         mask[1] = False
     return X, y, Xq, mask
-
-
-def _per_prompt(fn, X, y, Xq, mask):
-    """fn(present X, present y, Xq) per prompt → stacked [B, m] (or tuple of them)."""
-    outs = [fn(X[b][mask[b]], y[b][mask[b]], Xq[b]) for b in range(X.shape[0])]
-    return np.stack(outs) if not isinstance(outs[0], tuple) else tuple(np.stack(o) for o in zip(*outs))
-
-
-def _per_prefix(fn, x, y):
-    """Naive prefix loop: prediction t of prompt b from points < t → [B, T]."""
-    B, T, _ = x.shape
-    return np.array([[fn(x[b, :t], y[b, :t], x[b, t : t + 1])[0] for t in range(T)] for b in range(B)])
 
 
 def naive_ols(X, y, Xq):
