@@ -13,12 +13,19 @@ The trainer never branches on the kind of model: it calls `training_loss`, and e
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
 
-__all__ = ["ICLModel"]
+__all__ = ["ICLModel", "seeded_generator"]
+
+
+def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
+    """`generator`, or a fresh CPU generator seeded 0 when None: a model built without one is reproducible and
+    never draws from (or advances) the global RNG (DESIGN: every random draw takes an explicit generator)."""
+    return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
 class ICLModel(HookedModule):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.gd import gd_predict
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookPoint
 from iclab.models.lsa import LSA, LSAWeights
 from iclab.tasks.base import Prompts
@@ -65,6 +65,7 @@ class FeatureLSA(ICLModel):
 
     def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
+        generator = seeded_generator(generator)  # never the global RNG
         self.config = config
         self.d = d
         self.phi = FeatureMLP(d, config.feature_hidden, config.feature_dim, generator)

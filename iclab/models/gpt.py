@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout, causal_mask
 
@@ -160,6 +160,7 @@ class GPT(ICLModel):
 
     def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
+        generator = seeded_generator(generator)  # never the global RNG
         if config.width % config.heads:
             raise ValueError(f"model.width: must be a multiple of model.heads ({config.heads}), got {config.width}")
         self.config, self.d = config, d

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 
@@ -100,6 +100,7 @@ class LSA(ICLModel):
 
     def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
+        generator = seeded_generator(generator)  # never the global RNG
         self.config = config
         self.d = d
         width = d + 1

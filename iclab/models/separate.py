@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, AttentionHooks, LSAWeights
 from iclab.plotting import new_figure, save_figure
@@ -97,6 +97,7 @@ class SeparateTokenModel(ICLModel):
         layout: SeparateLayout | None = None,
     ):
         super().__init__()
+        generator = seeded_generator(generator)  # never the global RNG
         if layout is None:
             layout = SeparateLayout(pos_dim=config.max_points, pos_kind="onehot", positions="pair")
         if layout.k is not None or layout.readout_from != "y_slot":

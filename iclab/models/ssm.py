@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout
 
@@ -166,6 +166,7 @@ class SelectiveSSM(ICLModel):
         conv_kernel: int = CONV_KERNEL,
     ):
         super().__init__()
+        generator = seeded_generator(generator)  # never the global RNG
         self.config = config
         self.d = d
         width, tok = config.width, self.layout.width(d)

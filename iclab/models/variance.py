@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.evaluation import accepts_mask
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookPoint
 from iclab.tasks.base import Prompts
 
@@ -122,6 +122,7 @@ class MeanVarianceModel(ICLModel):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
+        generator = seeded_generator(generator)  # never the global RNG
         self.inner = inner
         self.config = inner.config if config is None else config
         self.d = inner.d
