@@ -9,8 +9,6 @@ Every trained model is a run under OUT/runs/<name>; OUT holds results.json, repo
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +23,9 @@ from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.tuning import StepSizes, tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
-from iclab.report import Claim, format_table, write_report
-from iclab.runs import RunDir, atomic_write_bytes
+from iclab.experiments.common import finish, prepare_out, standard_error, train_run
+from iclab.report import Claim, format_table
 from iclab.tasks import make_task
-from iclab.training import train
 from iclab.training.trainer import resolve_device
 
 __all__ = ["SCALES", "Scale", "reproduce_von_oswald"]
@@ -78,21 +75,6 @@ def _model_config(layers: int, tied: bool, scale: Scale, device: str, seed: int,
     )
 
 
-def _prepare_out(out: Path, force: bool, resume: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not (force or resume):
-        raise ConfigError(f"out: {out} already exists; pass --force to overwrite or --resume to continue")
-    if force and out.exists():
-        if not (out / "results.json").exists() and not (out / "runs").exists():
-            raise ConfigError(f"out: {out} is not a reproduction directory; refusing to delete it")
-        shutil.rmtree(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-
-
-def _train(cfg: ExperimentConfig, out: Path, resume: bool):
-    run = RunDir.create(out / "runs" / cfg.name, config_to_dict(cfg), resume=resume)
-    return train(cfg, run, resume=resume), run
-
-
 def reproduce_von_oswald(
     *,
     layers: int = 1,
@@ -111,7 +93,7 @@ def reproduce_von_oswald(
         raise ConfigError(f"layers: must be an integer >= 1, got {layers}")
     resolve_device(device)  # fail on a missing GPU before anything is written
     out = Path(out)
-    _prepare_out(out, force, resume)
+    prepare_out(out, force, resume)
     sc = SCALES[scale]
     began = time.perf_counter()
     base = _model_config(1, False, sc, device, seed, progress)
@@ -120,7 +102,7 @@ def reproduce_von_oswald(
     rows, claims, metrics, figures = [], [], {}, []
 
     # ---- one layer vs one GD step -------------------------------------------------------------------------
-    result, run = _train(base, out, resume)
+    result, run = train_run(base, out, resume)
     model, eval_set = result.model, result.eval_prompts
     gd1 = tune_steps(task, 1)
     m2, m4 = theory.input_moments(base.task.x_dist, base.task.x_scale)
@@ -160,7 +142,7 @@ def reproduce_von_oswald(
     # 10 000-prompt estimate (≈ 1.4 % here) is larger than the 1 % tolerance, so the closed form is checked
     # separately against GD's Monte Carlo loss, within 3 standard errors.
     rel_gap = cmp1["model_half_mse"] / cmp1["reference_half_mse"] - 1
-    gd_se = _standard_error(gd_learner, eval64)
+    gd_se = standard_error(gd_learner, eval64)
     metrics["one_layer"] = {
         **cmp1,
         "gd_eta": gd1.etas[0],
@@ -282,31 +264,17 @@ def reproduce_von_oswald(
 
     wall = time.perf_counter() - began
     metrics["wall_time_s"] = wall
-    table = format_table(rows)
     cfg_summary = {"layers": layers, "device": device, "scale": scale, "seed": seed, "base": config_to_dict(base)}
-    results = {
-        "name": "von-oswald",
-        "config": cfg_summary,
-        "metrics": metrics,
-        "claims": [c.to_dict() for c in claims],
-        "table": table,
-    }
-    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
-    write_report(
+    return finish(
         out,
-        f"von Oswald et al. — LSA learns GD ({scale} scale, {layers} layer{'s' * (layers > 1)})",
-        [("Results", table)],
-        claims,
-        figures,
+        name="von-oswald",
+        title=f"von Oswald et al. — LSA learns GD ({scale} scale, {layers} layer{'s' * (layers > 1)})",
+        config=cfg_summary,
+        metrics=metrics,
+        claims=claims,
+        sections=[("Results", format_table(rows))],
+        figures=figures,
     )
-    return results
-
-
-def _standard_error(learner, prompts) -> float:
-    """Standard error of the held-out ½·MSE estimate (per-prompt losses, queries averaged within a prompt)."""
-    with torch.no_grad():
-        per_prompt = 0.5 * ((learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q) - prompts.y_q) ** 2).mean(1)
-    return (per_prompt.std() / len(prompts) ** 0.5).item()
 
 
 def _multi_layer(layers, sc, device, seed, progress, out, resume, task, eval64, cmp1, rows, claims, metrics):
@@ -335,7 +303,7 @@ def _multi_layer(layers, sc, device, seed, progress, out, resume, task, eval64, 
         if k > 1:
             for tied in (False, True):
                 cfg = _model_config(k, tied, sc, device, seed, progress)
-                result, _ = _train(cfg, out, resume)
+                result, _ = train_run(cfg, out, resume)
                 model = result.model.cpu().double()
                 loss = half_mse(model, eval64)
                 curves["LSA tied" if tied else "LSA untied"].append(loss)

@@ -1,0 +1,72 @@
+"""What every `iclab reproduce <paper>` shares: the output directory, trained runs inside it, and the results.
+
+A reproduction directory OUT holds `runs/<name>/` (one run per trained model, resumable), `figures/`,
+`results.json` ({"name", "config", "metrics", "claims", "table"}) and `report.md` / `report.html`. Reproductions
+never overwrite an existing OUT without `force` and never delete a directory that is not a reproduction.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from iclab.config import ConfigError, ExperimentConfig, config_to_dict
+from iclab.report import Claim, write_report
+from iclab.runs import RunDir, atomic_write_bytes
+from iclab.training import TrainResult, train
+
+__all__ = ["finish", "prepare_out", "standard_error", "train_run"]
+
+
+def prepare_out(out: Path, force: bool, resume: bool) -> None:
+    """Create OUT/figures; refuse an existing non-empty OUT unless `force` (wipe it) or `resume` (reuse it)."""
+    if out.exists() and any(out.iterdir()) and not (force or resume):
+        raise ConfigError(f"out: {out} already exists; pass --force to overwrite or --resume to continue")
+    if force and out.exists():
+        if not (out / "results.json").exists() and not (out / "runs").exists():
+            raise ConfigError(f"out: {out} is not a reproduction directory; refusing to delete it")
+        shutil.rmtree(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+
+
+def train_run(cfg: ExperimentConfig, out: Path, resume: bool) -> tuple[TrainResult, RunDir]:
+    """Train `cfg` as the run OUT/runs/<cfg.name> (continuing its latest checkpoint with `resume`)."""
+    run = RunDir.create(out / "runs" / cfg.name, config_to_dict(cfg), resume=resume)
+    return train(cfg, run, resume=resume), run
+
+
+def standard_error(learner, prompts) -> float:
+    """Standard error of a held-out ½·MSE estimate (per-prompt losses, queries averaged within a prompt)."""
+    with torch.no_grad():
+        per_prompt = 0.5 * ((learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q) - prompts.y_q) ** 2).mean(1)
+    return (per_prompt.std() / len(prompts) ** 0.5).item()
+
+
+def finish(
+    out: Path,
+    *,
+    name: str,
+    title: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    claims: list[Claim],
+    sections: list[tuple[str, str]],
+    figures: list[Path],
+) -> dict[str, Any]:
+    """Write OUT/results.json and the report; return the results ({"name", "config", "metrics", "claims",
+    "table"}, where "table" is the first section's table, the one the CLI prints)."""
+    table = "\n\n".join(f"{heading}\n{body}" for heading, body in sections) if len(sections) > 1 else sections[0][1]
+    results = {
+        "name": name,
+        "config": config,
+        "metrics": metrics,
+        "claims": [c.to_dict() for c in claims],
+        "table": table,
+    }
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+    write_report(out, title, sections, claims, figures)
+    return results
