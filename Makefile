@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 
-.PHONY: run test lint install install-test clean
+.PHONY: run test lint install install-test clean gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install-test
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# For scripts/gpu_check.sh: the pure-Python dependencies a GPU image with torch may lack, as wheels in .whl/.
+gpu-wheels: install
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: -d .whl \
+		$$($(BIN)/pip list --format=freeze | grep -iE '^(tyro|docstring.parser|typeguard)==')
 
 clean:
 	rm -rf $(VENV) runs
