@@ -5,7 +5,7 @@ objective (1/(2n))‖y − Xw‖² + α‖w‖₁ is the one iclab minimises; an
 must agree within 1e-6 relative and, as Gaussian data make the minimiser unique, the predictions (and weights)
 within 1e-6 relative to the largest reference value (1e-5 for float32 inputs). Each batched solution also carries
 its own certificate: the duality gap, below 1e-10·yᵀy. The fast path (rank-one updates of S_MM⁻¹, prefixes warm-
-started from their predecessors) must follow `_homotopy_reference` (a fresh factorisation per segment) to 1e-9 on
+started from their predecessors) must follow `homotopy_reference` (a fresh factorisation per segment) to 1e-9 on
 its own, with neither the reference's re-solve nor FISTA called; a spoiled fast path must be caught and mended.
 """
 
@@ -20,7 +20,7 @@ from reference_checks import assert_rel_close
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso as SkLasso
 
-from iclab.algorithms import sparse
+from iclab.algorithms import lasso_path, sparse
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import gram_stats, prefix_stats
 from iclab.algorithms.registry import LearnerSpecError, make_learner
@@ -122,9 +122,9 @@ def test_fista_finishes_a_truncated_homotopy(monkeypatch):
     X, y, _, _ = _case(12, 5, seed=4)
     S, b = gram_stats(_t(X), _t(y))
     yy, nn = _t((y**2).sum(-1)), torch.full((len(X),), 12)
-    homotopy, reference = sparse._homotopy, sparse._homotopy_reference
-    monkeypatch.setattr(sparse, "_homotopy", lambda A, c, alpha, steps: homotopy(A, c, alpha, 2))
-    monkeypatch.setattr(sparse, "_homotopy_reference", lambda A, c, alpha, steps: reference(A, c, alpha, 2))
+    homotopy, reference = lasso_path.homotopy_path, lasso_path.homotopy_reference
+    monkeypatch.setattr(sparse, "homotopy_path", lambda A, c, alpha, steps: homotopy(A, c, alpha, 2))
+    monkeypatch.setattr(sparse, "homotopy_reference", lambda A, c, alpha, steps: reference(A, c, alpha, 2))
     start, reached = homotopy(S / 12, b / 12, torch.full((4,), 0.01, dtype=torch.float64), 2)
     assert not reached.all()
     w = lasso_weights(S, b, yy, nn, 0.01, **TIGHT).numpy()
@@ -251,8 +251,8 @@ def test_homotopy_follows_the_reference_path(n, d, alpha):
     X, y, _, _ = _case(n, d, seed=3 * n + d, batch=16)
     S, b = gram_stats(_t(X), _t(y))
     A, c, a = S / n, b / n, torch.full((16,), alpha, dtype=torch.float64)
-    w, reached = sparse._homotopy(A, c, a, 4 * d)
-    w_ref, reached_ref = sparse._homotopy_reference(A, c, a, 4 * d)
+    w, reached = lasso_path.homotopy_path(A, c, a, 4 * d)
+    w_ref, reached_ref = lasso_path.homotopy_reference(A, c, a, 4 * d)
     assert reached.all() and reached_ref.all()
     _close(w, w_ref.numpy(), rtol=1e-9)
 
@@ -265,10 +265,10 @@ def test_warm_started_prefixes_match_the_reference_on_their_own(T, d, alpha, mon
     x, y, S, b, yy, n = _prefix_problems(8, T, d, seed=T + d)
     scale = n.clamp_min(1)
     A, c = S / scale[..., None, None], b / scale[..., None]
-    ref = sparse._homotopy_reference(
+    ref = lasso_path.homotopy_reference(
         A.reshape(-1, d, d), c.reshape(-1, d), torch.full((8 * T,), alpha, dtype=torch.float64), 4 * d
     )[0]
-    _forbid(monkeypatch, "_homotopy_reference", "_fista")
+    _forbid(monkeypatch, "homotopy_reference", "_fista")
     w = lasso_prefix_weights(x, y, alpha)  # [8, T, d]
     _close(w, ref.reshape(8, T, d).numpy(), rtol=1e-9)
     assert (lasso_duality_gap(S, b, yy, n, torch.tensor(alpha, dtype=torch.float64), w) <= 1e-12 * yy + 1e-300).all()
@@ -277,11 +277,11 @@ def test_warm_started_prefixes_match_the_reference_on_their_own(T, d, alpha, mon
 def test_a_spoilt_fast_path_is_caught_by_its_certificate(monkeypatch):
     # Every end point of the fast path 1% off (and so every warm start wrong): the duality gap flags each one and
     # the reference path solves it again, exactly.
-    refine, reference, calls = sparse._refine, sparse._homotopy_reference, []
-    monkeypatch.setattr(
-        sparse, "_refine", lambda p, rows, w, H, good: (1.01 * refine(p, rows, w, H, good)[0], p.S[rows])
-    )
-    monkeypatch.setattr(sparse, "_homotopy_reference", lambda *args: calls.append(1) or reference(*args))
+    refine, reference, calls = lasso_path.refine, lasso_path.homotopy_reference, []
+    spoilt = lambda p, rows, w, H, good: (1.01 * refine(p, rows, w, H, good)[0], p.S[rows])  # noqa: E731
+    for module in (sparse, lasso_path):  # the prefix path (sparse) and the cold path (lasso_path) both refine
+        monkeypatch.setattr(module, "refine", spoilt)
+    monkeypatch.setattr(sparse, "homotopy_reference", lambda *args: calls.append(1) or reference(*args))
     x, y, S, b, yy, n = _prefix_problems(4, 10, 5, seed=1)
     w = lasso_prefix_weights(x, y, 0.05)
     assert (lasso_duality_gap(S, b, yy, n, torch.tensor(0.05, dtype=torch.float64), w) <= 1e-12 * yy + 1e-300).all()

@@ -7,8 +7,8 @@ the present rows) and every prefix of a prompt (exclusive cumulative sums), with
 
 Solver, per problem and batched:
 1. the homotopy (LARS with the lasso modification) from λ = ‖b/n‖_∞ down to α, in float64: exact up to round-off
-   after at most a few times d segments, each a few batched mat-vecs (`_segment` updates S_MM⁻¹ by rank one). Its
-   plain reference `_homotopy_reference` (a fresh factorisation per segment) re-solves any problem whose end point
+   after at most a few times d segments, each a few batched mat-vecs (`segment` updates S_MM⁻¹ by rank one). Its
+   plain reference `homotopy_reference` (a fresh factorisation per segment) re-solves any problem whose end point
    fails the certificate duality gap ≤ EXACT_GAP·yᵀy (`_finish`). Prefix t starts from prefix t − 1's solution
    (`lasso_prefix_weights`): 3.1 segments a prefix instead of 13 from w = 0 (Garg's d = 20, 41 points);
 2. FISTA (Beck & Teboulle) from there, for the problems whose duality gap does not yet pass: gradient (Sw − b)/n,
@@ -29,23 +29,19 @@ exact minimiser; nothing divides by zero, and finite input gives finite output.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
+from iclab.algorithms.lasso_path import Paths, cold_paths, homotopy_path, homotopy_reference, refine, segment
 from iclab.algorithms.least_squares import gram_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, parse_real, spec_string
 
 __all__ = ["LEARNERS", "Lasso", "lasso_duality_gap", "lasso_objective", "lasso_prefix_weights", "lasso_weights"]
 
 CHECK_EVERY = 10  # iterations between duality-gap checks (each costs a float64 pass over S)
-PIVOT_TOL = 1e-12  # homotopy: an active set whose Cholesky pivot² falls below this × max diag(A_MM) is singular
-RATE_TOL = 1e-10  # homotopy: inactive columns with |Aδ| this close to 1 lie in the span of the active ones
-DRIFT_TOL = 1e-12  # homotopy: a refinement step that moves w by more than this (relative) resynchronises S_MM⁻¹
 EXACT_GAP = 1e-12  # homotopy: a duality gap above this × yᵀy is not round-off; the reference path solves again
 
 
@@ -75,250 +71,6 @@ def lasso_duality_gap(S: Tensor, b: Tensor, yy: Tensor, n: Tensor, alpha: Tensor
 def _soft(v: Tensor, thr: Tensor) -> Tensor:
     """Soft-thresholding sign(v)·max(|v| − thr, 0); v [P, d], thr [P, 1]."""
     return v.sign() * (v.abs() - thr).clamp_min(0)
-
-
-def _homotopy_reference(A: Tensor, c: Tensor, alpha: Tensor, max_steps: int) -> tuple[Tensor, Tensor]:
-    """The exact Lasso solution by the homotopy (LARS with the lasso modification), batched over problems: the
-    plain reference for `_homotopy`, which follows the same path with rank-one updates instead of a fresh
-    factorisation per segment, and the fallback where a fast result fails its certificate (`_finish`).
-
-    A = S/n [P, d, d], c = b/n [P, d], α [P] → (w [P, d], reached [P] bool). The path starts at λ = ‖c‖_∞ with
-    w = 0 and lowers λ. On a segment with active set M and signs s, w_M(λ) = u − λδ with u = A_MM⁻¹c_M,
-    δ = A_MM⁻¹s_M, and the correlations are r(λ) = c − Aw(λ) = g + λ·rate (g = c − Au, rate = Aδ), equal to λs
-    on M. The segment ends at the largest λ where an inactive |r_j| reaches λ (j joins), an active w_j changes
-    sign (j leaves), or at α. Each segment is solved afresh from (M, s), so round-off does not accumulate; at
-    |M| = n the inactive r_j are exactly proportional to λ and then meet ±λ only at λ = 0.
-    `reached` is False where the path met a singular A_MM (e.g. duplicate columns) or needed more than
-    `max_steps` segments; w is then the last point of the path.
-    """
-    P, d = c.shape
-    out = torch.zeros_like(c)
-    reached = torch.ones(P, dtype=torch.bool, device=c.device)
-    lam = c.abs().amax(-1)  # [P]: w = 0 is optimal for every α ≥ ‖c‖_∞
-    idx = (lam > alpha).nonzero().squeeze(-1)  # the problems with a nonzero solution
-    A, c, alpha, lam = A[idx], c[idx], alpha[idx], lam[idx]
-    j0 = c.abs().argmax(-1, keepdim=True)  # [P', 1]: the first variable to join
-    sign = torch.zeros_like(c).scatter_(-1, j0, c.gather(-1, j0).sign())  # [P', d]: s on M, 0 off it
-    # The variable that changed last may not undo that change at once (its event sits at the current λ).
-    no_up = no_down = no_drop = sign != 0
-    inf = torch.tensor(-torch.inf, dtype=c.dtype, device=c.device)  # "no event" (events are maxima over λ)
-    w = torch.zeros_like(c)
-    for _ in range(max_steps):
-        if idx.numel() == 0:
-            break
-        on = (sign != 0).to(c.dtype)  # [P', d]
-        mat = A * (on.unsqueeze(-1) * on.unsqueeze(-2))  # [P', d, d]: A_MM, then ⊕ I off M
-        mat.diagonal(dim1=-2, dim2=-1).add_(1 - on)
-        chol, info = torch.linalg.cholesky_ex(mat)  # [P', d, d]
-        # A_MM is singular (active columns dependent, as in non-general-position designs) when a pivot is tiny
-        pivot = chol.diagonal(dim1=-2, dim2=-1).square()  # [P', d]: the Schur complements along M
-        size = (A.diagonal(dim1=-2, dim2=-1) * on).amax(-1, keepdim=True)  # [P', 1]
-        good = (info == 0) & ((pivot > PIVOT_TOL * size) | (on == 0)).all(-1)  # [P']
-        chol = torch.where(good[:, None, None], chol, torch.eye(d, dtype=c.dtype, device=c.device))
-        sol = torch.cholesky_solve(torch.stack([c * on, sign], dim=-1), chol)  # [P', d, 2], zero off M
-        good &= torch.isfinite(sol).all(-1).all(-1)
-        sol = torch.where(good[:, None, None], sol, torch.zeros_like(sol))
-        u, delta = sol.unbind(-1)  # [P', d] each: u = A_MM⁻¹c_M, δ = A_MM⁻¹s_M
-        Au, rate = (A @ sol).unbind(-1)  # [P', d] each: Au and rate = Aδ
-        g = c - Au
-        free = on == 0
-        # an inactive r_j meets +λ at λ = g/(1 − rate) (violated below it if rate < 1), −λ at λ = −g/(1 + rate)
-        # (|rate| within RATE_TOL of 1: a column dependent on M, e.g. a duplicate; it meets ±λ only at λ = 0)
-        up, down = free & ~no_up & (rate < 1 - RATE_TOL), free & ~no_down & (rate > RATE_TOL - 1)
-        # an active w_j = u_j − λδ_j crosses 0 at λ = u_j/δ_j, into the wrong sign below it if s_j·δ_j < 0
-        drop = (on > 0) & ~no_drop & (sign * delta < 0)
-        cand = torch.cat(
-            [
-                torch.where(up, g / torch.where(up, 1 - rate, 1.0), inf),
-                torch.where(down, -g / torch.where(down, 1 + rate, 1.0), inf),
-                torch.where(drop, u / torch.where(drop, delta, 1.0), inf),
-            ],
-            dim=-1,
-        )  # [P', 3d]: the λ of each event; one at or above the current λ is overdue and happens now
-        event, pos = torch.minimum(cand, lam.unsqueeze(-1)).max(-1)  # [P']
-        finish = (event <= alpha) | ~good
-        lam = torch.where(finish, alpha, event)
-        w = torch.where(good.unsqueeze(-1), u - lam.unsqueeze(-1) * delta, w)  # [P', d]: the path at λ (0 off M)
-        hit = F.one_hot(pos % d, d).bool() & ~finish.unsqueeze(-1)  # [P', d]: the variable of the event
-        kind = (pos // d).unsqueeze(-1)  # [P', 1]: 0 joins at +λ, 1 joins at −λ, 2 leaves
-        left = hit & (kind == 2)
-        no_up, no_down, no_drop = left & (sign > 0), left & (sign < 0), hit & (kind < 2)
-        sign = torch.where(hit & (kind == 0), 1.0, torch.where(hit & (kind == 1), -1.0, sign))
-        sign = torch.where(left, 0.0, sign)
-        out[idx[finish]] = w[finish]
-        reached[idx[~good]] = False
-        keep = ~finish
-        idx, A, c, alpha, lam, w, sign, no_up, no_down, no_drop = (
-            v[keep] for v in (idx, A, c, alpha, lam, w, sign, no_up, no_down, no_drop)
-        )
-    out[idx] = w  # ran out of segments
-    reached[idx] = False
-    return out, reached
-
-
-@dataclass
-class _Paths:
-    """A batch of Lasso paths min ½wᵀSw − b(s)ᵀw + λ(s)‖w‖₁, b(s) = b0 + s·db, λ(s) = lam0 + s·dlam ≥ 0, each from
-    s = 0, where (sign, H) describe the solution, to s = 1 (see `_segment`). Shapes: S, H [P, d, d]; b0, db, sign
-    and the masks [P, d]; lam0, dlam, at [P, 1]. Masks are 0/1 in the working dtype: float arithmetic is much
-    cheaper than torch.where on CPU."""
-
-    S: Tensor
-    H: Tensor  # S_MM⁻¹ on the active set M, zero off it (symmetric)
-    b0: Tensor
-    db: Tensor
-    lam0: Tensor
-    dlam: Tensor
-    sign: Tensor  # s on M, 0 off it
-    at: Tensor  # the current s
-    may_up: Tensor  # 0 where the variable that changed last would undo that change at once (its event sits at s)
-    may_down: Tensor
-    may_drop: Tensor
-
-    def take(self, rows: Tensor) -> _Paths:
-        return _Paths(*(getattr(self, f.name)[rows] for f in fields(self)))
-
-    def put(self, rows: Tensor, other: _Paths) -> None:
-        for f in fields(self):
-            getattr(self, f.name)[rows] = getattr(other, f.name)
-
-    def restart(self, rows: Tensor, b0: Tensor, db: Tensor, lam0: Tensor, dlam: Tensor | float) -> None:
-        """A new path for `rows` from their current (sign, H), which must describe its solution at s = 0."""
-        self.b0[rows], self.db[rows], self.lam0[rows], self.dlam[rows] = b0, db, lam0.unsqueeze(-1), dlam
-        self.at[rows], self.may_up[rows], self.may_down[rows], self.may_drop[rows] = 0.0, 1.0, 1.0, 1.0
-
-
-def _cold(S: Tensor, b: Tensor, lam: Tensor) -> _Paths:
-    """LARS from w = 0: S [P, d, d], b [P, d], λ [P] → paths on which λ falls from λ0 = max(‖b‖_∞, λ) to λ with
-    the argmax of |b| active at the start (none where ‖b‖_∞ ≤ λ: there dλ = 0 and w = 0 throughout)."""
-    P = b.shape[0]
-    top, j = b.abs().max(-1)  # [P]
-    k = torch.arange(P, device=b.device)
-    nonzero = top > lam
-    sign = torch.zeros_like(b)
-    sign[k, j] = torch.where(nonzero, b[k, j].sign(), 0.0)
-    H = torch.zeros_like(S)
-    H[k, j, j] = torch.where(nonzero, 1 / torch.where(nonzero, S[k, j, j], 1.0), 0.0)
-    lam0 = torch.maximum(top, lam).unsqueeze(-1)
-    ones = [torch.ones_like(b) for _ in range(3)]  # the masks (own storage: rows get reset)
-    return _Paths(S, H, b.clone(), torch.zeros_like(b), lam0, lam.unsqueeze(-1) - lam0, sign, 0 * lam0, *ones)
-
-
-def _segment(p: _Paths, done: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One segment of every path in p (updated in place; rows marked `done` stay where they are) → w [P, d] at
-    the end of the segment, finish [P] (s = 1 reached, or done) and singular [P] (the next active set would be
-    singular: the path stops at w).
-
-    On a segment w_M(s) = u + sδ with u = H(b0 − λ0·s_M), δ = H(db − dλ·s_M), and the correlations
-    r(s) = b(s) − Sw(s) = g + sρ equal λ(s)·s on M. The segment ends at the first s where an inactive |r_j| meets
-    λ(s) (j joins), an active w_j reaches 0 (j leaves), or at 1. An inactive column dependent on M (e.g. a
-    duplicate) has ρ_j = ±dλ: its r_j moves with ±λ and never meets it, hence the margin RATE_TOL·|dλ| (the
-    reference's |Aδ| < 1 − RATE_TOL). H follows M by rank-one updates instead of a factorisation per segment: a
-    join j borders it (v = H·S[:, j], Schur complement σ = S_jj − S[:, j]ᵀv, H += zzᵀ/σ with z = v − e_j;
-    σ ≤ PIVOT_TOL·max diag(S_{M+j}) is a singular active set), a leave removes it (H −= H[:, j]H[j, :]/H_jj).
-    Round-off in H moves an event by about cond(S_MM)·eps, far below the gaps between events in general position;
-    `_refine` removes it from the result.
-    """
-    P, d = p.b0.shape
-    rows = torch.arange(P, device=p.b0.device)
-    rhs = torch.stack([p.b0 - p.lam0 * p.sign, p.db - p.dlam * p.sign], dim=1)  # [P, 2, d]
-    u, delta = (rhs @ p.H).unbind(1)  # [P, d] each (H symmetric): u and δ, 0 off M
-    Su, Sd = (torch.stack([u, delta], dim=1) @ p.S).unbind(1)  # [P, d] each
-    g, rho = p.b0 - Su, p.db - Sd
-    on = p.sign.abs()
-    free = 1 - on
-    # Each event e happens at s = N_e/D_e if it approaches (D_e above its margin): an inactive r_j meets +λ
-    # (N = λ0 − g, D = ρ − dλ) or −λ (N = λ0 + g, D = −ρ − dλ); an active w_j = u_j + sδ_j reaches 0
-    # (N = s_j·u_j, D = −s_j·δ_j).
-    margin = RATE_TOL * p.dlam.abs()  # [P, 1]
-    N = torch.cat([p.lam0 - g, p.lam0 + g, p.sign * u], dim=-1)  # [P, 3d]
-    D = torch.cat([rho - p.dlam, -rho - p.dlam, -p.sign * delta], dim=-1)  # [P, 3d]
-    ok = torch.cat([free * p.may_up, free * p.may_down, on * p.may_drop], dim=-1)
-    low = torch.cat([margin.expand(P, 2 * d), torch.zeros_like(u)], dim=-1)  # [P, 3d]: the margins
-    ok = ok * (low < D).to(ok.dtype)
-    # "no event" is s = 2 (paths end at 1); an event at or before the current s is overdue and happens now
-    cand = torch.maximum(N / (D * ok + (1 - ok)) * ok + 2 * (1 - ok), p.at)  # [P, 3d]
-    event, pos = cand.min(-1)  # [P]
-    finish = (event >= 1) | done
-    p.at = torch.where(finish, 1.0, event).unsqueeze(-1)
-    w = u + p.at * delta  # [P, d]: the path at s (0 off M)
-    j, kind = pos % d, pos // d  # [P]: the variable of the event; 0 joins at +λ, 1 joins at −λ, 2 leaves
-    join, leave = ~finish & (kind < 2), ~finish & (kind == 2)
-    s_j = p.S.reshape(P * d, d)[rows * d + j]  # [P, d]: row j of S (symmetric)
-    h_j = p.H.reshape(P * d, d)[rows * d + j]  # [P, d]: row j of H
-    v = (s_j.unsqueeze(1) @ p.H).squeeze(1)  # [P, d]: H·S[:, j]
-    S_jj, H_jj = s_j.gather(1, j.unsqueeze(-1)), h_j.gather(1, j.unsqueeze(-1))  # [P, 1] each
-    sigma = S_jj - (s_j * v).sum(-1, keepdim=True)  # [P, 1]: the Schur complement of S_jj in S_{M+j}
-    scale = torch.maximum((p.S.diagonal(dim1=-2, dim2=-1) * on).amax(-1, keepdim=True), S_jj)
-    singular = join & ~(sigma > PIVOT_TOL * scale).squeeze(-1)  # (a NaN σ is singular too)
-    jf, lf = (join & ~singular).to(u.dtype).unsqueeze(-1), leave.to(u.dtype).unsqueeze(-1)  # [P, 1]
-    e_j = torch.zeros_like(u).scatter_(1, j.unsqueeze(-1), 1.0)  # [P, d]
-    z = jf * (v - e_j) + lf * h_j
-    kappa = jf / (sigma * jf + (1 - jf)) - lf / (H_jj * lf + (1 - lf))  # [P, 1]
-    p.H.addcmul_((kappa * z).unsqueeze(-1), z.unsqueeze(-2))  # H += κzzᵀ
-    gone = leave.nonzero().squeeze(-1)  # exact zeros in row and column j, whatever the round-off
-    p.H[gone, j[gone], :] = 0
-    p.H[gone, :, j[gone]] = 0
-    s_old = (p.sign * e_j).sum(-1, keepdim=True)  # [P, 1]: the sign of j before the event
-    p.may_up, p.may_down = 1 - e_j * (lf * s_old).clamp_min(0), 1 - e_j * (-lf * s_old).clamp_min(0)
-    p.may_drop = 1 - e_j * jf
-    p.sign = p.sign * (1 - e_j * lf) + e_j * jf * (1 - 2 * kind.to(u.dtype).unsqueeze(-1))
-    return w, finish, singular
-
-
-def _refine(p: _Paths, rows: Tensor, w: Tensor, H: Tensor, good: Tensor) -> tuple[Tensor, Tensor]:
-    """The end points w [R, d] of the paths `rows`, with H = p.H[rows], refined against S_MM where `good`
-    → (w [R, d], S[rows]).
-
-    One step of iterative refinement, w_M += H(b_M − λs_M − S_MM w_M) at s = 1, removes from w the round-off
-    that H has gathered (its error times the error of w). Where that step moved w by more than DRIFT_TOL, H
-    itself is resynchronised in place by a Newton–Schulz step H ← 2H − H·S·H (exact zeros off M stay), which
-    squares its relative error, and a second refinement step follows.
-    """
-    S, sign = p.S[rows], p.sign[rows]
-    on = sign.abs()
-    rhs = (p.b0[rows] + p.db[rows] - (p.lam0[rows] + p.dlam[rows]) * sign) * on  # b_M − λs_M at s = 1, 0 off M
-    dw = ((rhs - (w.unsqueeze(1) @ S).squeeze(1) * on).unsqueeze(1) @ H).squeeze(1)
-    w = w + dw * good.to(w.dtype).unsqueeze(-1)
-    drift = (good & (dw.abs().amax(-1) > DRIFT_TOL * w.abs().amax(-1))).nonzero().squeeze(-1)
-    if drift.numel():
-        Hd, Sd, wd = H[drift], S[drift], w[drift]
-        Hd = 2 * Hd - Hd @ Sd @ Hd
-        H[drift] = Hd
-        w[drift] = wd + ((rhs[drift] - (wd.unsqueeze(1) @ Sd).squeeze(1) * on[drift]).unsqueeze(1) @ Hd).squeeze(1)
-    return w, S
-
-
-def _homotopy(A: Tensor, c: Tensor, alpha: Tensor, max_steps: int) -> tuple[Tensor, Tensor]:
-    """The exact Lasso solution by the homotopy (LARS with the lasso modification), batched over problems.
-
-    A = S/n [P, d, d], c = b/n [P, d], α [P] → (w [P, d], reached [P] bool): the path of `_homotopy_reference`,
-    followed by `_segment` from λ = ‖c‖_∞ down to α. `reached` is False where the path met a singular active set
-    or needed more than `max_steps` segments; w is then the last point of the path. Problems that finish stay in
-    the batch, frozen, until a quarter of it has finished (compaction copies A and H).
-    """
-    w = torch.zeros_like(c)
-    reached = torch.ones(c.shape[0], dtype=torch.bool, device=c.device)
-    idx = (c.abs().amax(-1) > alpha).nonzero().squeeze(-1)  # w = 0 is optimal for every α ≥ ‖c‖_∞
-    p = _cold(A[idx], c[idx], alpha[idx])
-    done = torch.zeros_like(idx, dtype=torch.bool)
-    w_p = torch.zeros_like(p.b0)
-    for _ in range(max_steps):
-        if idx.numel() == 0:
-            break
-        w_p, finish, singular = _segment(p, done)
-        new = ((finish & ~done) | singular).nonzero().squeeze(-1)  # each result is written once
-        if new.numel():
-            w[idx[new]] = _refine(p, new, w_p[new], p.H[new], ~singular[new])[0]  # singular: where it stopped
-            reached[idx[new[singular[new]]]] = False
-            done = done | finish | singular
-        if 4 * int(done.sum()) >= done.numel():
-            keep = ~done
-            p, idx, done, w_p = p.take(keep), idx[keep], done[keep], w_p[keep]
-    live = ~done  # ran out of segments
-    w[idx[live]] = w_p[live]
-    reached[idx[live]] = False
-    return w, reached
 
 
 def _fista(
@@ -370,7 +122,7 @@ def _finish(
     the fast path, reached [P] → w [P, d] in dt.
 
     1. (exact) Where the path did not reach its end, or its duality gap exceeds EXACT_GAP·yᵀy (round-off in the
-       rank-one updates gone wrong), `_homotopy_reference` solves the problem again with a fresh factorisation per
+       rank-one updates gone wrong), `homotopy_reference` solves the problem again with a fresh factorisation per
        segment; the best of its point, the fast path's and w = 0 is kept.
     2. FISTA (in dt) wherever the duality gap of the dt-rounded point fails tol.
     """
@@ -380,7 +132,7 @@ def _finish(
         redo = (~reached | (lasso_duality_gap(*stats64, w) > EXACT_GAP * yy64)).nonzero().squeeze(-1)
         if redo.numel():
             sub, s = tuple(v[redo] for v in stats64), scale[redo]
-            ref = _homotopy_reference(sub[0] / s[:, None, None], sub[1] / s[:, None], sub[4], 4 * w.shape[-1])[0]
+            ref = homotopy_reference(sub[0] / s[:, None, None], sub[1] / s[:, None], sub[4], 4 * w.shape[-1])[0]
             cand = torch.stack([w[redo], ref, torch.zeros_like(ref)])  # [3, R, d]
             best = lasso_objective(*sub, cand).argmin(0)  # [R]
             w = w.index_copy(0, redo, cand[best, torch.arange(redo.numel(), device=w.device)])
@@ -425,7 +177,7 @@ def lasso_weights(
     w, reached = torch.zeros_like(b64), torch.ones_like(n64, dtype=torch.bool)
     if homotopy:
         scale = n64.clamp_min(1)  # [P]; n = 0 has S = 0 and b = 0
-        w, reached = _homotopy(S64 / scale[:, None, None], b64 / scale[:, None], a64, 4 * d)
+        w, reached = homotopy_path(S64 / scale[:, None, None], b64 / scale[:, None], a64, 4 * d)
     return _finish((S64, b64, yy64, n64, a64), w, reached, iters, tol, dt, homotopy).reshape(*batch, d)
 
 
@@ -455,20 +207,20 @@ def lasso_prefix_weights(
     a = float(alpha)
     if B and d and T > 1:
         b, yy = y64[:, :1] * x64[:, 0], y64[:, 0].square()  # [B, d], [B]: the statistics of the prefix solved
-        p = _cold(x64[:, 0, :, None] * x64[:, 0, None, :], b, torch.full_like(yy, a))  # prefix 1
+        p = cold_paths(x64[:, 0, :, None] * x64[:, 0, None, :], b, torch.full_like(yy, a))  # prefix 1
         pid = torch.arange(B, device=x.device)  # [P]: the prompt of each row
         t = torch.ones_like(pid)  # [P]: its prefix
         count = torch.zeros_like(pid)  # [P]: segments so far on this prefix
         done = torch.zeros_like(pid, dtype=torch.bool)  # [P]: all its prefixes solved
         while pid.numel():
-            w, finish, singular = _segment(p, done)
+            w, finish, singular = segment(p, done)
             count += 1
             stop = ~done & (finish | singular | (count >= 4 * d))
             f = stop.nonzero().squeeze(-1)
             if f.numel():
                 good = finish[f] & ~singular[f]  # [F]: reached
                 H_f = p.H[f]
-                w_f, S_f = _refine(p, f, w[f], H_f, good)
+                w_f, S_f = refine(p, f, w[f], H_f, good)
                 pf, tf = pid[f], t[f]
                 passes = _certified((S_f, b[f], yy[f], tf.to(w_f.dtype), torch.full_like(yy[f], a)), w_f, tol, dt)
                 w_all[pf, tf], reached[pf, tf], ok[pf, tf] = w_f, good, good & passes
@@ -496,7 +248,7 @@ def lasso_prefix_weights(
 
 
 def _next_prefix(
-    p: _Paths,
+    p: Paths,
     b: Tensor,
     yy: Tensor,
     rows: Tensor,
@@ -522,7 +274,7 @@ def _next_prefix(
     p.restart(rows[warm], b_start[warm], db[warm], lam[warm] - a, a)
     cold = rows[~warm]
     if cold.numel():
-        p.put(cold, _cold(p.S[cold], b[cold], lam[~warm]))
+        p.put(cold, cold_paths(p.S[cold], b[cold], lam[~warm]))
 
 
 class Lasso(MaskedLearner):
