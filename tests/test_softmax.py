@@ -307,18 +307,4 @@ def test_two_heads_learn_debiased_gd(tmp_path):
     assert fit["slope"] == pytest.approx(kq["diagonal_mean"], rel=0.1)
 
 
-@pytest.mark.slow
-def test_four_heads_learn_debiased_gd(tmp_path):
-    result = _train_he(4)
-    _check_against_debiased_gd(result)
-    layer = circuit_statistics(result.model, tmp_path / "circuits.png")["layers"][0]
-    assert layer["kq"]["opposite_signs"] and layer["ov"]["zero_sum"] < 0.05, (layer["kq"], layer["ov"])
-    assert _implied_step(layer) == pytest.approx(_optimum()[1], rel=0.1)
-
-
-@pytest.mark.slow
-def test_one_head_is_markedly_worse():
-    """One head cannot cancel the ȳ term: measured 1.72x the debiased-GD optimum at this budget (and at 3x it)."""
-    loss = _train_he(1).final_eval_half_mse
-    optimum, _ = _optimum()
-    assert loss >= 1.3 * optimum, (loss, optimum)
+# 1 and 4 heads at this budget (and 2 heads again) are trained and checked by `iclab reproduce he` (tests/test_he.py).
