@@ -2,7 +2,7 @@
 
     iclab train [--preset NAME] [--config PATH] [--out DIR] [--force|--resume] [--task.d 10 --train.steps 500 …]
     iclab compare RUN [--against gd|gd++|ols|ridge:LAMBDA] [--json PATH]
-    iclab reproduce von-oswald [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
+    iclab reproduce von-oswald|he|garg [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
     iclab eval [--task linear --d 20 --n-points 41 …] [--learners ols,ridge:0.25,gd:1,knn:3,RUN_DIR]
                [--shifts none,skewed] [--metric nmse] [--json PATH] [--out DIR]
     iclab learners
@@ -152,17 +152,17 @@ def _cmd_compare(args: list[str]) -> int:
 class ReproduceOptions:
     """Reproduce a paper's headline result: prints the table and claims, writes figures and a report."""
 
-    paper: tyro.conf.Positional[Literal["von-oswald"]]
-    """which paper"""
-    layers: int = 1
-    """K: train LSA with 1..K layers (tied and untied) and compare with K steps of GD and GD++"""
+    paper: tyro.conf.Positional[Literal["von-oswald", "he", "garg"]]
+    """which paper: von-oswald (LSA = GD / GD++), he (softmax heads = debiased GD), garg (GPT ≈ least squares)"""
+    layers: int | None = None
+    """von-oswald only — K: train LSA with 1..K layers (tied and untied) against K steps of GD and GD++ (default 1)"""
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     scale: Literal["smoke", "paper"] = "smoke"
     """smoke: minutes on a laptop CPU; paper: the paper's training budgets"""
     json: Path | None = None
     """write {"name", "config", "metrics", "claims"} here"""
     out: Path | None = None
-    """output directory (default runs/reproduce-<paper>-<layers>-<scale>)"""
+    """output directory (default runs/reproduce-<paper>[-<layers>]-<scale>)"""
     force: bool = False
     """overwrite an existing output directory"""
     resume: bool = False
@@ -172,15 +172,23 @@ class ReproduceOptions:
 
 
 def _cmd_reproduce(args: list[str]) -> int:
-    from iclab.experiments.von_oswald import reproduce_von_oswald
-    from iclab.report import claims_table
+    from iclab.experiments import reproduction
+    from iclab.report import Claim, claims_table
 
     opts = _tyro(ReproduceOptions, args, prog="iclab reproduce")
-    if opts.layers < 1:
-        raise UsageError(f"layers: must be an integer >= 1, got {opts.layers}")
-    out = opts.out or Path("runs") / f"reproduce-{opts.paper}-{opts.layers}-{opts.scale}"
-    results = reproduce_von_oswald(
-        layers=opts.layers,
+    extra = {}
+    if opts.paper == "von-oswald":
+        layers = 1 if opts.layers is None else opts.layers
+        if layers < 1:
+            raise UsageError(f"layers: must be an integer >= 1, got {layers}")
+        extra["layers"] = layers
+        default_out = f"reproduce-{opts.paper}-{layers}-{opts.scale}"
+    elif opts.layers is not None:
+        raise UsageError(f"layers: only `iclab reproduce von-oswald` takes --layers, not {opts.paper}")
+    else:
+        default_out = f"reproduce-{opts.paper}-{opts.scale}"
+    out = opts.out or Path("runs") / default_out
+    results = reproduction(opts.paper)(
         device=opts.device,
         scale=opts.scale,
         out=out,
@@ -188,9 +196,8 @@ def _cmd_reproduce(args: list[str]) -> int:
         resume=opts.resume,
         seed=opts.seed,
         progress=opts.progress,
+        **extra,
     )
-    from iclab.report import Claim
-
     claims = [Claim(**c) for c in results["claims"]]
     print(results["table"])
     print()

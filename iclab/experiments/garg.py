@@ -1,0 +1,284 @@
+"""Reproduction: *What can transformers learn in-context? A case study of simple function classes* (Garg et al.),
+linear regression, with Fu et al.'s layer ↔ iteration alignment read out of the trained model (REFERENCE §2, §5).
+
+A GPT-style causal transformer (iclab.models.gpt) trained on interleaved prompts x₁, y₁, …, x_T, y_T with a loss on
+every prefix; its error vs the number k of in-context examples is compared with least squares (the Bayes-optimal
+predictor for noiseless Gaussian w: min-norm interpolation, closed form (d − k)/d before k = d and 0 after), the best
+single GD step (Mahankali et al., (d + 1)/(k + d + 1)), averaging and 3-NN, on the same held-out prompts with 95 %
+bootstrap bands. Then the alignment analysis (iclab.analysis.alignment) finds, for every layer, the GD step count
+and the Newton iteration whose predictions its read-out matches best.
+
+Scales: smoke — d = 5 and 10 context points, a 3-layer GPT trained in a few minutes on a CPU; paper — Garg's
+setting (d = 20, 40 context points, GPT-2 with 12 layers, width 256, 8 heads, curriculum, 500 001 steps of batch 64),
+a GPU budget of hours.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclab import plotting, theory
+from iclab.algorithms.least_squares import OLS
+from iclab.algorithms.local import KNN, Averaging
+from iclab.analysis.alignment import align, plot_alignment
+from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
+from iclab.evaluation import Curve, error_curves
+from iclab.experiments.common import finish, prepare_out, train_run
+from iclab.report import Claim, format_table
+from iclab.tasks import make_task
+from iclab.training.trainer import resolve_device
+
+__all__ = ["SCALES", "Scale", "reproduce_garg"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A reproduction scale: the preset trained (with `steps` if given), the held-out prompts and the tolerances of
+    the claims (largest nmse gap to least squares below and from k = d on)."""
+
+    preset: str
+    steps: int | None
+    n_eval: int
+    n_align: int
+    tol_below_d: float
+    tol_beyond_d: float
+
+
+# smoke: preset garg-linear-small (its comment has the measured numbers); tolerances with margin over seeds 0–2.
+# paper: Garg's full budget; the tolerances are Garg's Figure 2 read off (the trained model is on the least-squares
+# curve to within the line width) and have not been measured by iclab yet (no GPU run so far).
+SCALES = {
+    "smoke": Scale("garg-linear-small", None, 2000, 1000, tol_below_d=0.15, tol_beyond_d=0.1),
+    "paper": Scale("garg-linear", None, 1280, 640, tol_below_d=0.05, tol_beyond_d=0.02),
+}
+
+
+def _config(scale: Scale, device: str, seed: int, progress: bool) -> ExperimentConfig:
+    base = preset(scale.preset)
+    train = {"device": device, "seed": seed, "progress": progress}
+    if scale.steps is not None:
+        train["steps"] = scale.steps
+    return base.replace(train=train, name=f"gpt-d{base.task.d}")
+
+
+def reproduce_garg(
+    *,
+    device: str = "cpu",
+    scale: str = "smoke",
+    out: Path = Path("runs/garg"),
+    force: bool = False,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the reproduction; returns {"name", "config", "metrics", "claims", "table"} (also in results.json)."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
+    resolve_device(device)  # fail on a missing GPU before anything is written
+    out = Path(out)
+    prepare_out(out, force, resume)
+    sc = SCALES[scale]
+    began = time.perf_counter()
+    cfg = _config(sc, device, seed, progress)
+    result, run = train_run(cfg, out, resume)
+    model = result.model.eval()
+    d = cfg.task.d
+
+    # Held-out prompts of n_points context pairs plus the query: the curve runs over k = 0 … n_points.
+    task = make_task(cfg.task)
+    prompts = task.sample(sc.n_eval, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
+    learners = {"GPT": model.cpu().float(), "least squares": OLS(), "averaging": Averaging(), "3-NN": KNN(3)}
+    curves = error_curves(learners, prompts, metric="nmse")
+    k = curves["GPT"].k
+    tau2 = cfg.task.w_scale**2
+    # Noiseless isotropic closed forms (nmse = excess risk / d): min-norm least squares τ²(d − k)/d before k = d
+    # and 0 after (REFERENCE §6); the best single GD step (Mahankali) τ²(d + 1)/(k + d + 1), τ² at k = 0.
+    closed_ls = tau2 * np.clip(d - k, 0, None) / d
+    one_step = np.array([theory.mahankali_excess_risk(d, int(i), 0.0, tau2) / d if i else tau2 for i in k])
+
+    # Alignment in float64 on held-out prompts.
+    x, y = prompts.x[: sc.n_align].double(), prompts.y[: sc.n_align].double()
+    alignment = align(model.cpu().double(), x, y)
+    model.float()
+
+    metrics, claims = _claims(curves, closed_ls, one_step, d, sc)
+    metrics["alignment"] = alignment.to_dict()
+    metrics["train_wall_s"] = result.wall_time_s
+    metrics["final_eval_half_mse"] = result.final_eval_half_mse
+    claims += _alignment_claims(alignment)
+
+    figures = [_plot_curves(curves, closed_ls, one_step, d, out / "figures" / "error_vs_k.png")]
+    figures += list(plot_alignment(alignment, out / "figures", title=f"GPT on d = {d}: layer ↔ iteration").values())
+    history = run.metrics()
+    figures.append(
+        plotting.plot_training_curve(
+            history["step"].to_numpy(),
+            history["eval_half_mse"].to_numpy(),
+            out / "figures" / "training_curve.png",
+            title="GPT: held-out ½·MSE at the query",
+        )
+    )
+    metrics["wall_time_s"] = time.perf_counter() - began
+    rows = _curve_rows(curves, closed_ls, one_step, d)
+    align_rows = [
+        {
+            "layer": name,
+            "readout nmse": float(alignment.readout_nmse[i]),
+            "best GD steps": int(alignment.best_gd[i]),
+            "GD similarity": float(alignment.gd.max(1)[i]),
+            "best Newton iters": int(alignment.best_newton[i]),
+            "Newton similarity": float(alignment.newton.max(1)[i]),
+        }
+        for i, name in enumerate(alignment.layers)
+    ]
+    return finish(
+        out,
+        name="garg",
+        title=f"Garg et al. — a GPT learns linear regression in context ({scale} scale, d = {d})",
+        config={"scale": scale, "device": device, "seed": seed, "run": config_to_dict(cfg)},
+        metrics=metrics,
+        claims=claims,
+        sections=[
+            (
+                f"nmse vs in-context examples k (d = {d}, {sc.n_eval} held-out prompts, 95 % bootstrap bands)",
+                format_table(rows),
+            ),
+            (
+                "Layer ↔ iteration alignment (cos similarity of each layer's read-out with GD / Newton)",
+                format_table(align_rows),
+            ),
+        ],
+        figures=figures,
+    )
+
+
+def _curve_rows(curves: dict[str, Curve], closed_ls, one_step, d: int) -> list[dict[str, Any]]:
+    """One row per shown k: a spread of k below d, k = d − 1, d, d + 1 and the last."""
+    last = len(closed_ls) - 1
+    ks = sorted({0, 1, d // 2, d - 1, d, min(d + 1, last), last} | set(range(0, last + 1, max(1, last // 8))))
+    rows = []
+    for i in ks:
+        row: dict[str, Any] = {"k": i}
+        for name, c in curves.items():
+            row[name] = f"{c.mean[i]:.3f} [{c.lo[i]:.3f}, {c.hi[i]:.3f}]"
+        row["least squares (closed form)"] = float(closed_ls[i])
+        row["best 1 GD step (closed form)"] = float(one_step[i])
+        rows.append(row)
+    return rows
+
+
+def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, sc: Scale) -> tuple[dict, list[Claim]]:
+    gpt, ls = curves["GPT"].mean, curves["least squares"].mean
+    k = curves["GPT"].k
+    below, beyond = k < d, k >= d
+    gap = gpt - ls
+    # Monte Carlo check of the evaluator: least squares within 4 standard errors of its closed form at every k
+    # (the band is ±1.96 SE; closed form 0 from k = d on, where OLS interpolates exactly).
+    se = (curves["least squares"].hi - curves["least squares"].lo) / (2 * 1.96)
+    ls_z = np.abs(ls - closed_ls) / np.maximum(se, 1e-12)
+    ls_ok = bool(np.all((ls_z <= 4) | (np.abs(ls - closed_ls) < 1e-6)))
+    others = np.minimum(curves["averaging"].mean, curves["3-NN"].mean)
+    metrics = {
+        "k": k.tolist(),
+        "curves": {name: c.to_dict() for name, c in curves.items()},
+        "least_squares_closed_form": closed_ls.tolist(),
+        "one_gd_step_closed_form": one_step.tolist(),
+        "max_gap_to_least_squares_below_d": float(gap[below].max()),
+        "max_gap_to_least_squares_beyond_d": float(gap[beyond].max()),
+    }
+    claims = [
+        Claim(
+            "least_squares_closed_form",
+            "the evaluator: Monte Carlo least squares equals its closed form (d − k)/d (k < d), 0 (k ≥ d) within 4 SE",
+            "closed form",
+            float(ls_z.max()),
+            "≤ 4 SE",
+            ls_ok,
+        ),
+        Claim(
+            "tracks_least_squares_below_d",
+            f"GPT nmse minus least squares, largest over k < d = {d}",
+            0.0,
+            float(gap[below].max()),
+            f"≤ {sc.tol_below_d}",
+            float(gap[below].max()) <= sc.tol_below_d,
+        ),
+        Claim(
+            "tracks_least_squares_beyond_d",
+            f"GPT nmse minus least squares (exact: 0), largest over k ≥ d = {d}",
+            0.0,
+            float(gap[beyond].max()),
+            f"≤ {sc.tol_beyond_d}",
+            float(gap[beyond].max()) <= sc.tol_beyond_d,
+        ),
+        Claim(
+            "beats_averaging_and_knn",
+            "GPT below both averaging and 3-NN at every k ≥ 1 (largest ratio GPT / the better of the two)",
+            1.0,
+            float((gpt[1:] / others[1:]).max()),
+            "< 1",
+            bool(np.all(gpt[1:] < others[1:])),
+        ),
+        Claim(
+            "beats_one_gd_step",
+            "GPT below the best single GD step (Mahankali, (d + 1)/(k + d + 1)) at every k ≥ d (largest ratio)",
+            1.0,
+            float((gpt[beyond] / one_step[beyond]).max()),
+            "< 1",
+            bool(np.all(gpt[beyond] < one_step[beyond])),
+        ),
+    ]
+    return metrics, claims
+
+
+def _alignment_claims(alignment) -> list[Claim]:
+    """Fu et al.: later layers compute more iterations. Asserted for GD (best step count grows from the first to
+    the last layer, never falls) and for the read-out (the last layer predicts better than the first). The best
+    Newton iteration per layer is reported, not claimed: at the smoke scale the early layers hold no readable
+    prediction and their Newton rows are flat, so the argmax there is noise (tests/test_gpt.py)."""
+    best_gd, readout = alignment.best_gd, alignment.readout_nmse
+    grows = bool(np.all(np.diff(best_gd) >= 0) and best_gd[-1] > best_gd[0])
+    return [
+        Claim(
+            "later_layers_match_more_gd_steps",
+            "best-matching GD step count per layer never falls with depth and grows from the first to the last "
+            f"layer ({', '.join(str(int(s)) for s in best_gd)})",
+            "non-decreasing, last > first",
+            float(best_gd[-1]),
+            "monotone",
+            grows,
+        ),
+        Claim(
+            "readout_improves_with_depth",
+            "held-out nmse of the last layer's read-out below the first layer's",
+            float(readout[0]),
+            float(readout[-1]),
+            "<",
+            bool(readout[-1] < readout[0]),
+        ),
+    ]
+
+
+def _plot_curves(curves: dict[str, Curve], closed_ls, one_step, d: int, path: Path) -> Path:
+    k = curves["GPT"].k
+    lines = {name: c.mean for name, c in curves.items()}
+    lines["least squares (closed form)"] = closed_ls
+    lines["best 1 GD step (closed form)"] = one_step
+    bands = {name: (c.lo, c.hi) for name, c in curves.items()}
+    return plotting.plot_curves(
+        k,
+        lines,
+        path,
+        xlabel="in-context examples k",
+        ylabel="nmse (MSE / d)",
+        title=f"Linear regression, d = {d}: GPT vs least squares",
+        bands=bands,
+        logy=False,
+        ylim=(0.0, 1.25),
+    )
