@@ -1,5 +1,8 @@
-"""`iclab reproduce garg`: the pipeline at a tiny budget (outputs, closed forms, refusal to overwrite), and the
-smoke-scale reproduction itself, whose claims must hold (the README's numbers)."""
+"""`iclab reproduce garg`: the pipeline at a tiny budget (outputs, closed forms, refusal to overwrite).
+
+The smoke scale itself trains for ~10 minutes of one CPU core, too long for the suite; its claims are measured in
+README.md (seeds 0 and 1), like `iclab reproduce von-oswald --layers 3`. That a small GPT learns to track least
+squares on this task is tested at a 1 000-step budget in tests/test_gpt.py."""
 
 import dataclasses
 import json
@@ -36,12 +39,13 @@ def test_pipeline_writes_curves_alignment_claims_and_report(tmp_path, tiny):
         "beats_averaging_and_knn",
         "beats_one_gd_step",
         "later_layers_match_more_gd_steps",
+        "later_layers_match_more_newton_iterations",
         "readout_improves_with_depth",
     }
     assert claims["least_squares_closed_form"]["holds"]  # the evaluator, whatever the model learnt
     ols = np.array(m["curves"]["least squares"]["mean"])
     assert np.all(ols[d:] < 1e-8)
-    assert np.array(m["alignment"]["newton"]).shape == (3, 11)
+    assert np.array(m["alignment"]["newton"]).shape == (4, 11)
     out = tmp_path / "g"
     saved = json.loads((out / "results.json").read_text())
     assert saved["name"] == "garg" and saved["claims"] == result["claims"]
@@ -59,16 +63,3 @@ def test_cli_refuses_an_existing_output_and_layers(tmp_path, tiny, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "already exists" in err[0] and "layers" in err[1] and "von-oswald" in err[1]
     assert (tmp_path / "g" / "keep.txt").read_text() == "x" and not (tmp_path / "h").exists()
-
-
-@pytest.mark.slow
-def test_smoke_reproduction_claims_hold(tmp_path, capsys):
-    json_path = tmp_path / "garg.json"
-    code = main(["reproduce", "garg", "--out", str(tmp_path / "g"), "--no-progress", "--json", str(json_path)])
-    printed = capsys.readouterr().out
-    print(printed)
-    assert code == 0
-    payload = json.loads(json_path.read_text())
-    assert set(payload) == {"name", "config", "metrics", "claims"}
-    failed = [c["id"] for c in payload["claims"] if not c["holds"]]
-    assert not failed, failed

@@ -8,7 +8,8 @@ single GD step (Mahankali et al., (d + 1)/(k + d + 1)), averaging and 3-NN, on t
 bootstrap bands. Then the alignment analysis (iclab.analysis.alignment) finds, for every layer, the GD step count
 and the Newton iteration whose predictions its read-out matches best.
 
-Scales: smoke — d = 5 and 10 context points, a 3-layer GPT trained in a few minutes on a CPU; paper — Garg's
+Scales: smoke — d = 5 and 10 context points, a 4-layer GPT of width 128 trained for 6 000 steps (~15 minutes of
+one CPU core, README.md has its numbers); paper — Garg's
 setting (d = 20, 40 context points, GPT-2 with 12 layers, width 256, 8 heads, curriculum, 500 001 steps of batch 64),
 a GPU budget of hours.
 """
@@ -50,11 +51,13 @@ class Scale:
     tol_beyond_d: float
 
 
-# smoke: preset garg-linear-small (its comment has the measured numbers); tolerances with margin over seeds 0–2.
-# paper: Garg's full budget; the tolerances are Garg's Figure 2 read off (the trained model is on the least-squares
-# curve to within the line width) and have not been measured by iclab yet (no GPU run so far).
+# smoke: preset garg-linear-small, ~15 minutes of one CPU core. Measured (seeds 0 / 1): largest gap to least squares
+# below d 0.036 / 0.033, from k = d on 0.109 / 0.108 (at k = d, where X is square and least squares is at its most
+# ill-conditioned; 0.014 at k = 2d); the tolerances leave ~40 % margin. paper: Garg's full budget; the tolerances
+# are Garg's Figure 2 read off (the trained model is on the least-squares curve to within the line width) and have
+# not been measured by iclab yet (no GPU run so far).
 SCALES = {
-    "smoke": Scale("garg-linear-small", None, 2000, 1000, tol_below_d=0.15, tol_beyond_d=0.1),
+    "smoke": Scale("garg-linear-small", None, 2000, 1000, tol_below_d=0.06, tol_beyond_d=0.15),
     "paper": Scale("garg-linear", None, 1280, 640, tol_below_d=0.05, tol_beyond_d=0.02),
 }
 
@@ -238,22 +241,28 @@ def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, sc: Scale) ->
 
 
 def _alignment_claims(alignment) -> list[Claim]:
-    """Fu et al.: later layers compute more iterations. Asserted for GD (best step count grows from the first to
-    the last layer, never falls) and for the read-out (the last layer predicts better than the first). The best
-    Newton iteration per layer is reported, not claimed: at the smoke scale the early layers hold no readable
-    prediction and their Newton rows are flat, so the argmax there is noise (tests/test_gpt.py)."""
-    best_gd, readout = alignment.best_gd, alignment.readout_nmse
-    grows = bool(np.all(np.diff(best_gd) >= 0) and best_gd[-1] > best_gd[0])
-    return [
-        Claim(
-            "later_layers_match_more_gd_steps",
-            "best-matching GD step count per layer never falls with depth and grows from the first to the last "
-            f"layer ({', '.join(str(int(s)) for s in best_gd)})",
-            "non-decreasing, last > first",
-            float(best_gd[-1]),
-            "monotone",
-            grows,
-        ),
+    """Fu et al.: later layers compute more iterations — a few more Newton iterations per layer, exponentially more
+    GD steps. Claimed: the best-matching Newton iteration and GD step count never fall with depth and grow from the
+    first to the last layer, and the read-out of the last layer predicts better than the first's. Measured at smoke
+    scale (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10; GD 1, 2, 8, 64 / 1, 2, 16, 64 (the first layer holds no
+    readable prediction: similarity ≤ 0.12, so its best match is 0 or 1 either way)."""
+    readout = alignment.readout_nmse
+    claims = []
+    for kind, best in (("newton_iterations", alignment.best_newton), ("gd_steps", alignment.best_gd)):
+        grows = bool(np.all(np.diff(best) >= 0) and best[-1] > best[0])
+        what = "Newton iteration" if kind == "newton_iterations" else "GD step count"
+        claims.append(
+            Claim(
+                f"later_layers_match_more_{kind}",
+                f"best-matching {what} per layer never falls with depth and grows from the first to the last "
+                f"layer ({', '.join(str(int(s)) for s in best)})",
+                "non-decreasing, last > first",
+                float(best[-1]),
+                "monotone",
+                grows,
+            )
+        )
+    claims.append(
         Claim(
             "readout_improves_with_depth",
             "held-out nmse of the last layer's read-out below the first layer's",
@@ -261,8 +270,9 @@ def _alignment_claims(alignment) -> list[Claim]:
             float(readout[-1]),
             "<",
             bool(readout[-1] < readout[0]),
-        ),
-    ]
+        )
+    )
+    return claims
 
 
 def _plot_curves(curves: dict[str, Curve], closed_ls, one_step, d: int, path: Path) -> Path:
