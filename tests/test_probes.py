@@ -62,6 +62,18 @@ def test_ridge_probe_matches_scikit_learn(lam):
     assert r2_score(pred, t) == pytest.approx(sk_r2, abs=1e-12)
 
 
+def test_ridge_batches_over_leading_dimensions():
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(3, 50, 4, generator=g, dtype=torch.float64) + 1
+    t = torch.randn(3, 50, 2, generator=g, dtype=torch.float64)
+    lam = torch.tensor([1e-3, 0.5, 10.0], dtype=torch.float64)
+    coef, intercept = fit_ridge(f, t, lam)  # [3, 4, 2], [3, 2]
+    for i in range(3):
+        sk = SkRidge(alpha=lam[i].item()).fit(f[i].numpy(), t[i].numpy())
+        torch.testing.assert_close(coef[i], torch.from_numpy(sk.coef_.T), atol=1e-9, rtol=0)
+        torch.testing.assert_close(intercept[i], torch.from_numpy(sk.intercept_), atol=1e-9, rtol=0)
+
+
 def test_lambda_selection_small_for_signal_large_for_noise():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(400, 6, generator=g, dtype=torch.float64)

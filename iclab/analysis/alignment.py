@@ -36,6 +36,7 @@ from torch import Tensor
 from iclab.algorithms.base import expand_prefixes
 from iclab.algorithms.least_squares import prefix_stats
 from iclab.algorithms.newton import newton_weights
+from iclab.analysis.probes import fit_ridge
 from iclab.plotting import plot_curves, save_figure
 
 __all__ = [
@@ -169,16 +170,10 @@ def fit_readouts(acts: Tensor, target: Tensor, ridge: float = 1e-6) -> tuple[Ten
 
     Minimises ‖A c + β − y‖² + λ‖c‖² with λ = ridge · mean diagonal of the centred Gram matrix (bias free).
     """
-    a, t = acts.double(), target.double()
-    mean_a, mean_t = a.mean(1, keepdim=True), t.mean()  # [K, 1, D], []
-    ac, tc = a - mean_a, t - mean_t  # centring fits the bias exactly
-    gram = ac.transpose(1, 2) @ ac  # [K, D, D]
-    lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)  # [K]
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    rhs = (ac.transpose(1, 2) @ tc.unsqueeze(-1).expand(a.shape[0], -1, -1)).squeeze(-1)  # [K, D]
-    coef = torch.linalg.solve(gram + lam[:, None, None] * eye, rhs)  # [K, D]
-    bias = mean_t - (mean_a.squeeze(1) * coef).sum(-1)  # [K]
-    return coef, bias
+    a = acts.double()
+    lam = ridge * (a - a.mean(1, keepdim=True)).pow(2).sum(1).mean(-1).clamp_min(1e-300)  # [K]
+    coef, bias = fit_ridge(a, target.double().expand(a.shape[0], -1).unsqueeze(-1), lam)  # [K, D, 1], [K, 1]
+    return coef.squeeze(-1), bias.squeeze(-1)
 
 
 def similarity_matrix(a: Tensor, b: Tensor, kind: str = "cos", target: Tensor | None = None) -> Tensor:

@@ -97,14 +97,16 @@ def collect_features(
     return out
 
 
-def fit_ridge(features: Tensor, targets: Tensor, lam: float) -> tuple[Tensor, Tensor]:
-    """Ridge with intercept: features [n, D], targets [n, k] → (coef [D, k], intercept [k]), float64."""
+def fit_ridge(features: Tensor, targets: Tensor, lam: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Ridge with intercept, batched over leading dimensions, in float64: features [..., n, D], targets [..., n, k],
+    lam a number or [...] → (coef [..., D, k], intercept [..., k]); minimises ‖F c + β − T‖² + λ‖c‖² (β free)."""
     f, t = features.double(), targets.double()
-    f_mean, t_mean = f.mean(0), t.mean(0)
-    fc, tc = f - f_mean, t - t_mean  # [n, D], [n, k]
-    gram = fc.T @ fc + lam * torch.eye(f.shape[1], dtype=f.dtype, device=f.device)  # [D, D]
-    coef = torch.linalg.solve(gram, fc.T @ tc)  # [D, k]
-    return coef, t_mean - f_mean @ coef
+    f_mean, t_mean = f.mean(-2, keepdim=True), t.mean(-2, keepdim=True)  # [..., 1, D], [..., 1, k]
+    fc, tc = f - f_mean, t - t_mean  # centring fits the intercept exactly
+    lam = torch.as_tensor(lam, dtype=f.dtype, device=f.device)
+    eye = torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
+    coef = torch.linalg.solve(fc.mT @ fc + lam[..., None, None] * eye, fc.mT @ tc)  # [..., D, k]
+    return coef, (t_mean - f_mean @ coef).squeeze(-2)
 
 
 def ridge_predict(features: Tensor, coef: Tensor, intercept: Tensor) -> Tensor:
