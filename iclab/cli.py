@@ -223,7 +223,7 @@ class EvalOptions:
     task: TaskConfig = dataclasses.field(default_factory=_garg_task)
     """the task; its fields are also accepted without the prefix (--d 20, --n-points 41, --task linear)"""
     metric: str = "nmse"
-    """half_mse, mse, nmse (= mse/d), or any of them with _noiseless"""
+    """half_mse, mse, nmse (= mse/d), error_rate (classification; argmax for vector targets), each also _noiseless"""
     shifts: str = "none"
     """comma-separated shifts (iclab.shifts): none, scale_x:2, skewed, orthant, orthogonal_query, length:60, …"""
     n_prompts: int = 1280

@@ -10,6 +10,8 @@ Metric names say what they measure (DESIGN "Conventions"):
   ``half_mse``   ½(ŷ − y)²                   von Oswald's loss
   ``mse``        (ŷ − y)²                     summed over output coordinates for vector targets
   ``nmse``       (ŷ − y)² / d                 Garg's "normalised squared error" (d = input dimension)
+  ``error_rate`` 1[sign ŷ ≠ sign y] (sign 0 := +1) for ±1 labels (classification); for vector targets,
+                 1[argmax ŷ ≠ argmax y] (softmax regression: the most probable class)
   ``…_noiseless``  the same against the noiseless target f (Raventós)
 Confidence bands are percentile bootstrap intervals over prompts (the prompts are the independent units).
 """
@@ -38,7 +40,8 @@ __all__ = [
     "prefix_predictions",
 ]
 
-METRICS = ("half_mse", "mse", "nmse", "half_mse_noiseless", "mse_noiseless", "nmse_noiseless")
+_BASE_METRICS = ("half_mse", "mse", "nmse", "error_rate")
+METRICS = _BASE_METRICS + tuple(f"{m}_noiseless" for m in _BASE_METRICS)
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,14 @@ def pointwise_errors(pred: Tensor, prompts: Prompts, metric: str, target: Tensor
         target = prompts.f if noiseless else prompts.y
         if target is None:
             raise ValueError(f"metric: {metric!r} needs the noiseless targets f, which this task does not provide")
+    base = metric.removesuffix("_noiseless")
+    if base == "error_rate":
+        if target.dim() == 3:  # [B, T, k]
+            return (pred.argmax(-1) != target.argmax(-1)).double()
+        return ((pred >= 0) != (target >= 0)).double()
     sq = (pred.double() - target.double()) ** 2
     if sq.dim() == 3:
         sq = sq.sum(-1)
-    base = metric.removesuffix("_noiseless")
     if base == "half_mse":
         return 0.5 * sq
     if base == "nmse":

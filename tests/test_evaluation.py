@@ -1,6 +1,8 @@
 """The evaluation protocol: prefix predictions against per-prompt numpy loops, metric conventions, bootstrap bands,
 and Garg's least-squares curve against its closed form."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,42 @@ def test_metric_conventions():
     torch.testing.assert_close(pointwise_errors(pred, p, "mse_noiseless"), p.f**2)
     with pytest.raises(ValueError, match="metric: unknown value 'rmse'; choose one of"):
         pointwise_errors(pred, p, "rmse")
+
+
+def test_error_rate_of_averaging_is_the_angle_over_pi():
+    """Linear classification, x ~ N(0, I): sign(ŵᵀx_q) disagrees with sign(wᵀx_q) with probability ∠(ŵ, w)/π. So
+    averaging's (ŵ = (1/k) Σ y_i x_i) error rate against the noiseless labels must equal the mean of that angle
+    over prompts, within 4 standard errors; against labels flipped with probability q it is q + (1 − 2q)·that."""
+    from iclab.algorithms.local import Averaging
+
+    q, k = 0.2, 6
+    task = make_task(TaskConfig(name="classification", d=3, n_points=k, x_dist="gaussian", x_scale=1.0, flip_prob=q))
+    p = task.sample(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pred = prefix_predictions(Averaging(), p.x, p.y)[:, k]  # [B]: k context points, query x_k
+    w_hat = (p.y[:, :k, None] * p.x[:, :k]).mean(1)
+    angle = torch.arccos(torch.nn.functional.cosine_similarity(w_hat, p.w, dim=-1).clamp(-1, 1)) / torch.pi
+    noiseless = pointwise_errors(pred[:, None], _at(p, k), "error_rate_noiseless")[:, 0]
+    noisy = pointwise_errors(pred[:, None], _at(p, k), "error_rate")[:, 0]
+    se = lambda e: (e.std() / len(e) ** 0.5).item()  # noqa: E731
+    assert abs(noiseless.mean() - angle.mean()).item() < 4 * se(noiseless)
+    assert abs(noisy.mean() - (q + (1 - 2 * q) * angle.mean())).item() < 4 * se(noisy)
+    assert set(noisy.unique().tolist()) <= {0.0, 1.0}
+
+
+def _at(p, t: int):
+    """The prompts with only point t left (as pointwise_errors sees one column of predictions)."""
+    return dataclasses.replace(p, x=p.x[:, t : t + 1], y=p.y[:, t : t + 1], f=p.f[:, t : t + 1])
+
+
+def test_error_rate_conventions():
+    _, p = _prompts(d=2, T=4)
+    target = torch.tensor([[1.0, -1.0, 1.0, -1.0]]).expand(len(p), -1)
+    pred = torch.tensor([[0.0, 0.0, -0.5, -2.0]]).expand(len(p), -1)  # sign 0 := +1
+    errors = pointwise_errors(pred, p, "error_rate", target=target)
+    torch.testing.assert_close(errors, torch.tensor([[0.0, 1.0, 1.0, 0.0]], dtype=torch.float64).expand(len(p), -1))
+    probs = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]], dtype=torch.float64)  # vector targets: argmax
+    guess = torch.tensor([[[0.2, 0.7, 0.1], [0.0, 0.1, 0.9]]], dtype=torch.float64)
+    assert pointwise_errors(guess, p, "error_rate", target=probs).tolist() == [[1.0, 0.0]]
 
 
 def test_bootstrap_band_covers_the_mean_with_the_normal_width():
