@@ -29,6 +29,9 @@ def test_models_never_touch_the_global_rng(name, variance_head):
     b = make_model(_config(name, variance_head=variance_head), 3)
     assert torch.equal(before, torch.get_rng_state())
     assert all(torch.equal(p, q) for p, q in zip(_weights(a), _weights(b), strict=True))
+    # no generator = a generator seeded 0, one stream for the model and then its variance head
+    c = make_model(_config(name, variance_head=variance_head), 3, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(p, q) for p, q in zip(_weights(a), _weights(c), strict=True))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

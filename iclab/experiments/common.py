@@ -2,7 +2,7 @@
 
 A reproduction directory OUT holds `runs/<name>/` (one run per trained model, resumable), `figures/`,
 `results.json` ({"name", "config", "metrics", "claims", "table"}) and `report.md` / `report.html`. Reproductions
-never overwrite an existing OUT without `force` and never delete a directory that is not a reproduction.
+never overwrite an existing OUT without `force` and never delete a directory they did not create (MARKER).
 """
 
 from __future__ import annotations
@@ -19,18 +19,38 @@ from iclab.report import Claim, write_report
 from iclab.runs import RunDir, atomic_write_bytes
 from iclab.training import TrainResult, train
 
-__all__ = ["finish", "prepare_out", "standard_error", "train_run"]
+__all__ = ["MARKER", "finish", "prepare_out", "standard_error", "train_run"]
+
+
+MARKER = ".iclab-reproduction"  # written into every OUT this code creates; `force` deletes only such directories
 
 
 def prepare_out(out: Path, force: bool, resume: bool) -> None:
-    """Create OUT/figures; refuse an existing non-empty OUT unless `force` (wipe it) or `resume` (reuse it)."""
-    if out.exists() and any(out.iterdir()) and not (force or resume):
-        raise ConfigError(f"out: {out} already exists; pass --force to overwrite or --resume to continue")
-    if force and out.exists():
-        if not (out / "results.json").exists() and not (out / "runs").exists():
-            raise ConfigError(f"out: {out} is not a reproduction directory; refusing to delete it")
-        shutil.rmtree(out)
+    """Create OUT/figures; refuse an existing non-empty OUT unless `force` (wipe it: only a directory this code
+    created, marked by MARKER) or `resume` (reuse it). Call it after every config is built and validated."""
+    if force and resume:
+        raise ConfigError("force: give either --force (start again) or --resume (continue), not both")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} is a file, not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not (force or resume):
+            raise ConfigError(f"out: {out} already exists; pass --force to overwrite or --resume to continue")
+        if not _is_reproduction(out):
+            raise ConfigError(f"out: {out} is not a reproduction directory (no {MARKER}); refusing to touch it")
+        if force:
+            shutil.rmtree(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
+
+
+def _is_reproduction(out: Path) -> bool:
+    """OUT was made by a reproduction: it has MARKER, or (made before MARKER existed) a results.json with claims."""
+    if (out / MARKER).exists():
+        return True
+    try:
+        return {"name", "claims"} <= set(json.loads((out / "results.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def train_run(cfg: ExperimentConfig, out: Path, resume: bool) -> tuple[TrainResult, RunDir]:
@@ -58,7 +78,8 @@ def finish(
     figures: list[Path],
 ) -> dict[str, Any]:
     """Write OUT/results.json and the report; return the results ({"name", "config", "metrics", "claims",
-    "table"}, where "table" is the first section's table, the one the CLI prints)."""
+    "table"}, where "table" — what the CLI prints — is the only section's table, or every section under its
+    heading)."""
     table = "\n\n".join(f"{heading}\n{body}" for heading, body in sections) if len(sections) > 1 else sections[0][1]
     results = {
         "name": name,

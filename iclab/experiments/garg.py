@@ -84,11 +84,11 @@ def reproduce_garg(
     if scale not in SCALES:
         raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
     resolve_device(device)  # fail on a missing GPU before anything is written
+    sc = SCALES[scale]
+    cfg = _config(sc, device, seed, progress)  # validated before OUT is touched
     out = Path(out)
     prepare_out(out, force, resume)
-    sc = SCALES[scale]
     began = time.perf_counter()
-    cfg = _config(sc, device, seed, progress)
     result, run = train_run(cfg, out, resume)
     model = result.model.eval()
     d = cfg.task.d

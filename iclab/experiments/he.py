@@ -137,12 +137,13 @@ def reproduce_he(
     if scale not in SCALES:
         raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
     resolve_device(device)  # fail on a missing GPU before anything is written
+    sc = SCALES[scale]
+    run_opts = {"device": device, "seed": seed, "progress": progress}
+    base = _config({"heads": 2}, _heads_name(2), sc.steps, sc.lr, sc, **run_opts)  # validated before OUT is touched
+    lsa_cfg = _config({"name": "lsa", "heads": 1}, "he-lsa", sc.lsa_steps, sc.lsa_lr, sc, **run_opts)
     out = Path(out)
     prepare_out(out, force, resume)
-    sc = SCALES[scale]
     began = time.perf_counter()
-    run_opts = {"device": device, "seed": seed, "progress": progress}
-    base = _config({"heads": 2}, _heads_name(2), sc.steps, sc.lr, sc, **run_opts)
     t = base.task
     L, d, sigma2, tau2 = t.n_points, t.d, t.noise_var, t.w_scale**2
 
@@ -206,7 +207,6 @@ def reproduce_he(
     # ---- linear-attention baseline -----------------------------------------------------------------------------
     # LSA has no 1/N: its trained P carries the step η/L of the training length, so at L' it takes L'/L times the
     # right-sized step (too small below L, too large above), whereas softmax's weights average over the context.
-    lsa_cfg = _config({"name": "lsa", "heads": 1}, "he-lsa", sc.lsa_steps, sc.lsa_lr, sc, **run_opts)
     lsa_result, _ = train_run(lsa_cfg, out, resume)
     lsa = lsa_result.model.cpu().double()
     lsa_metrics = {

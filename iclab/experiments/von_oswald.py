@@ -92,9 +92,12 @@ def reproduce_von_oswald(
     if layers < 1:
         raise ConfigError(f"layers: must be an integer >= 1, got {layers}")
     resolve_device(device)  # fail on a missing GPU before anything is written
+    sc = SCALES[scale]
+    for k in range(1, layers + 1):  # every config is validated (seed, device, …) before OUT is touched
+        for tied in (False, True):
+            _model_config(k, tied, sc, device, seed, progress)
     out = Path(out)
     prepare_out(out, force, resume)
-    sc = SCALES[scale]
     began = time.perf_counter()
     base = _model_config(1, False, sc, device, seed, progress)
     task = make_task(base.task)

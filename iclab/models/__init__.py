@@ -17,7 +17,7 @@ import importlib
 import torch
 
 from iclab.config import ConfigError, ModelConfig
-from iclab.models.base import ICLModel
+from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, LSAWeights
 
@@ -45,6 +45,7 @@ def model_class(name: str) -> type[ICLModel]:
 def make_model(config: ModelConfig, d: int, *, generator: torch.Generator | None = None) -> ICLModel:
     """The model named by config.name for inputs of dimension d, initialised from `generator`; with
     config.variance_head, wrapped in a `MeanVarianceModel` (iclab.models.variance) whose head is drawn after it."""
+    generator = seeded_generator(generator)  # one stream: the variance head is drawn after the model, not beside it
     model = model_class(config.name)(config, d, generator=generator)
     if config.variance_head:
         from iclab.models.variance import MeanVarianceModel
