@@ -36,7 +36,7 @@ lint: install-test
 # For scripts/gpu_check.sh: the pure-Python dependencies a GPU image with torch may lack, as wheels in .whl/.
 gpu-wheels: install
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: -d .whl \
-		$$($(BIN)/pip list --format=freeze | grep -iE '^(tyro|docstring.parser|typeguard)==')
+		$$($(BIN)/pip list --format=freeze | grep -iE '^(tyro|docstring.parser|typeguard|typing.extensions)==')
 
 clean:
 	rm -rf $(VENV) runs

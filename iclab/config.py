@@ -521,7 +521,7 @@ def _he(heads: int) -> ExperimentConfig:
 def _garg(small: bool) -> ExperimentConfig:
     # Garg et al.: GPT-2 (12 layers, 8 heads, width 256) on d = 20 with 41 points (40 context + 1 query), Adam 1e-4,
     # batch 64, 500 001 steps, curriculum 5 → 20 dimensions and 11 → 41 points: a GPU budget. The small variant
-    # (d = 5, 10 context points; `iclab reproduce garg`) is a CPU budget of ~10 minutes on one core. Measured on the
+    # (d = 5, 10 context points; `iclab reproduce garg`) is a CPU budget of ~15 minutes on one core. Measured on the
     # way to it (seed 0, nmse gap to least squares at k < d / largest at k ≥ d): width 64, 3 layers, batch 128, lr 1e-3:
     # 1 000 steps 0.27 / 0.36, 6 000 steps 0.12 / 0.21 (batch 64, 10 000 steps: worse; lr 3e-3: stuck on the
     # plateau); width 128, 4 layers, lr 5e-4: 3 000 steps 0.2-level, 6 000 steps 0.04 / 0.11.

@@ -116,8 +116,9 @@ def pointwise_errors(pred: Tensor, prompts: Prompts, metric: str, target: Tensor
     base = metric.removesuffix("_noiseless")
     if base == "error_rate":
         if target.dim() == 3:  # [B, T, k]
-            return (pred.argmax(-1) != target.argmax(-1)).double()
-        return ((pred >= 0) != (target >= 0)).double()
+            wrong = pred.argmax(-1) != target.argmax(-1)
+            return (wrong | pred.isnan().any(-1)).double()
+        return (((pred >= 0) != (target >= 0)) | pred.isnan()).double()  # a NaN prediction is an error
     sq = (pred.double() - target.double()) ** 2
     if sq.dim() == 3:
         sq = sq.sum(-1)

@@ -118,6 +118,8 @@ def test_error_rate_conventions():
     probs = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]], dtype=torch.float64)  # vector targets: argmax
     guess = torch.tensor([[[0.2, 0.7, 0.1], [0.0, 0.1, 0.9]]], dtype=torch.float64)
     assert pointwise_errors(guess, p, "error_rate", target=probs).tolist() == [[1.0, 0.0]]
+    nan = torch.full((len(p), 4), float("nan"))
+    assert pointwise_errors(nan, p, "error_rate", target=target).eq(1).all()
 
 
 def test_bootstrap_band_covers_the_mean_with_the_normal_width():

@@ -1,6 +1,6 @@
 """`iclab reproduce garg`: the pipeline at a tiny budget (outputs, closed forms, refusal to overwrite).
 
-The smoke scale itself trains for ~10 minutes of one CPU core, too long for the suite; its claims are measured in
+The smoke scale itself trains for ~15 minutes of one CPU core, too long for the suite; its claims are measured in
 README.md (seeds 0 and 1), like `iclab reproduce von-oswald --layers 3`. That a small GPT learns to track least
 squares on this task is tested at a 1 000-step budget in tests/test_gpt.py."""
 

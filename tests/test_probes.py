@@ -72,6 +72,7 @@ def test_ridge_batches_over_leading_dimensions():
         sk = SkRidge(alpha=lam[i].item()).fit(f[i].numpy(), t[i].numpy())
         torch.testing.assert_close(coef[i], torch.from_numpy(sk.coef_.T), atol=1e-9, rtol=0)
         torch.testing.assert_close(intercept[i], torch.from_numpy(sk.intercept_), atol=1e-9, rtol=0)
+        torch.testing.assert_close(ridge_predict(f, coef, intercept)[i], torch.from_numpy(sk.predict(f[i].numpy())))
 
 
 def test_lambda_selection_small_for_signal_large_for_noise():

@@ -24,8 +24,8 @@ DRIFT_TOL = 1e-12  # homotopy: a refinement step that moves w by more than this 
 
 def homotopy_reference(A: Tensor, c: Tensor, alpha: Tensor, max_steps: int) -> tuple[Tensor, Tensor]:
     """The exact Lasso solution by the homotopy (LARS with the lasso modification), batched over problems: the
-    plain reference for `homotopy`, which follows the same path with rank-one updates instead of a fresh
-    factorisation per segment, and the fallback where a fast result fails its certificate (`_finish`).
+    plain reference for `homotopy_path`, which follows the same path with rank-one updates instead of a fresh
+    factorisation per segment, and the fallback where a fast result fails its certificate (sparse.py's `_finish`).
 
     A = S/n [P, d, d], c = b/n [P, d], α [P] → (w [P, d], reached [P] bool). The path starts at λ = ‖c‖_∞ with
     w = 0 and lowers λ. On a segment with active set M and signs s, w_M(λ) = u − λδ with u = A_MM⁻¹c_M,

@@ -113,9 +113,11 @@ class ReluNet(MaskedLearner):
         self.name = f"relu_net:{hidden}:steps={steps}:lr={lr:g}"
 
     def init_params(self, batch: int, d: int, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
-        """The initial weights of `batch` problems, exactly as `predict` and `predict_prefixes` draw them."""
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        return init_relu_net(batch, self.hidden, d, generator=generator, dtype=dtype, device=device)
+        """The initial weights of `batch` problems, exactly as `predict` and `predict_prefixes` draw them: on the
+        CPU (the CUDA random stream differs), then moved, so the same seed gives the same nets on every device."""
+        generator = torch.Generator().manual_seed(self.seed)
+        params = init_relu_net(batch, self.hidden, d, generator=generator, dtype=dtype, device="cpu")
+        return {k: v.to(device) for k, v in params.items()}
 
     def _step(self, n: int, d: int) -> int:
         return max(1, self.chunk_elements // max(1, n * max(self.hidden, d)))

@@ -110,8 +110,8 @@ def fit_ridge(features: Tensor, targets: Tensor, lam: float | Tensor) -> tuple[T
 
 
 def ridge_predict(features: Tensor, coef: Tensor, intercept: Tensor) -> Tensor:
-    """features [n, D] → [n, k]."""
-    return features.double() @ coef + intercept
+    """features [..., n, D], coef [..., D, k], intercept [..., k] (as `fit_ridge` returns) → [..., n, k]."""
+    return features.double() @ coef + intercept.unsqueeze(-2)
 
 
 def r2_score(pred: Tensor, target: Tensor) -> float:

@@ -16,6 +16,7 @@ a GPU budget of hours.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,6 @@ from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
 from iclab.evaluation import Curve, error_curves
 from iclab.experiments.common import finish, prepare_out, train_run
 from iclab.report import Claim, format_table
-from iclab.tasks import make_task
 from iclab.training.trainer import resolve_device
 
 __all__ = ["SCALES", "Scale", "reproduce_garg"]
@@ -52,13 +52,13 @@ class Scale:
 
 
 # smoke: preset garg-linear-small, ~15 minutes of one CPU core. Measured (seeds 0 / 1): largest gap to least squares
-# below d 0.036 / 0.033, from k = d on 0.109 / 0.108 (at k = d, where X is square and least squares is at its most
+# below d 0.038 / 0.031, from k = d on 0.112 / 0.113 (at k = d, where X is square and least squares is at its most
 # ill-conditioned; 0.014 at k = 2d); the tolerances leave ~40 % margin. paper: Garg's full budget; the tolerances
-# are Garg's Figure 2 read off (the trained model is on the least-squares curve to within the line width) and have
-# not been measured by iclab yet (no GPU run so far).
+# are Garg's Figure 2 read off (the trained model is on the least-squares curve to within the line width; k = d
+# itself, where the smoke model is furthest off, given 0.1) and have not been measured by iclab (no GPU run so far).
 SCALES = {
     "smoke": Scale("garg-linear-small", None, 2000, 1000, tol_below_d=0.06, tol_beyond_d=0.15),
-    "paper": Scale("garg-linear", None, 1280, 640, tol_below_d=0.05, tol_beyond_d=0.02),
+    "paper": Scale("garg-linear", None, 1280, 640, tol_below_d=0.05, tol_beyond_d=0.1),
 }
 
 
@@ -90,13 +90,12 @@ def reproduce_garg(
     prepare_out(out, force, resume)
     began = time.perf_counter()
     result, run = train_run(cfg, out, resume)
-    model = result.model.eval()
+    model = result.model.eval().cpu().float()
     d = cfg.task.d
 
-    # Held-out prompts of n_points context pairs plus the query: the curve runs over k = 0 … n_points.
-    task = make_task(cfg.task)
-    prompts = task.sample(sc.n_eval, generator=torch.Generator().manual_seed(cfg.eval.seed + 1))
-    learners = {"GPT": model.cpu().float(), "least squares": OLS(), "averaging": Averaging(), "3-NN": KNN(3)}
+    # The run's fixed held-out prompts (n_points context pairs and the query: the curve runs over k = 0 … n_points).
+    prompts = result.eval_prompts[: sc.n_eval].to("cpu", torch.float32)
+    learners = {"GPT": model, "least squares": OLS(), "averaging": Averaging(), "3-NN": KNN(3)}
     curves = error_curves(learners, prompts, metric="nmse")
     k = curves["GPT"].k
     tau2 = cfg.task.w_scale**2
@@ -105,12 +104,11 @@ def reproduce_garg(
     closed_ls = tau2 * np.clip(d - k, 0, None) / d
     one_step = np.array([theory.mahankali_excess_risk(d, int(i), 0.0, tau2) / d if i else tau2 for i in k])
 
-    # Alignment in float64 on held-out prompts.
+    # Alignment in float64 (on a copy) on held-out prompts.
     x, y = prompts.x[: sc.n_align].double(), prompts.y[: sc.n_align].double()
-    alignment = align(model.cpu().double(), x, y)
-    model.float()
+    alignment = align(copy.deepcopy(model).double(), x, y)
 
-    metrics, claims = _claims(curves, closed_ls, one_step, d, sc)
+    metrics, claims = _claims(curves, closed_ls, one_step, d, tau2, sc)
     metrics["alignment"] = alignment.to_dict()
     metrics["train_wall_s"] = result.wall_time_s
     metrics["final_eval_half_mse"] = result.final_eval_half_mse
@@ -176,16 +174,19 @@ def _curve_rows(curves: dict[str, Curve], closed_ls, one_step, d: int) -> list[d
     return rows
 
 
-def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, sc: Scale) -> tuple[dict, list[Claim]]:
+def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, tau2: float, sc: Scale) -> tuple[dict, list[Claim]]:
     gpt, ls = curves["GPT"].mean, curves["least squares"].mean
     k = curves["GPT"].k
     below, beyond = k < d, k >= d
     gap = gpt - ls
-    # Monte Carlo check of the evaluator: least squares within 4 standard errors of its closed form at every k
-    # (the band is ±1.96 SE; closed form 0 from k = d on, where OLS interpolates exactly).
-    se = (curves["least squares"].hi - curves["least squares"].lo) / (2 * 1.96)
+    # Monte Carlo check of the evaluator: least squares within 4 exact standard errors of its closed form at every
+    # k. Below d its error is (x_qᵀPw)²/d with P the projection on the r = d − k dimensional null space of X, and
+    # (Pw, Px_q) independent standard normals in r dimensions, so E = r/d and Var = (2r² + 6r)/d² (times τ⁴): a
+    # heavy tail (r = 1: a product of two χ²₁) that a bootstrap band underestimates. From k = d on it is 0 exactly.
+    r = np.clip(d - k, 0, None)
+    se = tau2 * np.sqrt((2 * r**2 + 6 * r) / curves["least squares"].n_prompts) / d
     ls_z = np.abs(ls - closed_ls) / np.maximum(se, 1e-12)
-    ls_ok = bool(np.all((ls_z <= 4) | (np.abs(ls - closed_ls) < 1e-6)))
+    ls_ok = bool(np.all(np.where(r > 0, ls_z <= 4, np.abs(ls) < 1e-6)))
     others = np.minimum(curves["averaging"].mean, curves["3-NN"].mean)
     metrics = {
         "k": k.tolist(),
@@ -198,9 +199,10 @@ def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, sc: Scale) ->
     claims = [
         Claim(
             "least_squares_closed_form",
-            "the evaluator: Monte Carlo least squares equals its closed form (d − k)/d (k < d), 0 (k ≥ d) within 4 SE",
+            "the evaluator: Monte Carlo least squares equals its closed form (d − k)/d within 4 exact SE (k < d) and 0 "
+            "(k ≥ d); measured: the largest |z|",
             "closed form",
-            float(ls_z.max()),
+            float(ls_z[r > 0].max()),
             "≤ 4 SE",
             ls_ok,
         ),
@@ -240,25 +242,35 @@ def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, sc: Scale) ->
     return metrics, claims
 
 
+READABLE = 0.5  # a layer whose best similarity with any iterate is below this holds no prediction to match
+
+
 def _alignment_claims(alignment) -> list[Claim]:
     """Fu et al.: later layers compute more iterations — a few more Newton iterations per layer, exponentially more
-    GD steps. Claimed: the best-matching Newton iteration and GD step count never fall with depth and grow from the
-    first to the last layer, and the read-out of the last layer predicts better than the first's. Measured at smoke
-    scale (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10; GD 1, 2, 8, 64 / 1, 2, 16, 64 (the first layer holds no
-    readable prediction: similarity ≤ 0.12, so its best match is 0 or 1 either way)."""
+    GD steps. Claimed, over the layers whose read-out is readable (best similarity ≥ READABLE; an untrained or
+    early layer's row is flat noise whose argmax means nothing): the best-matching Newton iteration and GD step
+    count never fall with depth and grow from the first readable layer to the last, and the last layer's read-out
+    predicts better than the first layer's. The Newton grid ends at 10 iterations, where Newton has converged on
+    these problems, so a best match of 10 reads "converged". Measured at smoke scale (seeds 0 / 1): Newton 0, 6,
+    7, 10 / 0, 6, 8, 10; GD 1, 2, 16, 64 / 1, 2, 16, 64; layer 0 unreadable (similarity ≤ 0.15)."""
     readout = alignment.readout_nmse
     claims = []
-    for kind, best in (("newton_iterations", alignment.best_newton), ("gd_steps", alignment.best_gd)):
-        grows = bool(np.all(np.diff(best) >= 0) and best[-1] > best[0])
+    for kind, best, sims in (
+        ("newton_iterations", alignment.best_newton, alignment.newton.max(1)),
+        ("gd_steps", alignment.best_gd, alignment.gd.max(1)),
+    ):
+        readable = best[sims >= READABLE]
+        grows = bool(len(readable) >= 2 and np.all(np.diff(readable) >= 0) and readable[-1] > readable[0])
         what = "Newton iteration" if kind == "newton_iterations" else "GD step count"
+        listed = ", ".join(f"{int(b)}" if s >= READABLE else f"({int(b)})" for b, s in zip(best, sims))
         claims.append(
             Claim(
                 f"later_layers_match_more_{kind}",
                 f"best-matching {what} per layer never falls with depth and grows from the first to the last "
-                f"layer ({', '.join(str(int(s)) for s in best)})",
+                f"readable layer (similarity ≥ {READABLE}; unreadable in brackets): {listed}",
                 "non-decreasing, last > first",
                 float(best[-1]),
-                "monotone",
+                "≥ 2 readable layers, monotone",
                 grows,
             )
         )
