@@ -23,11 +23,12 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
 from iclab.config import PRESETS, ConfigError, ExperimentConfig, TaskConfig, config_to_dict, load_config, preset
+from iclab.experiments import PAPERS
 from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
@@ -152,8 +153,12 @@ def _cmd_compare(args: list[str]) -> int:
 class ReproduceOptions:
     """Reproduce a paper's headline result: prints the table and claims, writes figures and a report."""
 
-    paper: tyro.conf.Positional[Literal["von-oswald", "he", "garg"]]
-    """which paper: von-oswald (LSA = GD / GD++), he (softmax heads = debiased GD), garg (GPT ≈ least squares)"""
+    paper: tyro.conf.Positional[
+        Annotated[
+            Literal[tuple(PAPERS)],  # type: ignore[valid-type]  # the registry's names, so they cannot drift
+            tyro.conf.arg(help="which paper: " + "; ".join(f"{k} — {v[2]}" for k, v in PAPERS.items())),
+        ]
+    ]
     layers: int | None = None
     """von-oswald only — K: train LSA with 1..K layers (tied and untied) against K steps of GD and GD++ (default 1)"""
     device: Literal["cpu", "cuda", "auto"] = "cpu"

@@ -24,5 +24,9 @@ PAPERS: dict[str, tuple[str, str, str]] = {
 
 def reproduction(paper: str) -> Callable[..., dict[str, Any]]:
     """The reproduce function of `paper` (one of PAPERS)."""
+    if paper not in PAPERS:
+        from iclab.config import ConfigError
+
+        raise ConfigError(f"paper: unknown value {paper!r}; choose one of: {', '.join(PAPERS)}")
     module, function, _ = PAPERS[paper]
     return getattr(importlib.import_module(f"iclab.experiments.{module}"), function)
