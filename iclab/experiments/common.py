@@ -18,8 +18,18 @@ from iclab.config import ConfigError, ExperimentConfig, config_to_dict
 from iclab.report import Claim, write_report
 from iclab.runs import RunDir, atomic_write_bytes
 from iclab.training import TrainResult, train
+from iclab.training.trainer import resolve_device
 
-__all__ = ["MARKER", "finish", "prepare_out", "standard_error", "train_run"]
+__all__ = ["MARKER", "finish", "pick_scale", "prepare_out", "standard_error", "train_run"]
+
+
+def pick_scale(scales: dict[str, Any], scale: str, device: str) -> Any:
+    """scales[scale], after checking the scale's name and that `device` exists (a missing GPU fails here, before
+    anything is written)."""
+    if scale not in scales:
+        raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(scales)}")
+    resolve_device(device)
+    return scales[scale]
 
 
 MARKER = ".iclab-reproduction"  # written into every OUT this code creates; `force` deletes only such directories

@@ -29,11 +29,10 @@ from iclab import plotting, theory
 from iclab.algorithms.least_squares import OLS
 from iclab.algorithms.local import KNN, Averaging
 from iclab.analysis.alignment import align, plot_alignment
-from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
+from iclab.config import ExperimentConfig, config_to_dict, preset
 from iclab.evaluation import Curve, error_curves
-from iclab.experiments.common import finish, prepare_out, train_run
+from iclab.experiments.common import finish, pick_scale, prepare_out, train_run
 from iclab.report import Claim, format_table
-from iclab.training.trainer import resolve_device
 
 __all__ = ["SCALES", "Scale", "reproduce_garg"]
 
@@ -81,10 +80,7 @@ def reproduce_garg(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the reproduction; returns {"name", "config", "metrics", "claims", "table"} (also in results.json)."""
-    if scale not in SCALES:
-        raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
-    resolve_device(device)  # fail on a missing GPU before anything is written
-    sc = SCALES[scale]
+    sc = pick_scale(SCALES, scale, device)
     cfg = _config(sc, device, seed, progress)  # validated before OUT is touched
     out = Path(out)
     prepare_out(out, force, resume)

@@ -28,11 +28,10 @@ from iclab import plotting, theory
 from iclab.algorithms.gd import DebiasedGD
 from iclab.analysis.compare import compare_learners, half_mse
 from iclab.analysis.patterns import circuit_statistics
-from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
-from iclab.experiments.common import finish, prepare_out, standard_error, train_run
+from iclab.config import ExperimentConfig, config_to_dict, preset
+from iclab.experiments.common import finish, pick_scale, prepare_out, standard_error, train_run
 from iclab.report import Claim, format_table
 from iclab.tasks import Prompts, make_task
-from iclab.training.trainer import resolve_device
 
 __all__ = ["SCALES", "TEST_LENGTHS", "Scale", "reproduce_he"]
 
@@ -134,10 +133,7 @@ def reproduce_he(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the reproduction; returns {"name", "config", "metrics", "claims", "table"} (also in results.json)."""
-    if scale not in SCALES:
-        raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
-    resolve_device(device)  # fail on a missing GPU before anything is written
-    sc = SCALES[scale]
+    sc = pick_scale(SCALES, scale, device)
     run_opts = {"device": device, "seed": seed, "progress": progress}
     base = _config({"heads": 2}, _heads_name(2), sc.steps, sc.lr, sc, **run_opts)  # validated before OUT is touched
     lsa_cfg = _config({"name": "lsa", "heads": 1}, "he-lsa", sc.lsa_steps, sc.lsa_lr, sc, **run_opts)

@@ -23,10 +23,9 @@ from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.tuning import StepSizes, tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
-from iclab.experiments.common import finish, prepare_out, standard_error, train_run
+from iclab.experiments.common import finish, pick_scale, prepare_out, standard_error, train_run
 from iclab.report import Claim, format_table
 from iclab.tasks import make_task
-from iclab.training.trainer import resolve_device
 
 __all__ = ["SCALES", "Scale", "reproduce_von_oswald"]
 
@@ -87,12 +86,9 @@ def reproduce_von_oswald(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the reproduction; returns {"name", "config", "metrics", "claims", "table"} (also in results.json)."""
-    if scale not in SCALES:
-        raise ConfigError(f"scale: unknown value {scale!r}; choose one of: {', '.join(SCALES)}")
     if layers < 1:
         raise ConfigError(f"layers: must be an integer >= 1, got {layers}")
-    resolve_device(device)  # fail on a missing GPU before anything is written
-    sc = SCALES[scale]
+    sc = pick_scale(SCALES, scale, device)
     for k in range(1, layers + 1):  # every config is validated (seed, device, …) before OUT is touched
         for tied in (False, True):
             _model_config(k, tied, sc, device, seed, progress)
