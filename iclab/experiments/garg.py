@@ -48,6 +48,8 @@ class Scale:
     n_align: int
     tol_below_d: float
     tol_beyond_d: float
+    newton_iters: int = 10
+    """Newton iterations 0 … newton_iters in the alignment (d = 5 converges by 10; d = 20 at k ≈ d needs more)"""
 
 
 # smoke: preset garg-linear-small, ~15 minutes of one CPU core. Measured (seeds 0 / 1): largest gap to least squares
@@ -57,7 +59,7 @@ class Scale:
 # itself, where the smoke model is furthest off, given 0.1) and have not been measured by iclab (no GPU run so far).
 SCALES = {
     "smoke": Scale("garg-linear-small", None, 2000, 1000, tol_below_d=0.06, tol_beyond_d=0.15),
-    "paper": Scale("garg-linear", None, 1280, 640, tol_below_d=0.05, tol_beyond_d=0.1),
+    "paper": Scale("garg-linear", None, 1280, 640, tol_below_d=0.05, tol_beyond_d=0.1, newton_iters=20),
 }
 
 
@@ -102,7 +104,7 @@ def reproduce_garg(
 
     # Alignment in float64 (on a copy) on held-out prompts.
     x, y = prompts.x[: sc.n_align].double(), prompts.y[: sc.n_align].double()
-    alignment = align(copy.deepcopy(model).double(), x, y)
+    alignment = align(copy.deepcopy(model).double(), x, y, newton_iters=tuple(range(sc.newton_iters + 1)))
 
     metrics, claims = _claims(curves, closed_ls, one_step, d, tau2, sc)
     metrics["alignment"] = alignment.to_dict()
@@ -246,9 +248,10 @@ def _alignment_claims(alignment) -> list[Claim]:
     GD steps. Claimed, over the layers whose read-out is readable (best similarity ≥ READABLE; an untrained or
     early layer's row is flat noise whose argmax means nothing): the best-matching Newton iteration and GD step
     count never fall with depth and grow from the first readable layer to the last, and the last layer's read-out
-    predicts better than the first layer's. The Newton grid ends at 10 iterations, where Newton has converged on
-    these problems, so a best match of 10 reads "converged". Measured at smoke scale (seeds 0 / 1): Newton 0, 6,
-    7, 10 / 0, 6, 8, 10; GD 1, 2, 16, 64 / 1, 2, 16, 64; layer 0 unreadable (similarity ≤ 0.15)."""
+    predicts better than the first layer's. The Newton grid ends at Scale.newton_iters (10 at smoke scale, where
+    Newton has converged on these problems, so a best match of 10 reads "converged"). Measured at smoke scale
+    (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10; GD 1, 2, 16, 64 / 1, 2, 16, 64; layer 0 unreadable (similarity
+    ≤ 0.15)."""
     readout = alignment.readout_nmse
     claims = []
     for kind, best, sims in (
