@@ -396,6 +396,15 @@ class ExperimentConfig:
         n = self.name
         if not isinstance(n, str) or not n or "/" in n or "\\" in n or n in (".", ".."):
             _fail("name", "a non-empty name without '/' or '\\' (it names the run directory)", n)
+        if self.train.seed + 1 == self.eval.seed:
+            # the trainer's data stream is seeded train.seed + 1 and the held-out set eval.seed: equal seeds would
+            # make the first training prompts the held-out ones
+            _fail(
+                "train.seed",
+                f"a seed other than eval.seed − 1 = {self.eval.seed - 1} (its training prompts would be the held-out "
+                "ones)",
+                self.train.seed,
+            )
         if self.task.name in VECTOR_TASKS:
             raise ConfigError(
                 f"task.name: {self.task.name!r} has vector targets and model {self.model.name!r} predicts one value "

@@ -134,6 +134,14 @@ def test_invalid_value_from_json_one_line_error(case):
     assert "\n" not in msg and msg.startswith(f"{field}: "), msg
 
 
+def test_training_stream_never_equals_the_held_out_stream():
+    with pytest.raises(ConfigError, match=r"^train\.seed: .*eval\.seed − 1 = 12344"):
+        ExperimentConfig(train=TrainConfig(seed=12344))
+    with pytest.raises(ConfigError, match=r"^train\.seed: "):
+        ExperimentConfig(train=TrainConfig(seed=6), eval=EvalConfig(seed=7))
+    ExperimentConfig(train=TrainConfig(seed=7), eval=EvalConfig(seed=7))  # model init and held-out set: no overlap
+
+
 def test_config_error_is_value_error():
     assert issubclass(ConfigError, ValueError)
 
