@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from reference_checks import assert_rel_close
 
 from iclab.algorithms.base import MaskedLearner
-from iclab.algorithms.nets import ReluNet
+from iclab.algorithms.nets import INIT_BLOCK, PARAMS, ReluNet
 from iclab.algorithms.registry import LearnerSpecError, make_learner
 
 _close = partial(assert_rel_close, rtol=1e-5)
@@ -112,6 +112,18 @@ def test_relu_net_fits_and_is_independent_of_other_prompts_and_of_grad_mode():
     # float32 inputs give float32 outputs close to the float64 ones
     out32 = learner.predict(X.float(), y.float(), Xq.float(), mask)
     assert out32.dtype == torch.float32 and torch.allclose(out32.double(), out, atol=1e-3)
+
+
+def test_initial_weights_depend_on_the_problem_index_alone():
+    # Any window of problems, across block boundaries, is the same slice of the whole sequence; blocks differ.
+    learner = ReluNet(hidden=4, seed=3)
+    whole = learner.init_params(2 * INIT_BLOCK + 10, 2, torch.float64, "cpu")
+    for start, size in ((0, 5), (INIT_BLOCK - 3, 7), (INIT_BLOCK + 1, INIT_BLOCK + 5), (2 * INIT_BLOCK, 10)):
+        part = learner.init_params(size, 2, torch.float64, "cpu", start=start)
+        for k in PARAMS:
+            assert torch.equal(part[k], whole[k][start : start + size]), (k, start, size)
+    assert not torch.equal(whole["W"][:10], whole["W"][INIT_BLOCK : INIT_BLOCK + 10])
+    assert learner.init_params(0, 2, torch.float64, "cpu")["W"].shape == (0, 4, 2)
 
 
 def test_seed_changes_the_initial_weights():

@@ -7,8 +7,10 @@ einsums. The objective is Σ_b loss_b, a *sum* over prompts of per-prompt means,
 its own; the gradients are written out by hand and Adam (PyTorch's arithmetic: β = (0.9, 0.999), ε = 1e-8, bias
 corrections) acts elementwise, so prompts never couple — no autograd, so it also runs under `torch.no_grad` or
 `torch.inference_mode`. Initial weights are PyTorch's `nn.Linear` default, U(±1/√fan_in), drawn for every prompt
-(and every prefix in `predict_prefixes`) independently from one `torch.Generator` seeded by `seed`, all at once
-before any chunking, so the result does not depend on `chunk_elements`. An empty context predicts 0.
+(and every prefix in `predict_prefixes`) independently: problem i's net comes from block i // INIT_BLOCK, drawn on
+the CPU from a generator seeded by (seed, block). So a problem's net depends on (seed, i) alone — not on
+`chunk_elements`, not on the device — and only the current chunk's nets are ever held in memory. An empty context
+predicts 0.
 
 Garg et al. (REFERENCE §2) use H = 100, Adam lr 5e-3, 100 steps, batch 100 (≥ the context, so full batch) and
 PyTorch's `nn.MSELoss` over the stacked batch, i.e. a mean over prompts too: that only rescales each prompt's
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +32,7 @@ from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, pars
 __all__ = ["LEARNERS", "ReluNet", "fit_relu_net", "init_relu_net", "relu_net_forward"]
 
 PARAMS = ("W", "b", "a", "c")
+INIT_BLOCK = 1024  # problems per independently seeded block of initial weights
 
 
 def init_relu_net(
@@ -97,6 +101,11 @@ def fit_relu_net(
     return p
 
 
+def _block_seed(seed: int, block: int) -> int:
+    """A 32-bit seed mixed from (seed, block) (torch's CPU generator keeps 32 bits: seed·2³² + block would not do)."""
+    return int(np.random.SeedSequence([seed, block]).generate_state(1)[0])
+
+
 class ReluNet(MaskedLearner):
     """A 2-layer ReLU net per prompt, `hidden` units, `steps` full-batch Adam steps at `lr` (module docstring).
 
@@ -112,12 +121,27 @@ class ReluNet(MaskedLearner):
         self.hidden, self.steps, self.lr, self.seed, self.dtype = hidden, steps, lr, seed, dtype
         self.name = f"relu_net:{hidden}:steps={steps}:lr={lr:g}"
 
-    def init_params(self, batch: int, d: int, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
-        """The initial weights of `batch` problems, exactly as `predict` and `predict_prefixes` draw them: on the
-        CPU (the CUDA random stream differs), then moved, so the same seed gives the same nets on every device."""
-        generator = torch.Generator().manual_seed(self.seed)
-        params = init_relu_net(batch, self.hidden, d, generator=generator, dtype=dtype, device="cpu")
-        return {k: v.to(device) for k, v in params.items()}
+    def init_params(
+        self, batch: int, d: int, dtype: torch.dtype, device: torch.device | str, start: int = 0
+    ) -> dict[str, Tensor]:
+        """The initial weights of problems start … start + batch − 1, exactly as `predict` and `predict_prefixes`
+        draw them (module docstring): whole blocks on the CPU, sliced, then moved to `device`."""
+        first, last = start // INIT_BLOCK, (start + batch - 1) // INIT_BLOCK
+        blocks = [
+            init_relu_net(
+                INIT_BLOCK,
+                self.hidden,
+                d,
+                generator=torch.Generator().manual_seed(_block_seed(self.seed, block)),
+                dtype=dtype,
+                device="cpu",
+            )
+            for block in range(first, last + 1)
+        ]
+        if not blocks:  # batch 0
+            return init_relu_net(0, self.hidden, d, generator=torch.Generator(), dtype=dtype, device=device)
+        offset = start - first * INIT_BLOCK
+        return {k: torch.cat([b[k] for b in blocks])[offset : offset + batch].to(device) for k in PARAMS}
 
     def _step(self, n: int, d: int) -> int:
         return max(1, self.chunk_elements // max(1, n * max(self.hidden, d)))
@@ -131,11 +155,10 @@ class ReluNet(MaskedLearner):
         """x_ctx [B, n, d], y_ctx [B, n] (masked rows zero, ignored through the mask), x_q [B, m, d] → [B, m]."""
         ct = self.dtype or x_ctx.dtype
         B, n, d = x_ctx.shape
-        params = self.init_params(B, d, ct, x_ctx.device)
         step = self._step(n, d)
         out = [
             self._fit_predict(
-                {k: t[s : s + step] for k, t in params.items()},
+                self.init_params(min(step, B - s), d, ct, x_ctx.device, start=s),
                 x_ctx[s : s + step].to(ct),
                 y_ctx[s : s + step].to(ct),
                 x_q[s : s + step].to(ct),
@@ -151,12 +174,11 @@ class ReluNet(MaskedLearner):
             return super().predict_prefixes(x, y)
         ct = self.dtype or x.dtype
         B, T, d = x.shape
-        params = self.init_params(B * T, d, ct, x.device)  # problem b·T + t is prompt b at prefix t
         step = max(1, self._step(max(T - 1, 1), d) // max(T, 1))
         out = []
         for s in range(0, B, step):
             x_ctx, y_ctx, x_q, mask = expand_prefixes(x[s : s + step].to(ct), y[s : s + step].to(ct))
-            chunk = {k: t[s * T : (s + step) * T] for k, t in params.items()}
+            chunk = self.init_params(min(step, B - s) * T, d, ct, x.device, start=s * T)  # problem b·T + t: (b, t)
             out.append(self._fit_predict(chunk, x_ctx, y_ctx, x_q, mask).reshape(-1, T))
         return torch.cat(out).to(x.dtype)
 
