@@ -28,6 +28,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "preset",
+    "target_dim",
 ]
 
 
@@ -85,6 +86,7 @@ TaskName = Literal[
 ]
 TASKS: tuple[str, ...] = typing.get_args(TaskName)
 VECTOR_TASKS = ("linear_dynamics", "softmax_regression")  # y ∈ R^k
+VECTOR_MODELS = ("gpt",)  # models with a k-dimensional output head (the others predict one value per query)
 W_PRIORS = ("gaussian", "sign", "low_rank")
 MIX_BY = ("prompt", "batch")
 ModelName = Literal["lsa", "softmax", "gpt", "lsa_features", "separate", "lla", "ssm"]
@@ -381,6 +383,11 @@ class EvalConfig:
             _real("eval.alphas", a, low=0.0, strict=True)
 
 
+def target_dim(task: TaskConfig) -> int | None:
+    """k of vector targets y ∈ R^k: n_classes for softmax_regression, d for linear_dynamics; None for scalar."""
+    return {"softmax_regression": task.n_classes, "linear_dynamics": task.d}.get(task.name)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that defines a run; stored resolved in the run's config.json."""
@@ -405,12 +412,18 @@ class ExperimentConfig:
                 "ones)",
                 self.train.seed,
             )
-        if self.task.name in VECTOR_TASKS:
+        if self.task.name in VECTOR_TASKS and (self.model.name not in VECTOR_MODELS or self.model.variance_head):
+            what = "with a variance head " if self.model.name in VECTOR_MODELS else ""
             raise ConfigError(
-                f"task.name: {self.task.name!r} has vector targets and model {self.model.name!r} predicts one value "
-                "per query; "
-                f"choose a scalar task ({', '.join(t for t in TASKS if t not in VECTOR_TASKS)})"
+                f"task.name: {self.task.name!r} has vector targets and model {self.model.name!r} {what}predicts one "
+                f"value per query; choose a scalar task ({', '.join(t for t in TASKS if t not in VECTOR_TASKS)}) "
+                f"or model {', '.join(VECTOR_MODELS)} (no variance head)"
             )
+
+    @property
+    def target_dim(self) -> int | None:
+        """k of the task's vector targets y ∈ R^k (the model's output head), None for scalar targets."""
+        return target_dim(self.task)
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         """Copy with sections replaced by dicts of field overrides, e.g. replace(train={"steps": 10})."""

@@ -117,6 +117,12 @@ def analyze_run(
             raise ConfigError(f"what: unknown analysis {name!r}; choose one of: {', '.join(ANALYSES)}")
     run = RunDir.open(path)
     config = config_from_dict(run.config())
+    scalar_only = [name for name in what if name in ("implicit", "alignment")]
+    if config.target_dim is not None and scalar_only:
+        raise ConfigError(
+            f"what: {scalar_only[0]!r} reads a model with one output per query; task {config.task.name!r} has "
+            f"vector targets (k = {config.target_dim}); choose from: probes, weights"
+        )
     model = load_model(run).double().eval()
     out = Path(path) / "analysis" if out is None else Path(out)
     task = make_task(config.task)

@@ -16,7 +16,7 @@ import importlib
 
 import torch
 
-from iclab.config import ConfigError, ModelConfig
+from iclab.config import VECTOR_MODELS, ConfigError, ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, LSAWeights
@@ -42,11 +42,22 @@ def model_class(name: str) -> type[ICLModel]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_model(config: ModelConfig, d: int, *, generator: torch.Generator | None = None) -> ICLModel:
-    """The model named by config.name for inputs of dimension d, initialised from `generator`; with
-    config.variance_head, wrapped in a `MeanVarianceModel` (iclab.models.variance) whose head is drawn after it."""
+def make_model(
+    config: ModelConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None
+) -> ICLModel:
+    """The model named by config.name for inputs of dimension d (and vector targets y ∈ R^k: gpt only, see
+    ExperimentConfig.target_dim), initialised from `generator`; with config.variance_head, wrapped in a
+    `MeanVarianceModel` (iclab.models.variance) whose head is drawn after it."""
     generator = seeded_generator(generator)  # one stream: the variance head is drawn after the model, not beside it
-    model = model_class(config.name)(config, d, generator=generator)
+    if k is None:
+        model = model_class(config.name)(config, d, generator=generator)
+    elif config.name in VECTOR_MODELS and not config.variance_head:
+        model = model_class(config.name)(config, d, k=k, generator=generator)
+    else:
+        raise ConfigError(
+            f"model.name: vector targets (k = {k}) need model {', '.join(VECTOR_MODELS)} without a "
+            f"variance head, got {config.name!r}"
+        )
     if config.variance_head:
         from iclab.models.variance import MeanVarianceModel
 

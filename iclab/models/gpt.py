@@ -2,7 +2,8 @@
 
     e_l   = tok_l W_E + b_E + W_pos[l]                    linear read-in of [x] / [y, 0, …, 0] tokens, learned positions
     r     = r + Attn(LN₁(r)),  r = r + MLP(LN₂(r))       per block; Attn causal multi-head softmax, MLP GELU
-    out_l = LN_f(r_l) W_U + b_U                          one value per token; ŷ_t is read at x_t's token
+    out_l = LN_f(r_l) W_U + b_U                          one value per token (k for vector targets y ∈ R^k);
+                                                         ŷ_t is read at x_t's token
 
 Per head h (TransformerLens convention, row vectors): q = r W_Q[h] + b_Q[h], k = r W_K[h] + b_K[h],
 v = r W_V[h] + b_V[h], pattern = softmax(q kᵀ/√d_head + causal mask), z = pattern v, out = Σ_h z W_O[h] + b_O.
@@ -156,11 +157,10 @@ class GPT(ICLModel):
     hook_attn_scores / hook_pattern / hook_z, blocks.{l}.mlp.hook_post.
     """
 
-    layout = InterleavedLayout()
-
-    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+    def __init__(self, config: ModelConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
+        self.layout = InterleavedLayout(k)  # k: vector targets y ∈ R^k, one output per coordinate (None: scalar)
         if config.width % config.heads:
             raise ValueError(f"model.width: must be a multiple of model.heads ({config.heads}), got {config.width}")
         self.config, self.d = config, d
@@ -174,13 +174,15 @@ class GPT(ICLModel):
             Block(width, config.heads, hidden, out_std, generator) for _ in range(config.layers)
         )
         self.ln_final = nn.LayerNorm(width)
-        self.W_U = _uniform((width, 1), 1 / math.sqrt(width), generator)  # read-out, nn.Linear default init
-        self.b_U = _uniform((1,), 1 / math.sqrt(width), generator)
+        k_out = self.layout.out_dim
+        self.W_U = _uniform((width, k_out), 1 / math.sqrt(width), generator)  # read-out, nn.Linear default init
+        self.b_U = _uniform((k_out,), 1 / math.sqrt(width), generator)
         self.hook_embed = HookPoint()  # [B, L, d_model] read-in of the tokens
         self.hook_pos_embed = HookPoint()  # [L, d_model] (or [B, L, d_model] for given positions)
 
     def forward(self, tokens: Tensor, *, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """tokens [B, L, D] (interleaved, L ≤ 2·max_points) → outputs [B, L, 1] (read at x tokens by the layout).
+        """tokens [B, L, D] (interleaved, L ≤ 2·max_points) → outputs [B, L, k_out] (k_out = 1, or k for vector
+        targets; read at the x tokens by the layout).
 
         mask [L, L] bool (True: may attend; default causal); positions [L] long (default 0 … L − 1).
         """
@@ -194,7 +196,7 @@ class GPT(ICLModel):
         resid = self.hook_embed(tokens @ self.W_E + self.b_E) + self.hook_pos_embed(pos)  # [B, L, d_model]
         for block in self.blocks:
             resid = block(resid, mask)
-        return self.ln_final(resid) @ self.W_U + self.b_U  # [B, L, 1]
+        return self.ln_final(resid) @ self.W_U + self.b_U  # [B, L, k_out]
 
     def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T] in one causal pass: prediction t (at x_t's token) sees points < t."""

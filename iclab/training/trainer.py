@@ -116,7 +116,9 @@ def train(
     t = config.train
     device, dtype = resolve_device(t.device), DTYPES[t.dtype]
     task = make_task(config.task)
-    model = make_model(config.model, config.task.d, generator=torch.Generator().manual_seed(t.seed))
+    model = make_model(
+        config.model, config.task.d, k=config.target_dim, generator=torch.Generator().manual_seed(t.seed)
+    )
     model = model.to(device=device, dtype=dtype)
     opt = torch.optim.AdamW(
         model.parameters(),
@@ -224,7 +226,7 @@ def load_model(run: RunDir) -> nn.Module:
     from iclab.config import config_from_dict
 
     config = config_from_dict(run.config())
-    model = make_model(config.model, config.task.d, generator=torch.Generator().manual_seed(0))
+    model = make_model(config.model, config.task.d, k=config.target_dim, generator=torch.Generator().manual_seed(0))
     tensors, _ = run.load_checkpoint()
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
     return model.to(DTYPES[config.train.dtype])
