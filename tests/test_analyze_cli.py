@@ -76,7 +76,15 @@ def test_analyses_a_model_cannot_answer_are_one_line_errors(tmp_path, capsys):
 def test_scalar_analyses_refuse_a_vector_target_run_in_one_line(tmp_path, capsys, what):
     argv = ["train", "--task.name", "softmax_regression", "--task.d", "3", "--task.n-points", "6"]
     argv += ["--model.name", "gpt", "--model.width", "16", "--model.max-points", "8", "--train.steps", "2"]
-    argv += ["--train.eval-every", "1", "--train.checkpoint-every", "2", "--eval.n-prompts", "16", "--train.no-progress"]
+    argv += [
+        "--train.eval-every",
+        "1",
+        "--train.checkpoint-every",
+        "2",
+        "--eval.n-prompts",
+        "16",
+        "--train.no-progress",
+    ]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()
     assert main(["analyze", str(tmp_path / "run"), "--what", what, "--n-prompts", "50"]) == 2
