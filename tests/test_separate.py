@@ -200,3 +200,13 @@ def test_trained_model_learns_the_copy_and_reaches_one_step_gd(tmp_path):
     assert scores["copy_mass"] > 6 * scores["chance"], msg
     assert result.final_eval_half_mse < 1.1 * gd1, msg
     plot_copy_pattern(result.model, result.eval_prompts[:200], tmp_path / "copy.png")
+
+
+def test_checkpoints_from_before_the_shared_attention_layer_still_load():
+    # the copy layer's weights were stored as copy.W_Q …; they now live in copy.attn.W_Q …
+    model = _model(seed=1)
+    old = {k.replace("copy.attn.", "copy."): v for k, v in model.state_dict().items()}
+    assert "copy.W_Q" in old
+    other = _model(seed=2)
+    other.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values(), strict=True))

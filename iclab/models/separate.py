@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.models.lsa import LSA, AttentionHooks, LSAWeights
+from iclab.models.lsa import LSA, LSAWeights
+from iclab.models.softmax import SoftmaxAttentionLayer
 from iclab.plotting import new_figure, save_figure
 from iclab.tasks.base import Prompts
 from iclab.tokens import SeparateLayout
@@ -39,7 +40,8 @@ PATTERN = "copy.attn.hook_pattern"
 
 
 class SoftmaxCopyLayer(HookedModule):
-    """Multi-head softmax attention over the context tokens with a residual update; weights [heads, D, D].
+    """Multi-head softmax attention over the context tokens (iclab.models.softmax.SoftmaxAttentionLayer, scores
+    scaled by 1/√D) with a residual update; weights [heads, D, D].
 
     Hook points: ``attn.hook_q`` [B, H, T, D], ``attn.hook_k`` / ``attn.hook_v`` [B, H, 2n, D],
     ``attn.hook_pattern`` [B, H, T, 2n] (softmax probabilities; each row sums to 1), ``hook_attn_out`` and
@@ -50,33 +52,39 @@ class SoftmaxCopyLayer(HookedModule):
 
     def __init__(self, width: int, heads: int, generator: torch.Generator | None = None):
         super().__init__()
-        shape = (heads, width, width)
-        for name, scale in (("W_Q", 1.0), ("W_K", 1.0), ("W_V", 0.1), ("W_O", 0.1)):
-            setattr(self, name, nn.Parameter(torch.randn(shape, generator=generator) * (scale / math.sqrt(width))))
-        self.attn = AttentionHooks()
+        std = 1 / math.sqrt(width)
+        self.attn = SoftmaxAttentionLayer(width, heads, std, generator, scale=std)
+        with torch.no_grad():  # W_V, W_O drawn as the others, then shrunk 10x
+            self.attn.W_V.mul_(0.1)
+            self.attn.W_O.mul_(0.1)
         self.hook_attn_out = HookPoint()
         self.hook_resid_post = HookPoint()
+
+    W_Q = property(lambda self: self.attn.W_Q)
+    W_K = property(lambda self: self.attn.W_K)
+    W_V = property(lambda self: self.attn.W_V)
+    W_O = property(lambda self: self.attn.W_O)
 
     @property
     def W_KQ(self) -> Tensor:
         """[heads, D, D]: score(i, j) = e_iᵀ W_KQ e_j / √D (key i, query j)."""
-        return self.W_K.transpose(-1, -2) @ self.W_Q
+        return self.attn.W_KQ
 
     @property
     def W_OV(self) -> Tensor:
         """[heads, D, D]: key i writes W_OV e_i times its attention weight."""
-        return self.W_O @ self.W_V
+        return self.attn.W_OV
 
     def forward(self, z: Tensor, n_keys: int) -> Tensor:
         """z [B, T, D] → [B, T, D]; the first n_keys tokens are keys and values."""
-        ctx = z[:, :n_keys]  # [B, N, D]
-        q = self.attn.hook_q(torch.einsum("btd,hed->bhte", z, self.W_Q))  # [B, H, T, D]
-        k = self.attn.hook_k(torch.einsum("bnd,hed->bhne", ctx, self.W_K))  # [B, H, N, D]
-        v = self.attn.hook_v(torch.einsum("bnd,hed->bhne", ctx, self.W_V))  # [B, H, N, D]
-        scores = q @ k.transpose(-1, -2) / math.sqrt(z.shape[-1])  # [B, H, T, N]
-        pattern = self.attn.hook_pattern(scores.softmax(dim=-1))  # [B, H, T, N]
-        update = torch.einsum("bhte,hfe->btf", pattern @ v, self.W_O)  # [B, H, T, D] → [B, T, D]
-        return self.hook_resid_post(z + self.hook_attn_out(update))
+        return self.hook_resid_post(z + self.hook_attn_out(self.attn(z, n_keys)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the layer was built on SoftmaxAttentionLayer hold copy.W_Q, not copy.attn.W_Q
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            if prefix + name in state_dict:
+                state_dict[f"{prefix}attn.{name}"] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class SeparateTokenModel(ICLModel):

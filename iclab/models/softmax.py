@@ -42,8 +42,11 @@ class SoftmaxAttentionLayer(HookedModule):
 
     fast = True  # scaled_dot_product_attention unless the pattern is observed (set False for the naive form)
 
-    def __init__(self, width: int, heads: int, std: float, generator: torch.Generator | None = None):
+    def __init__(
+        self, width: int, heads: int, std: float, generator: torch.Generator | None = None, scale: float = 1.0
+    ):
         super().__init__()
+        self.scale = scale  # score(i, j) = scale · k_iᵀ q_j (He et al.: 1; the separate model's copy layer: 1/√D)
         for name in ("W_Q", "W_K", "W_V", "W_O"):
             init = torch.randn((heads, width, width), generator=generator) * std
             setattr(self, name, nn.Parameter(init))
@@ -54,7 +57,7 @@ class SoftmaxAttentionLayer(HookedModule):
 
     @property
     def W_KQ(self) -> Tensor:
-        """[H, D, D]: score(i, j) = e_iᵀ W_KQ e_j (key token i, query token j)."""
+        """[H, D, D]: score(i, j) = scale · e_iᵀ W_KQ e_j (key token i, query token j)."""
         return self.W_K.transpose(-1, -2) @ self.W_Q
 
     @property
@@ -69,14 +72,14 @@ class SoftmaxAttentionLayer(HookedModule):
         k = self.hook_k(torch.einsum("bnd,hed->bhne", ctx, self.W_K))  # [B, H, N, D_head]
         v = self.hook_v(torch.einsum("bnd,hed->bhne", ctx, self.W_V))  # [B, H, N, D_head]
         if self.fast and not self.hook_pattern._forward_hooks:
-            heads_out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # [B, H, T, D_head]
+            heads_out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # [B, H, T, D_head]
         else:
             heads_out = self.naive_attention(q, k, v)
         return torch.einsum("bhte,hfe->btf", heads_out, self.W_O)  # [B, T, D]
 
     def naive_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """The softmax written out: q [B, H, T, E], k, v [B, H, N, E] → [B, H, T, E] (the reference for SDPA)."""
-        scores = q @ k.transpose(-1, -2)  # [B, H, T, N]
+        scores = (q @ k.transpose(-1, -2)) * self.scale  # [B, H, T, N]
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))  # [B, H, T, N]
         return pattern @ v
 
