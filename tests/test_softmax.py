@@ -18,7 +18,16 @@ from iclab import theory
 from iclab.algorithms.gd import DebiasedGD
 from iclab.analysis import half_mse
 from iclab.analysis.patterns import attention_patterns, circuit_statistics
-from iclab.config import ConfigError, EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig, config_to_dict
+from iclab.config import (
+    ConfigError,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TaskConfig,
+    TrainConfig,
+    config_to_dict,
+    preset,
+)
 from iclab.models import make_model
 from iclab.models.softmax import SoftmaxAttention
 from iclab.runs import RunDir
@@ -243,27 +252,12 @@ def test_two_head_construction_is_debiased_gd():
 # off-diagonal mass ≤ 0.004, max diagonal cv ≤ 0.03, key-y mass ≤ 0.001, KQ diagonal means ≈ ±0.22, OV last-entry
 # mass ≥ 0.9997, zero-sum ≤ 0.008, implied step within 1 % of the optimum 1/45.5, R² of log p on x_iᵀx_q ≥ 0.996.
 # The thresholds below are several times looser.
-HE_TASK = TaskConfig(d=5, n_points=40, x_dist="gaussian", x_scale=1.0, w_scale=(1 / 5) ** 0.5, noise_var=0.1)
+HE = preset("he-2-heads").replace(train={"eval_every": 500, "checkpoint_every": 500, "progress": False})
+HE_TASK = HE.task
 
 
 def _train_he(heads: int):
-    return train(
-        ExperimentConfig(
-            task=HE_TASK,
-            model=ModelConfig(name="softmax", heads=heads),
-            train=TrainConfig(
-                steps=1000,
-                batch_size=256,
-                lr=1e-2,
-                schedule="cosine",
-                eval_every=500,
-                checkpoint_every=500,
-                progress=False,
-            ),
-            eval=EvalConfig(n_prompts=10_000),
-            name=f"he-{heads}-heads",
-        )
-    )
+    return train(HE.replace(model={"heads": heads}, name=f"he-{heads}-heads"))
 
 
 def _optimum() -> tuple[float, float]:
