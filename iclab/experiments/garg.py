@@ -98,7 +98,8 @@ def reproduce_garg(
     k = curves["GPT"].k
     tau2 = cfg.task.w_scale**2
     # Noiseless isotropic closed forms (nmse = excess risk / d): min-norm least squares τ²(d − k)/d before k = d
-    # and 0 after (REFERENCE §6); the best single GD step (Mahankali) τ²(d + 1)/(k + d + 1), τ² at k = 0.
+    # and 0 after (REFERENCE §6; theory.min_norm_excess_risk is the noisy form, undefined at k = 0 and k = d − 1);
+    # the best single GD step (Mahankali) τ²(d + 1)/(k + d + 1), τ² at k = 0.
     closed_ls = tau2 * np.clip(d - k, 0, None) / d
     one_step = np.array([theory.mahankali_excess_risk(d, int(i), 0.0, tau2) / d if i else tau2 for i in k])
 
