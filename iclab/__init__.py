@@ -9,7 +9,16 @@ from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.least_squares import OLS, Ridge
 from iclab.algorithms.tuning import tune_steps
 from iclab.analysis import compare_learners, half_mse, implicit_linear_map, weight_match
-from iclab.config import ConfigError, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig, preset
+from iclab.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    TaskConfig,
+    TrainConfig,
+    model_config,
+    task_config,
+)
+from iclab.experiments.presets import preset
 from iclab.models import LSA
 from iclab.runs import RunDir
 from iclab.tasks import Prompts, make_task
@@ -37,7 +46,9 @@ __all__ = [
     "half_mse",
     "implicit_linear_map",
     "make_task",
+    "model_config",
     "preset",
+    "task_config",
     "train",
     "tune_steps",
     "weight_match",

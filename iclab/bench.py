@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from iclab.algorithms.gd import gd_predict
-from iclab.config import ModelConfig, TaskConfig
-from iclab.models.lsa import LSA
+from iclab.models.lsa import LSA, LSAConfig
 from iclab.tasks import make_task
+from iclab.tasks.linear import LinearConfig
 
 __all__ = ["BenchResult", "run_benchmarks"]
 
@@ -53,11 +53,11 @@ def _median_ms(
 
 def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) -> BenchResult:
     """One vO training step (sample, forward, backward, AdamW): Gram-form attention vs the written-out one."""
-    task = make_task(TaskConfig())
+    task = make_task(LinearConfig())
     gen = torch.Generator(device=device).manual_seed(0)
     steps = {}
     for name, fast in (("fast", True), ("naive", False)):
-        model = LSA(ModelConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
+        model = LSA(LSAConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
         for block in model.blocks:
             block.fast = fast
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
@@ -76,7 +76,7 @@ def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) 
 
 def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchResult:
     """Predictions of 3 GD steps on held-out prompts: batched over prompts vs a Python loop over prompts."""
-    task = make_task(TaskConfig())
+    task = make_task(LinearConfig())
     prompts = task.sample(n_prompts, generator=torch.Generator(device=device).manual_seed(0), device=device)
     etas = [6.0, 4.0, 2.0]
 
@@ -123,7 +123,7 @@ def bench_eval_protocol(
     from iclab.evaluation import prefix_predictions
     from iclab.experiments.eval_run import eval_prompts
 
-    task = make_task(TaskConfig(d=20, n_points=41, x_dist="gaussian", x_scale=1.0))
+    task = make_task(LinearConfig(d=20, n_points=41, x_dist="gaussian", x_scale=1.0))
     prompts = eval_prompts(task, n_prompts, 0, torch.float32).to(device)
     x, y = prompts.x, prompts.y
     results = []

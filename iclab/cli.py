@@ -23,11 +23,19 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import tyro
 
-from iclab.config import PRESETS, ConfigError, ExperimentConfig, TaskConfig, config_to_dict, load_config, preset
+from iclab.config import (
+    ConfigError,
+    ExperimentConfig,
+    TaskConfig,
+    change_family,
+    config_to_dict,
+    load_config,
+    task_config,
+)
 from iclab.experiments import PAPERS
 from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
 
@@ -101,19 +109,25 @@ class TrainOptions:
 
 def _cmd_train(args: list[str]) -> int:
     from iclab.experiments.compare_run import draw_training_curve
+    from iclab.experiments.presets import preset
     from iclab.training import train
     from iclab.training.trainer import resolve_device
 
-    if "-h" in args or "--help" in args:  # the run options, then every config field (--task.d, …)
-        for cls in (TrainOptions, ExperimentConfig):
-            with contextlib.suppress(SystemExit):
-                _tyro(cls, ["--help"], prog="iclab train")
-        return 0
-    opts, rest = _tyro(TrainOptions, args, prog="iclab train", unknown=True)
+    help_asked = "-h" in args or "--help" in args
+    opts, rest = _tyro(TrainOptions, [a for a in args if a not in ("-h", "--help")], prog="iclab train", unknown=True)
     if opts.preset is not None and opts.config is not None:
         raise UsageError("preset: give either --preset or --config, not both")
     base = preset(opts.preset) if opts.preset else load_config(opts.config) if opts.config else ExperimentConfig()
-    cfg = _tyro(ExperimentConfig, rest, prog="iclab train", default=base)
+    rest, families = _pop_family_names(rest, ("task", "model"))
+    base = base.replace(**{section: change_family(getattr(base, section), name) for section, name in families.items()})
+    if help_asked:  # the run options, the families, then every field of the chosen ones (--task.d, …)
+        with contextlib.suppress(SystemExit):
+            _tyro(TrainOptions, ["--help"], prog="iclab train")
+        print(_families_help(base))
+        with contextlib.suppress(SystemExit):
+            _tyro(_experiment_type(base), ["--help"], prog="iclab train", default=base)
+        return 0
+    cfg = _tyro(_experiment_type(base), rest, prog="iclab train", default=base)
     resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
     out = opts.out or Path("runs") / cfg.name
     run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
@@ -124,6 +138,52 @@ def _cmd_train(args: list[str]) -> int:
         f"({result.wall_time_s:.1f} s); run: {run.path}"
     )
     return 0
+
+
+def _pop_family_names(args: list[str], sections: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Take ``--<section>.name NAME`` (or ``=NAME``) out of args: the family decides which fields the rest may set.
+    Returns the other args and {section: NAME}; a missing or unknown NAME is a one-line error."""
+    from iclab.models import MODELS
+    from iclab.tasks import TASKS
+
+    registries = {"task": TASKS, "model": MODELS}
+    names: dict[str, str] = {}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        key, eq, value = args[i].partition("=")
+        section = next((s for s in sections if key in (f"--{s}.name", f"--{s}")), None)
+        if section is None:
+            out.append(args[i])
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise UsageError(
+                    f"{section}.name: expected a {section} family: {', '.join(registries[section].names())}"
+                )
+            value = args[i + 1]
+            i += 1
+        registries[section].config_class(value)  # ConfigError listing the families
+        names[section] = value
+        i += 1
+    return out, names
+
+
+def _experiment_type(cfg: ExperimentConfig) -> Any:
+    """ExperimentConfig specialised to cfg's task and model families, so tyro shows and parses their fields."""
+    return ExperimentConfig[type(cfg.task), type(cfg.model)]  # type: ignore[misc]
+
+
+def _families_help(cfg: ExperimentConfig) -> str:
+    from iclab.models import MODELS
+    from iclab.tasks import TASKS
+
+    return (
+        f"\nfamilies: --task.name {{{','.join(TASKS.names())}}} (now {cfg.task.name})\n"
+        f"          --model.name {{{','.join(MODELS.names())}}} (now {cfg.model.name})\n"
+        "The fields below are those of the chosen families; give --task.name / --model.name first to see another's.\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -214,18 +274,21 @@ def _cmd_reproduce(args: list[str]) -> int:
     return 0
 
 
-def _garg_task() -> TaskConfig:
+def _garg_task() -> Any:
     # Garg et al.'s linear setting: x, w ~ N(0, I_20), 41 points per prompt.
-    return TaskConfig(d=20, n_points=41, x_dist="gaussian", x_scale=1.0)
+    return task_config("linear", d=20, n_points=41, x_dist="gaussian", x_scale=1.0)
+
+
+TaskT = TypeVar("TaskT", bound=TaskConfig)
 
 
 @dataclass(frozen=True)
-class EvalOptions:
+class EvalOptions(Generic[TaskT]):
     """Error vs number of in-context examples for learners (algorithms and trained runs) on the same prompts."""
 
     learners: str = "ols,ridge:0.1,averaging,knn:3,gd:1,newton:5"
     """comma-separated learner names (see `iclab learners`) and run directories"""
-    task: TaskConfig = dataclasses.field(default_factory=_garg_task)
+    task: TaskT = dataclasses.field(default_factory=_garg_task)
     """the task; its fields are also accepted without the prefix (--d 20, --n-points 41, --task linear)"""
     metric: str = "nmse"
     """half_mse, mse, nmse (= mse/d), error_rate (classification; argmax for vector targets), each also _noiseless"""
@@ -244,18 +307,14 @@ class EvalOptions:
     """overwrite an existing output directory"""
 
 
-def _flat_task_args(args: list[str]) -> list[str]:
-    """Accept task fields without their prefix: --task NAME → --task.name NAME, --d 20 → --task.d 20."""
-    fields = {f.name.replace("_", "-") for f in dataclasses.fields(TaskConfig)} | {
-        f.name for f in dataclasses.fields(TaskConfig)
-    }
+def _flat_task_args(args: list[str], task: TaskConfig) -> list[str]:
+    """Accept the task family's fields without their prefix: --d 20 → --task.d 20."""
+    fields = {f.name.replace("_", "-") for f in dataclasses.fields(task)} | {f.name for f in dataclasses.fields(task)}
     own = {f.name.replace("_", "-") for f in dataclasses.fields(EvalOptions)} - {"task"}
     out = []
     for arg in args:
         key, eq, value = arg.partition("=")
-        if key == "--task":
-            out.append(f"--task.name{eq}{value}")
-        elif key.startswith("--") and key[2:] in fields and key[2:] not in own:
+        if key.startswith("--") and key[2:] in fields and key[2:] not in own:
             out.append(f"--task.{key[2:]}{eq}{value}")
         else:
             out.append(arg)
@@ -267,7 +326,10 @@ def _cmd_eval(args: list[str]) -> int:
 
     from iclab.experiments.eval_run import run_eval
 
-    opts = _tyro(EvalOptions, _flat_task_args(args), prog="iclab eval")
+    args, families = _pop_family_names(args, ("task",))
+    task = change_family(_garg_task(), families.get("task", "linear"))
+    default = EvalOptions(task=task)
+    opts = _tyro(EvalOptions[type(task)], _flat_task_args(args, task), prog="iclab eval", default=default)
     for name in ("n_prompts", "n_boot"):
         if getattr(opts, name) < 1:
             raise UsageError(f"{name}: must be an integer >= 1, got {getattr(opts, name)}")
@@ -376,11 +438,13 @@ def _cmd_bench(args: list[str]) -> int:
 
 
 def _cmd_presets(_args: list[str]) -> int:
+    from iclab.experiments.presets import PRESETS
+
     for name, cfg in PRESETS.items():
         t, m = cfg.task, cfg.model
         print(
             f"{name:20s} {m.name:13s} {t.name:8s} d={t.d} n={t.n_points} x~{t.x_dist}({t.x_scale:g}) "
-            f"noise={t.noise_var:g} layers={m.layers}{' tied' if m.tied else ''} heads={m.heads} "
+            f"noise={t.noise_var:g} layers={m.layers}{' tied' if getattr(m, 'tied', False) else ''} heads={m.heads} "
             f"steps={cfg.train.steps}"
         )
     return 0

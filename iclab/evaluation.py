@@ -18,7 +18,6 @@ Confidence bands are percentile bootstrap intervals over prompts (the prompts ar
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -69,11 +68,14 @@ class Curve:
 
 
 def accepts_mask(learner) -> bool:
-    """Whether learner.predict takes a context mask (then absent points are masked, not zero tokens)."""
-    try:
-        return "mask" in inspect.signature(learner.predict).parameters
-    except (TypeError, ValueError):
-        return False
+    """Whether learner.predict takes a context mask (then absent points are masked, not zero tokens): the
+    learner's declared `takes_mask` (iclab.algorithms.base); a learner that declares nothing takes none."""
+    return bool(getattr(learner, "takes_mask", False))
+
+
+def has_prefix_predictions(learner) -> bool:
+    """Whether the learner declares `predicts_prefixes` (iclab.algorithms.base)."""
+    return bool(getattr(learner, "predicts_prefixes", False))
 
 
 def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = None, chunk: int = 1 << 24) -> Tensor:
@@ -84,7 +86,7 @@ def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = N
     masked problem. A learner whose `predict` takes no mask sees the absent points as zero tokens (for linear
     attention exactly "not there": a zero token adds nothing to any sum).
     """
-    if x_query is None and hasattr(learner, "predict_prefixes"):
+    if x_query is None and has_prefix_predictions(learner):
         return learner.predict_prefixes(x, y)
     B, T, d = x.shape
     if y.dim() == 3:  # vector targets: per output coordinate, folded into the batch

@@ -33,7 +33,12 @@ __all__ = ["LAYOUTS", "ConcatLayout", "InterleavedLayout", "Layout", "SeparateLa
 
 
 class Layout(Protocol):
-    """What models and trainers use: tokens = encode(prompts); ŷ = readout(model(tokens), prompts.n_ctx)."""
+    """What models and trainers use: tokens = encode(prompts); ŷ = readout(model(tokens), prompts.n_ctx).
+
+    The layout owns where things sit in its token stream: `context_tokens(n)` leading tokens hold the context,
+    and `query_positions(n, m)` indexes the m query tokens of `encode_parts` (the tokens readout reads), so
+    analyses (probes, variance heads) never re-derive positions.
+    """
 
     name: str
     k: int | None
@@ -42,6 +47,8 @@ class Layout(Protocol):
     def encode(self, prompts: Prompts) -> Tensor: ...
     def encode_parts(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor: ...
     def readout(self, outputs: Tensor, n_ctx: int) -> Tensor: ...
+    def context_tokens(self, n_ctx: int) -> int: ...
+    def query_positions(self, n_ctx: int, n_q: int) -> slice: ...
 
 
 def _check_k(k: int | None) -> None:
@@ -107,6 +114,16 @@ class ConcatLayout:
         """tokens [B, n + m, d + k_out] → predictions [B, m] = −(query y-slot), or [B, m, k] = −(last k slots)."""
         return -tokens[:, n_ctx:, -1] if k is None else -tokens[:, n_ctx:, -k:]
 
+    @staticmethod
+    def context_tokens(n_ctx: int) -> int:
+        """n: one token per context pair."""
+        return n_ctx
+
+    @staticmethod
+    def query_positions(n_ctx: int, n_q: int) -> slice:
+        """Tokens n … n + m − 1."""
+        return slice(n_ctx, n_ctx + n_q)
+
 
 # --- interleaved -------------------------------------------------------------------------------------------------
 class InterleavedLayout:
@@ -129,6 +146,16 @@ class InterleavedLayout:
     def __init__(self, k: int | None = None):
         _check_k(k)
         self.k = k
+
+    @staticmethod
+    def context_tokens(n_ctx: int) -> int:
+        """2n: an x and a y token per context pair."""
+        return 2 * n_ctx
+
+    @staticmethod
+    def query_positions(n_ctx: int, n_q: int) -> slice:
+        """The queries' x tokens 2n, 2n + 2, …, 2(n + m − 1)."""
+        return slice(2 * n_ctx, 2 * (n_ctx + n_q), 2)
 
     @property
     def out_dim(self) -> int:
@@ -251,6 +278,13 @@ class SeparateLayout:
     def n_keys(n_ctx: int) -> int:
         """Number of leading context tokens (keys/values): 2·n_ctx."""
         return 2 * n_ctx
+
+    context_tokens = n_keys
+
+    @staticmethod
+    def query_positions(n_ctx: int, n_q: int) -> slice:
+        """Tokens 2n … 2n + m − 1."""
+        return slice(2 * n_ctx, 2 * n_ctx + n_q)
 
     def position_index(self, n_ctx: int, n_q: int, device: torch.device | str | None = None) -> Tensor:
         """[2n + m] long: the position index of every token."""

@@ -10,7 +10,7 @@ import torch
 from iclab import theory
 from iclab.analysis.compare import effective_preconditioner
 from iclab.cli import main
-from iclab.config import preset
+from iclab.experiments.presets import preset
 from iclab.training import train
 
 

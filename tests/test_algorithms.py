@@ -17,7 +17,7 @@ from iclab.algorithms.construct import construct_gd, construct_gdpp, gd_blocks
 from iclab.algorithms.gd import GD, GDPlusPlus, gd_predict, gdpp_predict
 from iclab.algorithms.least_squares import OLS, Ridge, ols_weights, ridge_weights
 from iclab.algorithms.tuning import closed_form_gd1_eta, tune_steps
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.tasks.linear import LinearRegressionTask
 
 SEEDS = range(12)
@@ -266,7 +266,7 @@ def test_ridge_tends_to_ols_and_rejects_bad_lambda():
 # (4) step-size tuning
 
 
-VO_TASK = TaskConfig(d=10, n_points=10)  # x ~ U(−0.5, 0.5)^10, w ~ N(0, I), noiseless
+VO_TASK = task_config("linear", d=10, n_points=10)  # x ~ U(−0.5, 0.5)^10, w ~ N(0, I), noiseless
 N_TUNE = 1000
 
 
@@ -292,7 +292,7 @@ def _mc_eta(task: LinearRegressionTask, n_prompts: int, seed: int) -> tuple[floa
     "config",
     [
         VO_TASK,
-        TaskConfig(d=4, n_points=8, n_queries=2, x_dist="gaussian", x_scale=0.8, w_scale=1.5, noise_var=0.3),
+        task_config("linear", d=4, n_points=8, n_queries=2, x_dist="gaussian", x_scale=0.8, w_scale=1.5, noise_var=0.3),
     ],
     ids=["vO-uniform", "gaussian-noisy"],
 )
@@ -307,7 +307,7 @@ def test_tune_one_step_closed_form_is_the_mc_minimiser(config):
 
 def test_tune_one_step_numerical_is_exact_minimiser_on_its_prompts():
     # No closed form for a non-isotropic input covariance: L-BFGS must find η̂ = Σuy / Σu² on its own prompts.
-    task = LinearRegressionTask(TaskConfig(d=3, n_points=6, x_dist="gaussian", x_cov_diag=(0.5, 1.0, 2.0)))
+    task = LinearRegressionTask(task_config("linear", d=3, n_points=6, x_dist="gaussian", x_cov_diag=(0.5, 1.0, 2.0)))
     assert closed_form_gd1_eta(task) is None
     tuned = tune_steps(task, 1, n_prompts=2000, seed=5)
     assert tuned.method.startswith("L-BFGS")

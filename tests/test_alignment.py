@@ -20,7 +20,7 @@ from iclab.analysis.alignment import (
     plot_alignment,
     similarity_matrix,
 )
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.evaluation import prefix_predictions
 from iclab.models.gpt import GPT
 from iclab.training import train
@@ -126,7 +126,7 @@ def test_control_constructed_gd_lsa_aligns_with_its_gd_steps():
 
 
 def test_gpt_activations_are_read_at_the_x_tokens():
-    model = GPT(ModelConfig(name="gpt", layers=2, heads=2, width=16, max_points=12), 5).double()
+    model = GPT(model_config(name="gpt", layers=2, heads=2, width=16, max_points=12), 5).double()
     x, y = _regression(4)
     _, acts = layer_activations(model, x, y)
     assert acts.shape == (2, 4, 11, 16)
@@ -143,10 +143,10 @@ def test_trained_lsa_layers_align_with_increasing_iterations():
     Measured (seed 0, ~4 s): best Newton iterations [0, 5, 8], best GD steps [1, 4, 16] (the first layer is one
     GD step, as von Oswald found; later layers are GD++-like and need ever more GD steps), readout nmse
     [0.58, 0.35, 0.24] over prefixes 2..10."""
-    task = TaskConfig(d=5, n_points=10, x_dist="gaussian", x_scale=1.0)
+    task = task_config("linear", d=5, n_points=10, x_dist="gaussian", x_scale=1.0)
     cfg = ExperimentConfig(
         task=task,
-        model=ModelConfig(name="lsa", layers=3, init_scale=0.02),
+        model=model_config(name="lsa", layers=3, init_scale=0.02),
         train=TrainConfig(steps=1000, batch_size=128, lr=2e-3, eval_every=500, checkpoint_every=1000, progress=False),
         eval=EvalConfig(n_prompts=256),
         name="lsa-align",

@@ -18,7 +18,7 @@ from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.bayes import DMMSE
 from iclab.algorithms.least_squares import Ridge
 from iclab.algorithms.registry import LearnerSpecError, make_learner
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.tasks.linear import LinearRegressionTask
 
 _close = partial(assert_rel_close, rtol=1e-9)
@@ -100,7 +100,9 @@ def test_dmmse_is_bayes_optimal_for_the_pool_prior_monte_carlo():
     # (Bayes for a Gaussian prior) at every context length. Paired differences: the mean of (err_dmmse −
     # err_ridge) must be below 4 standard errors above 0 at every t; the small pool makes dMMSE far better once
     # the context identifies w, which we also require (mean difference < 0 at t ≥ 2).
-    config = TaskConfig(d=4, n_points=8, noise_var=0.25, x_dist="gaussian", x_scale=1.0, pool_size=16, pool_seed=3)
+    config = task_config(
+        "linear", d=4, n_points=8, noise_var=0.25, x_dist="gaussian", x_scale=1.0, pool_size=16, pool_seed=3
+    )
     task = LinearRegressionTask(config)
     prompts = task.sample(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x, y, f = prompts.x, prompts.y, prompts.f  # [B, T, d], [B, T], [B, T] with T = n_points + 1
@@ -121,7 +123,7 @@ def test_dmmse_is_bayes_optimal_for_the_pool_prior_monte_carlo():
 
 
 def _pool_task(noise_var=0.2, pool_size=8):
-    return LinearRegressionTask(TaskConfig(d=3, n_points=5, noise_var=noise_var, pool_size=pool_size))
+    return LinearRegressionTask(task_config("linear", d=3, n_points=5, noise_var=noise_var, pool_size=pool_size))
 
 
 def test_registry_takes_pool_and_noise_from_the_task():

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from iclab.cli import main
-from iclab.config import PRESETS, ExperimentConfig, config_from_dict, config_to_dict
+from iclab.config import ExperimentConfig, config_from_dict, config_to_dict
+from iclab.experiments.presets import PRESETS
 
 TINY = [
     "--task.d", "3",
@@ -73,7 +74,7 @@ ERRORS = [
     (["train", "--task.d", "abc"], [r"task\.d", "abc"]),
     (["train", "--preset", "nope"], ["preset", "nope", "von-oswald"]),
     (["train", "--config", "missing.json"], ["config", "missing.json"]),
-    (["train", "--config", "bad.json"], [r"task\.foo: unknown field; allowed: "]),
+    (["train", "--config", "bad.json"], [r"task\.foo: unknown field of task 'linear'; allowed: "]),
     (["train", "--config", "list.json"], ["error: config: ", "object"]),
     (["train", "--config", "invalid.json"], ["error: config: ", "invalid.json", "JSON"]),
     (["train", "--config", "adir"], ["error: config: ", "adir"]),

@@ -16,7 +16,7 @@ from iclab.analysis.compare import (
     ood_curves,
     weight_match,
 )
-from iclab.config import ModelConfig, TaskConfig
+from iclab.config import model_config, task_config
 from iclab.models.lsa import LSA
 from iclab.tasks.linear import LinearRegressionTask
 
@@ -24,7 +24,7 @@ D, N = 4, 6
 
 
 def _prompts(batch=64, *, noise_var=0.0, n_queries=3, seed=0, d=D, n=N, dtype=torch.float64):
-    task = LinearRegressionTask(TaskConfig(d=d, n_points=n, n_queries=n_queries, noise_var=noise_var))
+    task = LinearRegressionTask(task_config("linear", d=d, n_points=n, n_queries=n_queries, noise_var=noise_var))
     return task.sample(batch, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
@@ -244,7 +244,7 @@ def test_effective_preconditioner_of_construction():
 def test_effective_preconditioner_predicts_a_gd_like_model():
     # A one-layer model with the neglected blocks zero (W_KQ's y-row, W_PV's y-row on x): ŷ = x_qᵀ (A/N) Xᵀy
     # exactly, with A/N what effective_preconditioner returns, for a non-symmetric x-block (orientation).
-    model = LSA(ModelConfig(init_scale=1.0), D, generator=torch.Generator().manual_seed(0)).double()
+    model = LSA(model_config("lsa", init_scale=1.0), D, generator=torch.Generator().manual_seed(0)).double()
     with torch.no_grad():
         w = model.weights[0]
         w.W_K[0] = torch.eye(D + 1, dtype=torch.float64)

@@ -9,20 +9,27 @@ import math
 import pytest
 
 from iclab.config import (
-    PRESETS,
     ConfigError,
     EvalConfig,
     ExperimentConfig,
-    ModelConfig,
-    TaskConfig,
     TrainConfig,
+    change_family,
     config_from_dict,
     config_to_dict,
     load_config,
-    preset,
+    model_config,
+    task_config,
 )
+from iclab.experiments.presets import PRESETS, preset
+from iclab.models import MODELS
+from iclab.tasks import TASKS
 
-SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS = {
+    "task": lambda name="linear", **kw: task_config(name, **kw),
+    "model": lambda name="lsa", **kw: model_config(name, **kw),
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
 
 
 def _assert_one_line(exc: ConfigError, field: str, allowed: str) -> None:
@@ -163,10 +170,16 @@ def test_frozen():
 
 def _tuple_config() -> ExperimentConfig:
     return ExperimentConfig(
-        task=TaskConfig(
-            d=3, n_points=7, x_dist="gaussian", x_scale=1.0, x_cov_diag=(1.0, 2.0, 0.5), w_cov_diag=(0.5, 1.0, 3.0)
+        task=task_config(
+            "linear",
+            d=3,
+            n_points=7,
+            x_dist="gaussian",
+            x_scale=1.0,
+            x_cov_diag=(1.0, 2.0, 0.5),
+            w_cov_diag=(0.5, 1.0, 3.0),
         ),
-        model=ModelConfig(layers=2, tied=True, heads=2, layernorm=True),
+        model=model_config("lsa", layers=2, tied=True, heads=2, layernorm=True),
         train=TrainConfig(steps=10, schedule="warmup_cosine", warmup_steps=2, dtype="float64", progress=False),
         eval=EvalConfig(n_prompts=50, alphas=(0.5, 2.0)),
         name="tuples",
@@ -197,7 +210,7 @@ def test_round_trip_default():
 
 def test_missing_fields_take_defaults_and_ints_become_floats():
     cfg = config_from_dict({"task": {"d": 3, "x_scale": 1}, "train": {"lr": 1}})
-    assert cfg == ExperimentConfig(task=TaskConfig(d=3, x_scale=1.0), train=TrainConfig(lr=1.0))
+    assert cfg == ExperimentConfig(task=task_config("linear", d=3, x_scale=1.0), train=TrainConfig(lr=1.0))
     assert type(cfg.task.x_scale) is float and type(cfg.train.lr) is float
     assert config_from_dict({}) == ExperimentConfig()
 
@@ -222,8 +235,12 @@ def test_load_config_run_style(tmp_path):
     ("data", "field", "allowed"),
     [
         ({"foo": 1}, "foo", "unknown field; allowed: task, model, train, eval, name"),
-        ({"task": {"foo": 1}}, "task.foo", "unknown field; allowed: name, d, n_points"),
-        ({"model": {"depth": 2}}, "model.depth", "unknown field; allowed: name, layers, tied"),
+        ({"task": {"foo": 1}}, "task.foo", "unknown field of task 'linear'; allowed: name, d, n_points"),
+        ({"model": {"depth": 2}}, "model.depth", "unknown field of model 'lsa'; allowed: name, layers, heads"),
+        ({"task": {"sparsity": 5}}, "task.sparsity", "unknown field of task 'linear'; allowed: name, d"),
+        ({"task": {"name": "relu_net", "depth": 2}}, "task.depth", "unknown field of task 'relu_net'"),
+        ({"model": {"name": "gpt", "tied": True}}, "model.tied", "unknown field of model 'gpt'"),
+        ({"task": {"name": 3}}, "task.name", "one of: linear, sparse_linear"),
         ({"train": {"epochs": 2}}, "train.epochs", "unknown field; allowed: steps, batch_size"),
         ({"eval": {"alpha": [1]}}, "eval.alpha", "unknown field; allowed: n_prompts, seed, alphas"),
     ],
@@ -300,6 +317,64 @@ def test_load_config_invalid_value(tmp_path):
     _assert_one_line(info.value, "train.beta2", "[0, 1)")
 
 
+# ---------------------------------------------------------------------------------------------------- families
+
+
+def test_every_family_has_its_name_and_round_trips():
+    for registry, build in ((TASKS, task_config), (MODELS, model_config)):
+        for name in registry.names():
+            cfg = build(name)
+            assert cfg.name == name and type(cfg) is registry.config_class(name)
+    cfg = ExperimentConfig(task=task_config("relu_net", hidden=7), model=model_config("gpt", width=32, heads=4))
+    data = config_to_dict(cfg)
+    assert data["task"] == {"name": "relu_net", **{k: v for k, v in data["task"].items() if k != "name"}}
+    assert "sparsity" not in data["task"] and "tied" not in data["model"]
+    assert config_from_dict(data) == cfg
+
+
+def test_a_family_config_rejects_another_familys_field():
+    with pytest.raises(ConfigError, match=r"^task\.sparsity: not a field of task 'linear'; allowed: d, "):
+        task_config("linear", sparsity=3)
+    with pytest.raises(TypeError):  # the classes themselves take only their own fields
+        TASKS.config_class("linear")(sparsity=3)
+
+
+def test_change_family_keeps_shared_fields():
+    lsa = model_config("lsa", layers=3, heads=2, layernorm=True, tied=True)
+    softmax = change_family(lsa, "softmax")
+    assert (softmax.name, softmax.layers, softmax.heads, softmax.layernorm) == ("softmax", 3, 2, True)
+    assert change_family(lsa, "lsa") is lsa
+    relu = change_family(task_config("linear", d=4, noise_var=0.5, w_prior="sign"), "relu_net")
+    assert (relu.d, relu.noise_var, relu.hidden) == (4, 0.5, 100)
+    cfg = ExperimentConfig().replace(model={"name": "gpt", "width": 64}, task={"name": "quadratic", "d": 3})
+    assert (cfg.model.name, cfg.model.width, cfg.task.name, cfg.task.d) == ("gpt", 64, "quadratic", 3)
+
+
+def test_runs_written_before_families_owned_their_configs_still_load():
+    """A config.json of the one flat TaskConfig / ModelConfig (every family's field stored) loads as the family's
+    config when the other families' fields hold their old defaults; a changed one is refused, not dropped."""
+    legacy = {
+        "task": {
+            "name": "sparse_linear", "d": 6, "n_points": 10, "n_queries": 1, "x_dist": "uniform", "x_scale": 0.5,
+            "x_cov_diag": None, "x_condition": 1.0, "w_scale": 1.0, "w_cov_diag": None, "w_prior": "gaussian",
+            "w_rank": 1, "noise_var": 0.0, "sparsity": 2, "hidden": 100, "depth": 4, "frequencies": 3,
+            "amplitude": [0.1, 5.0], "phase": [0.0, math.pi], "spectral_radius": 0.9, "n_classes": 3,
+            "flip_prob": 0.0, "pool_size": 0, "pool_seed": 0, "components": [], "mix_by": "prompt",
+        },
+        "model": {
+            "name": "gpt", "layers": 2, "tied": False, "heads": 2, "layernorm": False, "init_scale": 0.002,
+            "width": 32, "mlp": False, "mlp_ratio": 4, "positions": False, "max_points": 256,
+            "feature_hidden": 64, "feature_dim": 16, "lla_ridge": 0.01, "state_dim": 16, "variance_head": False,
+        },
+    }  # fmt: skip
+    cfg = config_from_dict(legacy)
+    assert cfg.task == task_config("sparse_linear", d=6, sparsity=2)
+    assert cfg.model == model_config("gpt", layers=2, heads=2, width=32)
+    legacy["model"]["tied"] = True
+    with pytest.raises(ConfigError, match=r"^model\.tied: unknown field of model 'gpt'"):
+        config_from_dict(legacy)
+
+
 # ---------------------------------------------------------------------------------------------------- presets
 
 
@@ -320,12 +395,11 @@ def test_presets_valid():
 
 
 def test_vector_target_tasks_are_refused_by_lsa_in_one_line():
-    from iclab.config import TASKS, VECTOR_TASKS
-    from iclab.tasks import task_class
-
-    assert {t for t in TASKS if task_class(t).vector_targets} == set(VECTOR_TASKS)
+    vector = {t for t in TASKS.names() if TASKS.config_class(t)().target_dim is not None}
+    assert vector == {"softmax_regression", "linear_dynamics"}
+    assert {m for m in MODELS.names() if MODELS.config_class(m).vector_targets} == {"gpt"}
     with pytest.raises(ConfigError, match=r"^task.name: 'softmax_regression' has vector targets") as info:
-        ExperimentConfig(task=TaskConfig(name="softmax_regression"))
+        ExperimentConfig(task=task_config(name="softmax_regression"))
     assert "\n" not in str(info.value)
 
 

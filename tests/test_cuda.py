@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from iclab.algorithms.registry import make_learner
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig, config_to_dict
+from iclab.config import (
+    EvalConfig,
+    ExperimentConfig,
+    TrainConfig,
+    config_to_dict,
+    model_config,
+    task_config,
+)
 from iclab.evaluation import prefix_predictions
 from iclab.models import MODELS, make_model
 from iclab.runs import RunDir
@@ -20,7 +27,7 @@ from iclab.tasks import make_task
 from iclab.training import train
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
-TASK = TaskConfig(d=3, n_points=8, x_dist="gaussian", x_scale=1.0, noise_var=0.1)
+TASK = task_config("linear", d=3, n_points=8, x_dist="gaussian", x_scale=1.0, noise_var=0.1)
 LEARNERS = (
     "relu_net:16:steps=20",
     "tree:3",
@@ -57,7 +64,7 @@ def _prompts(batch=64, seed=0):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_predictions_match_the_cpu(name, dtype, device):
     kw = {"max_points": 16} if name in ("gpt", "separate") else {}
-    model = make_model(ModelConfig(name=name, **kw), TASK.d, generator=torch.Generator().manual_seed(0)).to(dtype)
+    model = make_model(model_config(name=name, **kw), TASK.d, generator=torch.Generator().manual_seed(0)).to(dtype)
     prompts = _prompts().to(dtype=dtype)
     with torch.no_grad():
         expected = model.predict_prompts(prompts)
@@ -82,7 +89,7 @@ def test_learner_prefix_predictions_match_the_cpu(spec, device):
 def _config(device: str, steps: int) -> ExperimentConfig:
     return ExperimentConfig(
         task=TASK,
-        model=ModelConfig(name="gpt", layers=2, width=32, heads=2, max_points=16),
+        model=model_config(name="gpt", layers=2, width=32, heads=2, max_points=16),
         train=TrainConfig(
             steps=steps, batch_size=32, lr=1e-3, eval_every=5, checkpoint_every=5, device=device, progress=False
         ),

@@ -9,7 +9,7 @@ import torch
 from sklearn.neighbors import KNeighborsRegressor
 
 from iclab.cli import main
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.experiments.eval_run import eval_prompts
 from iclab.tasks import make_task
 
@@ -50,7 +50,7 @@ def test_garg_knn_curve_matches_scikit_learn(garg):
     # 3-NN has no simple closed form: its curve must equal scikit-learn's KNeighborsRegressor on the same prompts.
     results, _ = garg
     knn, _, _ = _curve(results, "knn:3")
-    task = make_task(TaskConfig(d=D, n_points=T, x_dist="gaussian", x_scale=1.0))
+    task = make_task(task_config("linear", d=D, n_points=T, x_dist="gaussian", x_scale=1.0))
     p = eval_prompts(task, B, 0, torch.float32)
     X, Y = p.x.double().numpy(), p.y.double().numpy()
     sq = np.zeros((B, T))

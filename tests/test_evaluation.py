@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from iclab.algorithms.least_squares import OLS
-from iclab.config import ModelConfig, TaskConfig
+from iclab.config import model_config, task_config
 from iclab.evaluation import bootstrap_band, curves_table, error_curves, pointwise_errors, prefix_predictions
 from iclab.models import LSA
 from iclab.tasks import make_task
 
 
 def _prompts(d=4, T=9, B=16, seed=0, noise=0.0):
-    task = make_task(TaskConfig(d=d, n_points=T - 1, x_dist="gaussian", x_scale=1.0, noise_var=noise))
+    task = make_task(task_config("linear", d=d, n_points=T - 1, x_dist="gaussian", x_scale=1.0, noise_var=noise))
     return task, task.sample(B, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
@@ -64,7 +64,7 @@ def test_vector_targets_are_one_problem_per_output():
 
 def test_lsa_prefixes_see_absent_points_as_zero_tokens():
     # A trained-model learner without a mask: the generic path must equal running it on the true prefix.
-    model = LSA(ModelConfig(layers=2), 3, generator=torch.Generator().manual_seed(0)).double()
+    model = LSA(model_config("lsa", layers=2), 3, generator=torch.Generator().manual_seed(0)).double()
     _, p = _prompts(d=3, T=6)
     pred = prefix_predictions(model, p.x, p.y)
     for t in range(1, 6):
@@ -91,7 +91,7 @@ def test_error_rate_of_averaging_is_the_angle_over_pi():
     from iclab.algorithms.local import Averaging
 
     q, k = 0.2, 6
-    task = make_task(TaskConfig(name="classification", d=3, n_points=k, x_dist="gaussian", x_scale=1.0, flip_prob=q))
+    task = make_task(task_config(name="classification", d=3, n_points=k, x_dist="gaussian", x_scale=1.0, flip_prob=q))
     p = task.sample(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     pred = prefix_predictions(Averaging(), p.x, p.y)[:, k]  # [B]: k context points, query x_k
     w_hat = (p.y[:, :k, None] * p.x[:, :k]).mean(1)

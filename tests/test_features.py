@@ -9,7 +9,7 @@ from iclab.algorithms.gd import GD
 from iclab.algorithms.tuning import closed_form_gd1_eta
 from iclab.analysis import half_mse
 from iclab.analysis.compare import compare_learners, effective_preconditioner
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.models import make_model
 from iclab.models.features import FeatureGD, FeatureLSA, tune_feature_steps
 from iclab.models.lsa import LSA
@@ -21,7 +21,7 @@ LSA_HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "
 
 
 def _model(d=2, *, seed=0, **kw) -> FeatureLSA:
-    cfg = ModelConfig(name="lsa_features", init_scale=1.0, feature_hidden=8, feature_dim=4, **kw)
+    cfg = model_config(name="lsa_features", init_scale=1.0, feature_hidden=8, feature_dim=4, **kw)
     return FeatureLSA(cfg, d, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -45,7 +45,7 @@ def test_shapes_parameters_and_registry():
     assert shapes["phi.W_1"] == (8, 2) and shapes["phi.W_2"] == (4, 8)
     assert shapes["lsa.weights.0.W_Q"] == (3, 5, 5)  # heads, F + 1, F + 1
     assert isinstance(model.lsa, LSA) and model.layer_weights(1) is model.lsa.weights[1]
-    built = make_model(ModelConfig(name="lsa_features", feature_dim=5), 1, generator=torch.Generator().manual_seed(0))
+    built = make_model(model_config(name="lsa_features", feature_dim=5), 1, generator=torch.Generator().manual_seed(0))
     assert isinstance(built, FeatureLSA) and built.lsa.d == 5
 
 
@@ -98,7 +98,7 @@ def test_queries_do_not_influence_each_other_or_the_context():
 
 def test_gradients_reach_the_feature_mlp():
     model = _model(d=1)
-    task = make_task(TaskConfig(name="sine", d=1, x_scale=5.0, n_points=8))
+    task = make_task(task_config(name="sine", d=1, x_scale=5.0, n_points=8))
     prompts = task.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     model.training_loss(prompts).backward()
     assert model.phi.W_1.grad.abs().sum() > 0 and model.lsa.weights[0].W_Q.grad.abs().sum() > 0
@@ -146,7 +146,7 @@ def test_feature_gd_uses_the_models_features_and_ignores_masked_points():
 
 
 def test_tuned_one_step_on_identity_features_is_the_closed_form():
-    task = make_task(TaskConfig(d=3, n_points=10))
+    task = make_task(task_config("linear", d=3, n_points=10))
     prompts = task.sample(40_000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     (eta,) = tune_feature_steps(_identity, prompts, 1)
     assert eta == pytest.approx(closed_form_gd1_eta(task), rel=0.03)
@@ -156,7 +156,7 @@ def test_tuned_one_step_on_identity_features_is_the_closed_form():
 
 
 def test_tuned_steps_more_steps_help_and_tied_steps_are_equal():
-    task = make_task(TaskConfig(d=3, n_points=10))
+    task = make_task(task_config("linear", d=3, n_points=10))
     prompts = task.sample(2000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     one = FeatureGD.tuned(_identity, prompts, 1)
     two = FeatureGD.tuned(_identity, prompts, 2)
@@ -178,11 +178,11 @@ def test_sine_feature_lsa_beats_linear_lsa_and_matches_gd_on_its_features():
     GD on the features with one tuned scalar step 0.82 / 1.31 / 0.98 — the features are far from isotropic and
     the model learns the preconditioning jointly with φ, so "≈ GD on the features" holds with it, not without.
     """
-    task = TaskConfig(name="sine", d=1, x_dist="uniform", x_scale=5.0, n_points=15)
+    task = task_config(name="sine", d=1, x_dist="uniform", x_scale=5.0, n_points=15)
     train_cfg = TrainConfig(
         steps=1000, batch_size=256, lr=3e-3, schedule="cosine", progress=False, eval_every=500, checkpoint_every=1000
     )
-    model_cfg = ModelConfig(name="lsa_features", feature_hidden=64, feature_dim=16, init_scale=0.02)
+    model_cfg = model_config(name="lsa_features", feature_hidden=64, feature_dim=16, init_scale=0.02)
     cfg = ExperimentConfig(task=task, model=model_cfg, train=train_cfg, eval=EvalConfig(n_prompts=4000))
     result = train(cfg)
     feat = result.final_eval_half_mse

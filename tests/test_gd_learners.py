@@ -26,7 +26,7 @@ from reference_checks import per_prompt as _per_prompt
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.gd import GD, DebiasedGD, GDPlusPlus
 from iclab.algorithms.registry import LearnerSpecError, make_learner
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.tasks.linear import LinearRegressionTask
 from iclab.theory import debiased_gd_step
 
@@ -299,7 +299,7 @@ def test_registry_parses_fixed_steps():
     gd = make_learner("gd:3:eta=0.1")
     assert isinstance(gd, GD) and gd.etas == [0.1] * 3 and gd.precond is None and gd.name == "gd:3:eta=0.1"
 
-    task = LinearRegressionTask(TaskConfig(d=3, x_dist="gaussian", x_scale=0.8, x_cov_diag=(1.0, 2.0, 0.5)))
+    task = LinearRegressionTask(task_config("linear", d=3, x_dist="gaussian", x_scale=0.8, x_cov_diag=(1.0, 2.0, 0.5)))
     pgd = make_learner("pgd:2:eta=0.05", task)
     assert isinstance(pgd, GD) and pgd.etas == [0.05] * 2 and pgd.name == "pgd:2:eta=0.05"
     A = np.diag(1 / (0.64 * np.array([1.0, 2.0, 0.5])))  # inverse input second moment
@@ -316,7 +316,7 @@ def test_registry_parses_fixed_steps():
 
 
 def test_registry_debiased_gd_takes_the_optimal_step_from_the_task():
-    task = LinearRegressionTask(TaskConfig(d=4, x_dist="gaussian", x_scale=0.8, w_scale=1.5, noise_var=0.2))
+    task = LinearRegressionTask(task_config("linear", d=4, x_dist="gaussian", x_scale=0.8, w_scale=1.5, noise_var=0.2))
     learner = make_learner("debiased_gd", task)
     assert learner.eta is None and learner.name == "debiased_gd"
     assert learner.m2 == pytest.approx(0.64) and learner.noise_to_prior == pytest.approx(0.2 / 2.25)

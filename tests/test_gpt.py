@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.models import make_model
 from iclab.models.gpt import GPT, Attention
 
@@ -18,7 +18,7 @@ D, T = 3, 6
 
 def _model(seed: int = 0, **kw) -> GPT:
     """A float64 GPT small enough for exact comparisons."""
-    cfg = ModelConfig(**{"name": "gpt", "layers": 2, "heads": 2, "width": 16, "mlp_ratio": 2, "max_points": 8, **kw})
+    cfg = model_config(**{"name": "gpt", "layers": 2, "heads": 2, "width": 16, "mlp_ratio": 2, "max_points": 8, **kw})
     return GPT(cfg, D, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -31,7 +31,7 @@ def _data(batch: int = 3, points: int = T, seed: int = 0) -> tuple[torch.Tensor,
 
 
 def test_registry_shapes_and_loss():
-    model = make_model(ModelConfig(name="gpt", layers=2, heads=2, width=16, max_points=8), D)
+    model = make_model(model_config(name="gpt", layers=2, heads=2, width=16, max_points=8), D)
     assert isinstance(model, GPT)
     model = model.double()
     x, y = _data()
@@ -168,7 +168,7 @@ K = 4
 
 
 def _vector_model(seed: int = 0) -> GPT:
-    cfg = ModelConfig(name="gpt", layers=2, heads=2, width=16, mlp_ratio=2, max_points=8)
+    cfg = model_config(name="gpt", layers=2, heads=2, width=16, mlp_ratio=2, max_points=8)
     return make_model(cfg, D, k=K, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -200,8 +200,8 @@ def test_vector_targets_train_and_reload(tmp_path):
     from iclab.training import load_model, train
 
     cfg = ExperimentConfig(
-        task=TaskConfig(name="softmax_regression", d=3, n_points=6, x_dist="gaussian", x_scale=1.0, n_classes=3),
-        model=ModelConfig(name="gpt", layers=1, heads=2, width=16, max_points=8),
+        task=task_config(name="softmax_regression", d=3, n_points=6, x_dist="gaussian", x_scale=1.0, n_classes=3),
+        model=model_config(name="gpt", layers=1, heads=2, width=16, max_points=8),
         train=TrainConfig(steps=60, batch_size=64, lr=3e-3, eval_every=30, checkpoint_every=60, progress=False),
         eval=EvalConfig(n_prompts=256),
         name="gpt-vector",
@@ -220,13 +220,13 @@ def test_vector_targets_train_and_reload(tmp_path):
 def test_vector_targets_need_the_gpt_without_a_variance_head():
     from iclab.config import ConfigError
 
-    task = TaskConfig(name="linear_dynamics", d=3)
-    assert ExperimentConfig(task=task, model=ModelConfig(name="gpt")).target_dim == 3
-    for model in (ModelConfig(name="lsa"), ModelConfig(name="gpt", variance_head=True)):
+    task = task_config(name="linear_dynamics", d=3)
+    assert ExperimentConfig(task=task, model=model_config(name="gpt")).target_dim == 3
+    for model in (model_config(name="lsa"), model_config(name="gpt", variance_head=True)):
         with pytest.raises(ConfigError, match=r"^task\.name: 'linear_dynamics' has vector targets"):
             ExperimentConfig(task=task, model=model)
     with pytest.raises(ConfigError, match=r"^model\.name: vector targets"):
-        make_model(ModelConfig(name="softmax"), 3, k=2)
+        make_model(model_config(name="softmax"), 3, k=2)
 
 
 def test_too_long_prompt_names_max_points():
@@ -258,10 +258,10 @@ def test_small_gpt_learns_linear_regression_and_its_layers_align(tmp_path):
     from iclab.training import train
 
     d = 5
-    task = TaskConfig(d=d, n_points=10, x_dist="gaussian", x_scale=1.0)
+    task = task_config("linear", d=d, n_points=10, x_dist="gaussian", x_scale=1.0)
     cfg = ExperimentConfig(
         task=task,
-        model=ModelConfig(name="gpt", layers=3, heads=4, width=64, mlp_ratio=2, max_points=11),
+        model=model_config(name="gpt", layers=3, heads=4, width=64, mlp_ratio=2, max_points=11),
         train=TrainConfig(steps=1000, batch_size=128, lr=3e-3, eval_every=1000, checkpoint_every=1000, progress=False),
         eval=EvalConfig(n_prompts=256),
         name="gpt-linear",

@@ -19,12 +19,12 @@ from iclab.analysis.implicit import (
     plot_implicit,
     probe_queries,
 )
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.tasks.linear import LinearRegressionTask
 
 
 def _prompts(batch=128, *, d=4, n=10, noise_var=0.1, seed=0, dtype=torch.float64):
-    task = LinearRegressionTask(TaskConfig(d=d, n_points=n, noise_var=noise_var))
+    task = LinearRegressionTask(task_config("linear", d=d, n_points=n, noise_var=noise_var))
     return task.sample(batch, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 

@@ -30,7 +30,7 @@ from iclab.algorithms.least_squares import (
 )
 from iclab.algorithms.ls_prefix import prefix_conditioning
 from iclab.algorithms.registry import LearnerSpecError, make_learner
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.tasks.linear import LinearRegressionTask
 
 _close = partial(assert_rel_close, rtol=1e-5)
@@ -426,7 +426,7 @@ def test_posterior_cholesky_falls_back_where_the_factorisation_fails():
 
 
 def test_registry_names_and_parameters():
-    task = LinearRegressionTask(TaskConfig(d=3, n_points=5, noise_var=0.2, w_scale=1.5, x_dist="gaussian"))
+    task = LinearRegressionTask(task_config("linear", d=3, n_points=5, noise_var=0.2, w_scale=1.5, x_dist="gaussian"))
     for spec in ("ols", "ols:float64=1", "ridge:0.25", "ridge:0.25:float64=true", "bayes", "bayes:0.1:2"):
         assert make_learner(spec, task).name == spec
     assert make_learner("ols:float64=1").dtype == torch.float64 and make_learner("ols").dtype is None
@@ -461,8 +461,8 @@ def test_registry_bad_arguments_are_one_line_errors_with_usage(spec, match):
 
 
 def test_bare_ridge_is_the_tasks_bayes_ridge_and_ols_when_noiseless():
-    noisy = LinearRegressionTask(TaskConfig(d=3, noise_var=0.5, w_scale=2.0, x_dist="gaussian"))
+    noisy = LinearRegressionTask(task_config("linear", d=3, noise_var=0.5, w_scale=2.0, x_dist="gaussian"))
     assert make_learner("ridge", noisy).lam == 0.5 / 4.0
     assert make_learner("ridge", noisy).name == "ridge"
-    noiseless = LinearRegressionTask(TaskConfig(d=3))
+    noiseless = LinearRegressionTask(task_config("linear", d=3))
     assert isinstance(make_learner("ridge", noiseless), OLS)

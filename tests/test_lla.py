@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.models import make_model
 from iclab.models.lla import LLABlock, LocalLinearAttentionModel, kernel_weights, lla, lla_naive
 from iclab.training import train
@@ -25,7 +25,7 @@ def _qkv(lead=(2,), T=3, N=5, D=3, Dv=2, seed=0, scale=1.0):
 
 
 def _model(d=3, *, seed=0, **kw) -> LocalLinearAttentionModel:
-    cfg = ModelConfig(name="lla", **kw)
+    cfg = model_config(name="lla", **kw)
     return LocalLinearAttentionModel(cfg, d, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -192,7 +192,7 @@ def test_state_dict_round_trip_through_safetensors(tmp_path):
 
 
 def test_registry_builds_the_model_with_weights_named_like_the_math():
-    model = make_model(ModelConfig(name="lla", layers=2, heads=3, lla_ridge=0.5), 4)
+    model = make_model(model_config(name="lla", layers=2, heads=3, lla_ridge=0.5), 4)
     assert isinstance(model, LocalLinearAttentionModel) and model.ridge == 0.5
     for w in model.weights:
         for name in ("W_Q", "W_K", "W_V", "P", "W_KQ"):
@@ -206,8 +206,8 @@ def test_training_learns_linear_regression():
 
     def cfg(steps):
         return ExperimentConfig(
-            task=TaskConfig(d=3, n_points=10, n_queries=1),
-            model=ModelConfig(name="lla", layers=1, heads=1),
+            task=task_config("linear", d=3, n_points=10, n_queries=1),
+            model=model_config(name="lla", layers=1, heads=1),
             train=TrainConfig(steps=steps, batch_size=64, lr=1e-2, eval_every=50, checkpoint_every=50, progress=False),
             eval=EvalConfig(n_prompts=512),
             name="lla_smoke",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from iclab.config import ConfigError, ModelConfig
+from iclab.config import ConfigError, model_config
 from iclab.models import make_model
 from iclab.models.lsa import LSA
 
@@ -18,7 +18,7 @@ HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "hook
 
 def _model(d=3, *, seed=0, init_scale=1.0, **kw) -> LSA:
     """A float64 LSA with O(1) random weights (init_scale 1 makes every term visible)."""
-    cfg = ModelConfig(init_scale=init_scale, **kw)
+    cfg = model_config("lsa", init_scale=init_scale, **kw)
     return LSA(cfg, d, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -266,7 +266,7 @@ def test_layernorm_is_off_before_layer_zero():
 
 def test_init_variance_is_init_scale_over_layers_times_width():
     d, layers, heads, init_scale = 20, 3, 4, 0.002
-    config = ModelConfig(layers=layers, heads=heads, init_scale=init_scale)
+    config = model_config("lsa", layers=layers, heads=heads, init_scale=init_scale)
     model = LSA(config, d, generator=torch.Generator().manual_seed(0))
     values = torch.cat([p.detach().flatten() for p in model.weights.parameters()]).double()
     n = values.numel()
@@ -282,9 +282,9 @@ def test_init_variance_is_init_scale_over_layers_times_width():
 
 
 def test_make_model_registry():
-    assert isinstance(make_model(ModelConfig(), 3), LSA)
+    assert isinstance(make_model(model_config("lsa"), 3), LSA)
     with pytest.raises(ConfigError, match="lsa"):
-        ModelConfig(name="transformer")
+        model_config(name="transformer")
 
 
 @pytest.mark.parametrize(
@@ -299,7 +299,7 @@ def test_make_model_registry():
 def test_gram_fast_path_equals_naive_attention(kw):
     """The reassociated (Gram) update equals the written-out attention, forward and backward, in float64."""
     gen = torch.Generator().manual_seed(3)
-    model = LSA(ModelConfig(init_scale=1.0, **kw), 4, generator=gen).double()
+    model = LSA(model_config("lsa", init_scale=1.0, **kw), 4, generator=gen).double()
     tokens = torch.randn(6, 9, 5, generator=gen, dtype=torch.float64)
     outputs, grads = [], []
     for fast in (True, False):
@@ -317,7 +317,7 @@ def test_gram_fast_path_equals_naive_attention(kw):
 
 def test_observing_the_pattern_uses_the_naive_path_with_equal_output():
     gen = torch.Generator().manual_seed(4)
-    model = LSA(ModelConfig(layers=2, init_scale=1.0), 3, generator=gen).double()
+    model = LSA(model_config("lsa", layers=2, init_scale=1.0), 3, generator=gen).double()
     tokens = torch.randn(2, 6, 4, generator=gen, dtype=torch.float64)
     out, cache = model.run_with_cache(tokens, 5, names=["blocks.1.attn.hook_pattern"])
     assert cache["blocks.1.attn.hook_pattern"].shape == (2, 1, 6, 5)

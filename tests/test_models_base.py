@@ -4,7 +4,7 @@ leaves the global RNG alone; with a generator, its initialisation follows the ge
 import pytest
 import torch
 
-from iclab.config import ModelConfig
+from iclab.config import ModelConfig, model_config
 from iclab.models import MODELS, make_model
 
 MODEL_NAMES = list(MODELS)
@@ -13,7 +13,7 @@ MODEL_NAMES = list(MODELS)
 def _config(name: str, **kw) -> ModelConfig:
     if name in ("gpt", "separate"):
         kw.setdefault("max_points", 16)
-    return ModelConfig(name=name, **kw)
+    return model_config(name=name, **kw)
 
 
 def _weights(model) -> list[torch.Tensor]:

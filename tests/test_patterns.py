@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iclab.analysis.patterns import attention_patterns, circuit_statistics, circuits, kq_statistics, ov_statistics
-from iclab.config import ModelConfig
+from iclab.config import model_config
 from iclab.models.lsa import LSA
 from iclab.models.softmax import SoftmaxAttention
 from iclab.tasks.base import Prompts
@@ -32,7 +32,7 @@ def _e_yy(d: int) -> torch.Tensor:
 
 def _softmax_construction(d: int, beta: float, c: float) -> SoftmaxAttention:
     """Two heads with KQ_h = ±β·[[I, 0], [0, 0]] and OV_h = ∓c·e_y e_yᵀ."""
-    model = SoftmaxAttention(ModelConfig(name="softmax", heads=2), d).double()
+    model = SoftmaxAttention(model_config(name="softmax", heads=2), d).double()
     a = model.blocks[0].attn
     with torch.no_grad():
         a.W_Q.copy_(torch.stack([_x_block(d), _x_block(d)]) * beta**0.5)
@@ -44,7 +44,7 @@ def _softmax_construction(d: int, beta: float, c: float) -> SoftmaxAttention:
 
 def _lsa_construction(d: int, eta_over_n: float) -> LSA:
     """von Oswald's one GD step: W_K = W_Q = [[I, 0], [0, 0]], W_V = [[0, 0], [0, −1]], P = (η/N)·I."""
-    model = LSA(ModelConfig(), d).double()
+    model = LSA(model_config("lsa"), d).double()
     w = model.layer_weights(0)
     with torch.no_grad():
         w.W_Q.copy_(_x_block(d)[None])
@@ -136,7 +136,7 @@ def test_circuit_statistics_of_the_lsa_construction(tmp_path):
 
 
 def test_circuits_of_a_multi_layer_model(tmp_path):
-    model = SoftmaxAttention(ModelConfig(name="softmax", layers=2, heads=3), 2, generator=torch.Generator())
+    model = SoftmaxAttention(model_config(name="softmax", layers=2, heads=3), 2, generator=torch.Generator())
     out = circuit_statistics(model, tmp_path / "c.png")
     assert len(out["layers"]) == 2 and len(out["layers"][1]["kq"]["diagonal_mean"]) == 3
     np.testing.assert_allclose(out["layers"][1]["KQ"], model.blocks[1].attn.W_KQ.detach().double().numpy())

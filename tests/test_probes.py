@@ -21,7 +21,7 @@ from iclab.analysis.probes import (
     ridge_predict,
     select_ridge,
 )
-from iclab.config import ModelConfig, TaskConfig
+from iclab.config import model_config, task_config
 from iclab.models.lsa import LSA
 from iclab.tasks.linear import LinearRegressionTask
 
@@ -29,7 +29,7 @@ D, N = 5, 20
 
 
 def _prompts(batch, *, d=D, n=N, seed=0, dtype=torch.float64, **task):
-    config = TaskConfig(d=d, n_points=n, x_dist="gaussian", x_scale=1.0, **task)
+    config = task_config("linear", d=d, n_points=n, x_dist="gaussian", x_scale=1.0, **task)
     return LinearRegressionTask(config).sample(batch, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
@@ -39,7 +39,7 @@ def _gd_update(prompts, eta):
 
 
 def _random_lsa(layers, init_scale=0.002, seed=0):
-    config = ModelConfig(layers=layers, init_scale=init_scale)
+    config = model_config("lsa", layers=layers, init_scale=init_scale)
     return LSA(config, D, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -118,7 +118,7 @@ def test_trained_one_layer_lsa_holds_the_gd_update_but_not_w():
     """Trained vs random 1-layer LSA (d = 5, n = 20, noiseless, 500 steps ≈ 4 s): the GD update is linearly read
     from the trained model's query token (R² ≈ 0.9999) and not from the random one (≈ 0.03). w and Xᵀy are read
     from neither (≈ 0): a (d + 1)-wide stream holding x_q has no room for w; only the product x_qᵀXᵀy appears."""
-    from iclab.config import preset
+    from iclab.experiments.presets import preset
     from iclab.training import train
 
     cfg = preset("gaussian").replace(

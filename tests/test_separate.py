@@ -12,7 +12,14 @@ from safetensors.torch import load_file, save_file
 from iclab.algorithms.gd import GD
 from iclab.algorithms.tuning import tune_steps
 from iclab.analysis import half_mse
-from iclab.config import ConfigError, EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
+from iclab.config import (
+    ConfigError,
+    EvalConfig,
+    ExperimentConfig,
+    TrainConfig,
+    model_config,
+    task_config,
+)
 from iclab.models import make_model
 from iclab.models.separate import SeparateTokenModel, copy_patterns, copy_scores, plot_copy_pattern
 from iclab.tasks import make_task
@@ -23,7 +30,7 @@ COPY_HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", 
 
 
 def _model(d=2, *, seed=0, max_points=8, layout=None, **kw) -> SeparateTokenModel:
-    cfg = ModelConfig(name="separate", init_scale=1.0, max_points=max_points, **kw)
+    cfg = model_config(name="separate", init_scale=1.0, max_points=max_points, **kw)
     return SeparateTokenModel(cfg, d, generator=torch.Generator().manual_seed(seed), layout=layout).double()
 
 
@@ -69,7 +76,7 @@ def test_shapes_parameters_registry_and_readout():
     torch.testing.assert_close(pred, -out[:, 10:, 3])  # −(query y-slots)
     assert model.copy.W_Q.shape == (2, 12, 12) and model.layer_weights(1).W_Q.shape == (2, 12, 12)
     torch.testing.assert_close(model.copy.W_KQ, model.copy.W_K.transpose(-1, -2) @ model.copy.W_Q)
-    built = make_model(ModelConfig(name="separate", max_points=11), 3, generator=torch.Generator().manual_seed(0))
+    built = make_model(model_config(name="separate", max_points=11), 3, generator=torch.Generator().manual_seed(0))
     assert isinstance(built, SeparateTokenModel) and built.layout.width(3) == 15
 
 
@@ -149,7 +156,7 @@ def _hand_copy_model(beta: float = 60.0) -> SeparateTokenModel:
 
 def test_copy_scores_of_a_hand_built_pair_attention_head():
     model = _hand_copy_model()
-    task = make_task(TaskConfig(d=2, n_points=5))
+    task = make_task(task_config("linear", d=2, n_points=5))
     prompts = task.sample(16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     scores = copy_scores(model, prompts)
     # y_i sees x_i and itself with equal scores (shared pair position), the other keys with e^−β as much
@@ -163,7 +170,7 @@ def test_copy_scores_of_a_hand_built_pair_attention_head():
 
 def test_plot_copy_pattern_writes_a_png(tmp_path):
     model = _hand_copy_model()
-    prompts = make_task(TaskConfig(d=2, n_points=5)).sample(8, generator=torch.Generator().manual_seed(0))
+    prompts = make_task(task_config("linear", d=2, n_points=5)).sample(8, generator=torch.Generator().manual_seed(0))
     path = plot_copy_pattern(model.float(), prompts, tmp_path / "figs" / "copy.png", title="hand-built copy")
     assert path.exists() and path.stat().st_size > 5_000
 
@@ -178,10 +185,10 @@ def test_trained_model_learns_the_copy_and_reaches_one_step_gd(tmp_path):
     step 0.0273 (the concat LSA's trained one-layer level, 0.0272), two tuned steps 0.0092, zero predictor 0.127.
     The model ends between one and two GD steps: the copy layer also moves the x tokens.
     """
-    task = TaskConfig(d=3, n_points=10)
+    task = task_config("linear", d=3, n_points=10)
     cfg = ExperimentConfig(
         task=task,
-        model=ModelConfig(name="separate", heads=1, layers=1, max_points=11),
+        model=model_config(name="separate", heads=1, layers=1, max_points=11),
         train=TrainConfig(
             steps=1200,
             batch_size=256,

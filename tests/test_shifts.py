@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from iclab.config import TaskConfig
+from iclab.config import task_config
 from iclab.shifts import SHIFTS, apply_shift, parse_shift
 from iclab.tasks import make_task
 
@@ -14,7 +14,7 @@ D, T, B = 6, 10, 400
 
 @pytest.fixture(scope="module")
 def setting():
-    task = make_task(TaskConfig(d=D, n_points=T - 1, x_dist="gaussian", x_scale=1.0, noise_var=0.1))
+    task = make_task(task_config("linear", d=D, n_points=T - 1, x_dist="gaussian", x_scale=1.0, noise_var=0.1))
     prompts = task.sample(B, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return task, prompts
 

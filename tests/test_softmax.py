@@ -22,12 +22,12 @@ from iclab.config import (
     ConfigError,
     EvalConfig,
     ExperimentConfig,
-    ModelConfig,
-    TaskConfig,
     TrainConfig,
     config_to_dict,
-    preset,
+    model_config,
+    task_config,
 )
+from iclab.experiments.presets import preset
 from iclab.models import make_model
 from iclab.models.softmax import SoftmaxAttention
 from iclab.runs import RunDir
@@ -46,7 +46,7 @@ IDS = ["default", "h3", "l3h2", "ln", "mlp-ln-pos"]
 
 def _model(d=3, *, seed=0, init_scale=6.0, **kw) -> SoftmaxAttention:
     """A float64 model with O(1) weights (init_scale 6 = variance 1 per entry at D = 4, layers = 1)."""
-    cfg = ModelConfig(name="softmax", init_scale=init_scale, **kw)
+    cfg = model_config(name="softmax", init_scale=init_scale, **kw)
     return SoftmaxAttention(cfg, d, generator=torch.Generator().manual_seed(seed)).double()
 
 
@@ -173,7 +173,7 @@ def test_hook_edits_reach_the_output():
 
 
 def test_registry_state_round_trip_and_training_checkpoint(tmp_path):
-    cfg = ModelConfig(name="softmax", layers=2, heads=2, mlp=True, positions=True, max_points=8)
+    cfg = model_config(name="softmax", layers=2, heads=2, mlp=True, positions=True, max_points=8)
     model = make_model(cfg, 3, generator=torch.Generator().manual_seed(0))
     assert isinstance(model, SoftmaxAttention)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
@@ -183,8 +183,8 @@ def test_registry_state_round_trip_and_training_checkpoint(tmp_path):
     torch.testing.assert_close(other(tokens, 5), model(tokens, 5), rtol=0, atol=0)
 
     exp = ExperimentConfig(
-        task=TaskConfig(d=3, n_points=6, x_dist="gaussian", x_scale=1.0),
-        model=ModelConfig(name="softmax", heads=2),
+        task=task_config("linear", d=3, n_points=6, x_dist="gaussian", x_scale=1.0),
+        model=model_config(name="softmax", heads=2),
         train=TrainConfig(steps=4, batch_size=8, eval_every=2, checkpoint_every=2, progress=False),
         eval=EvalConfig(n_prompts=16),
     )
@@ -197,7 +197,7 @@ def test_registry_state_round_trip_and_training_checkpoint(tmp_path):
 
 
 def test_generator_controls_init_and_global_rng_untouched():
-    cfg = ModelConfig(name="softmax", heads=2, mlp=True, positions=True)
+    cfg = model_config(name="softmax", heads=2, mlp=True, positions=True)
     state = torch.random.get_rng_state()
     a = SoftmaxAttention(cfg, 3, generator=torch.Generator().manual_seed(5))
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -211,12 +211,12 @@ def test_positions_longer_than_max_points_fail_clearly():
     with pytest.raises(ValueError, match="max_points"):
         model(_tokens(n=5, m=1), 5)
     with pytest.raises(ConfigError, match=r"model\.heads"):
-        ModelConfig(name="softmax", heads=0)
+        model_config(name="softmax", heads=0)
 
 
 def _debiased_construction(d: int, beta: float, c: float) -> SoftmaxAttention:
     """Two heads, KQ_h = ±β·[[I, 0], [0, 0]], OV_h = ∓c·e_y e_yᵀ (He et al.'s solution, −y-slot readout)."""
-    model = SoftmaxAttention(ModelConfig(name="softmax", heads=2), d).double()
+    model = SoftmaxAttention(model_config(name="softmax", heads=2), d).double()
     x_block = torch.zeros(d + 1, d + 1, dtype=torch.float64)
     x_block[:d, :d] = torch.eye(d)
     e_yy = torch.zeros(d + 1, d + 1, dtype=torch.float64)

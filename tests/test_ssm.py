@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.models import make_model
 from iclab.models.ssm import SelectiveSSM, SSMBlock, scan_parallel, scan_recurrent
 from iclab.tasks.base import Prompts
@@ -17,7 +17,7 @@ BLOCK_HOOKS = ("hook_delta", "hook_B", "hook_C", "hook_state", "hook_mixer_out",
 
 
 def _model(d=3, *, seed=0, conv_kernel=4, **kw) -> SelectiveSSM:
-    cfg = ModelConfig(name="ssm", **{"width": 8, "state_dim": 4, "layers": 2, **kw})
+    cfg = model_config(name="ssm", **{"width": 8, "state_dim": 4, "layers": 2, **kw})
     gen = torch.Generator().manual_seed(seed)
     return SelectiveSSM(cfg, d, generator=gen, conv_kernel=conv_kernel).double()
 
@@ -144,14 +144,14 @@ def test_state_dict_round_trip_through_safetensors(tmp_path):
 
 
 def test_registry_and_initialisation():
-    model = make_model(ModelConfig(name="ssm", width=32, state_dim=16, layers=3), 5)
+    model = make_model(model_config(name="ssm", width=32, state_dim=16, layers=3), 5)
     assert isinstance(model, SelectiveSSM) and len(model.blocks) == 3
     block = model.blocks[0]
     assert block.A.shape == (64, 16) and (block.A < 0).all()
     dt = torch.nn.functional.softplus(block.dt_bias)
     assert (dt >= 1e-3 * 0.999).all() and (dt <= 0.1 * 1.001).all()
     # the generator decides the weights
-    a, b = (make_model(ModelConfig(name="ssm", width=8), 3, generator=torch.Generator().manual_seed(0)) for _ in "ab")
+    a, b = (make_model(model_config(name="ssm", width=8), 3, generator=torch.Generator().manual_seed(0)) for _ in "ab")
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
@@ -163,8 +163,8 @@ def test_training_learns_linear_regression():
 
     def cfg(steps):
         return ExperimentConfig(
-            task=TaskConfig(d=3, n_points=10, n_queries=1),
-            model=ModelConfig(name="ssm", layers=1, width=16, state_dim=4),
+            task=task_config("linear", d=3, n_points=10, n_queries=1),
+            model=model_config(name="ssm", layers=1, width=16, state_dim=4),
             train=TrainConfig(steps=steps, batch_size=64, lr=1e-2, eval_every=50, checkpoint_every=50, progress=False),
             eval=EvalConfig(n_prompts=512),
             name="ssm_smoke",

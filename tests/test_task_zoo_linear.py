@@ -7,16 +7,17 @@ alarm whatever the seed). Structure (supports, ranks, signs, pool membership) is
 
 import dataclasses
 import itertools
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
-from iclab.config import TaskConfig
-from iclab.tasks import Prompts, make_task
-from iclab.tasks import mixture as mixture_module
+from iclab.config import TaskConfig, change_family, task_config
+from iclab.tasks import TASKS, Prompts, make_task
 from iclab.tasks.curriculum import Curriculum
-from iclab.tasks.linear import LinearRegressionTask
+from iclab.tasks.linear import LinearConfig, LinearRegressionTask
 
 K = 5.0
 
@@ -52,7 +53,7 @@ def _flat_params(params: dict[str, torch.Tensor]) -> torch.Tensor:
 # --- linear: Gaussian moments, ill-conditioned inputs, sign and low-rank priors -----------------------------------
 def test_gaussian_linear_second_moments_and_noise():
     a, tau, sigma2, d = 0.8, 1.3, 0.3, 4
-    config = TaskConfig(d=d, n_points=10, x_dist="gaussian", x_scale=a, w_scale=tau, noise_var=sigma2)
+    config = task_config("linear", d=d, n_points=10, x_dist="gaussian", x_scale=a, w_scale=tau, noise_var=sigma2)
     p = _sample(config, 20_000)
     x, w, noise = p.x.reshape(-1, d).numpy(), p.w.numpy(), (p.y - p.f).numpy()
     for i, j in itertools.product(range(d), repeat=2):  # E[x xᵀ] = a²I, E[w wᵀ] = τ²I
@@ -69,7 +70,7 @@ def test_gaussian_linear_second_moments_and_noise():
 @pytest.mark.parametrize("kappa", [10.0, 100.0])
 def test_ill_conditioned_covariance_eigenvalues(kappa):
     a, d = 0.7, 5
-    config = TaskConfig(d=d, n_points=99, x_dist="gaussian", x_scale=a, x_condition=kappa)
+    config = task_config("linear", d=d, n_points=99, x_dist="gaussian", x_scale=a, x_condition=kappa)
     x = _sample(config, 2000).x.reshape(-1, d)  # [N, d], N = 200 000 i.i.d. inputs
     n = x.shape[0]
     cov = (x.T @ x / n).numpy()  # the mean is known to be 0
@@ -89,21 +90,21 @@ def test_ill_conditioned_covariance_eigenvalues(kappa):
 
 def test_sign_prior_is_exactly_plus_minus_tau_and_balanced():
     tau, d, batch = 0.7, 6, 20_000
-    w = _sample(TaskConfig(d=d, n_points=1, w_prior="sign", w_scale=tau), batch).w
+    w = _sample(task_config("linear", d=d, n_points=1, w_prior="sign", w_scale=tau), batch).w
     assert torch.equal(w.abs(), torch.full_like(w, tau))
     w = w.numpy()
     for i in range(d):
         _assert_frequency(w[:, i] > 0, 0.5)
         for j in range(i + 1, d):  # independent coordinates
             _assert_mean(w[:, i] * w[:, j], 0.0)
-    w32 = _sample(TaskConfig(d=d, n_points=1, w_prior="sign", w_scale=tau), 64, dtype=torch.float32).w
+    w32 = _sample(task_config("linear", d=d, n_points=1, w_prior="sign", w_scale=tau), 64, dtype=torch.float32).w
     assert set(w32.unique().tolist()) == {-np.float32(tau), np.float32(tau)}
 
 
 @pytest.mark.parametrize("rank", [1, 2, 4])
 def test_low_rank_prior_rank_and_norm(rank):
     tau, d, batch = 1.5, 16, 5000
-    config = TaskConfig(d=d, n_points=1, w_prior="low_rank", w_rank=rank, w_scale=tau)
+    config = task_config("linear", d=d, n_points=1, w_prior="low_rank", w_rank=rank, w_scale=tau)
     w = _sample(config, batch).w
     ranks = torch.linalg.matrix_rank(w.reshape(batch, 4, 4))  # w = vec(W), W 4×4
     assert torch.equal(ranks, torch.full_like(ranks, rank))
@@ -114,7 +115,7 @@ def test_low_rank_prior_rank_and_norm(rank):
 # --- sparse linear -----------------------------------------------------------------------------------------------
 def test_sparse_support_size_uniformity_and_moments():
     d, k, tau, batch = 5, 2, 1.3, 20_000
-    config = TaskConfig(name="sparse_linear", d=d, n_points=3, sparsity=k, w_scale=tau)
+    config = task_config(name="sparse_linear", d=d, n_points=3, sparsity=k, w_scale=tau)
     p = _sample(config, batch)
     w = p.w.numpy()
     support = w != 0
@@ -131,24 +132,24 @@ def test_sparse_support_size_uniformity_and_moments():
         _assert_mean(w[:, i] ** 2, tau**2 * k / d)
     task = make_task(config)
     np.testing.assert_allclose(task.w_second_moment().numpy(), [tau**2 * k / d] * d, rtol=1e-15)
-    linear = LinearRegressionTask(dataclasses.replace(config, name="linear"))
+    linear = LinearRegressionTask(change_family(config, "linear"))
     assert torch.equal(task.x_second_moment(), linear.x_second_moment())
     torch.testing.assert_close(p.f, torch.einsum("btd,bd->bt", p.x, p.w), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("k", [1, 6])
 def test_sparse_extreme_sparsities(k):
-    w = _sample(TaskConfig(name="sparse_linear", d=6, n_points=2, sparsity=k), 500).w
+    w = _sample(task_config(name="sparse_linear", d=6, n_points=2, sparsity=k), 500).w
     assert torch.equal((w != 0).sum(-1), torch.full((500,), k))
 
 
 # --- finite pools ------------------------------------------------------------------------------------------------
 CONFIGS = {
-    "linear": TaskConfig(d=4, n_points=3),
-    "sign": TaskConfig(d=10, n_points=3, w_prior="sign"),  # 2¹⁰ vectors: a pool of 7 is distinct
-    "low_rank": TaskConfig(d=4, n_points=3, w_prior="low_rank"),
-    "sparse": TaskConfig(name="sparse_linear", d=4, n_points=3, sparsity=2),
-    "mixture": TaskConfig(name="mixture", d=4, n_points=3, sparsity=1, components=("linear", "sparse_linear")),
+    "linear": task_config("linear", d=4, n_points=3),
+    "sign": task_config("linear", d=10, n_points=3, w_prior="sign"),  # 2¹⁰ vectors: a pool of 7 is distinct
+    "low_rank": task_config("linear", d=4, n_points=3, w_prior="low_rank"),
+    "sparse": task_config(name="sparse_linear", d=4, n_points=3, sparsity=2),
+    "mixture": task_config("mixture", d=4, n_points=3, components=("linear", "sparse_linear:sparsity=1")),
 }
 
 
@@ -197,8 +198,8 @@ def _selected_w(params: dict[str, torch.Tensor], c: int) -> torch.Tensor:
 
 
 def test_mixture_per_prompt_proportions_and_targets():
-    comps, batch = ("linear", "sparse_linear", "linear"), 6000
-    config = TaskConfig(name="mixture", d=4, n_points=5, sparsity=1, components=comps)
+    comps, batch = ("linear", "sparse_linear:sparsity=1", "linear"), 6000
+    config = task_config("mixture", d=4, n_points=5, components=comps)
     p = _sample(config, batch)
     comp = p.params["component"]
     assert comp.dtype == torch.long and p.w is None
@@ -210,7 +211,7 @@ def test_mixture_per_prompt_proportions_and_targets():
 
 
 def test_mixture_per_batch_draws_one_family_per_call():
-    config = TaskConfig(name="mixture", d=3, n_points=2, sparsity=1, components=("linear", "sparse_linear"))
+    config = task_config("mixture", d=3, n_points=2, components=("linear", "sparse_linear:sparsity=1"))
     task, gen = make_task(dataclasses.replace(config, mix_by="batch")), _gen(0)
     firsts = []
     for _ in range(600):
@@ -230,15 +231,16 @@ def test_mixture_per_batch_draws_one_family_per_call():
         assert torch.all(match.any(-1))
 
 
+@dataclass(frozen=True)
+class _ShiftedConfig(LinearConfig):
+    name: ClassVar[str] = "shifted"
+
+
 class _ShiftedLinear(LinearRegressionTask):
     """A linear family with a recognisable label noise: y = f + 100."""
 
     def add_noise(self, f, *, generator):
         return f + 100.0
-
-
-class _VectorLinear(LinearRegressionTask):
-    vector_targets = True
 
 
 class _ShiftedInputs(LinearRegressionTask):
@@ -248,20 +250,24 @@ class _ShiftedInputs(LinearRegressionTask):
         return super().sample_x(batch, n_total, generator=generator, device=device, dtype=dtype) + 10.0
 
 
-class _OwnSample(LinearRegressionTask):
-    def sample(self, batch, **kw):
-        raise AssertionError("not reached")
+@pytest.fixture
+def shifted_family():
+    """Registers the family "shifted" (a config class and a Task: one registration line) for one test."""
+    registered = []
+
+    def register(task_cls):
+        TASKS.register(_ShiftedConfig, task_cls)
+        registered.append(_ShiftedConfig.name)
+
+    yield register
+    for name in registered:
+        TASKS.unregister(name)
 
 
-def _patched(monkeypatch, name: str, cls) -> None:
-    real = mixture_module.task_class
-    monkeypatch.setattr(mixture_module, "task_class", lambda n: cls if n == name else real(n))
-
-
-def test_mixture_noise_is_each_components_own(monkeypatch):
-    _patched(monkeypatch, "sparse_linear", _ShiftedLinear)
+def test_mixture_noise_is_each_components_own(shifted_family):
+    shifted_family(_ShiftedLinear)
     sigma2 = 0.2
-    config = TaskConfig(name="mixture", d=3, n_points=20, noise_var=sigma2, components=("linear", "sparse_linear"))
+    config = task_config("mixture", d=3, n_points=20, noise_var=sigma2, components=("linear", "shifted"))
     p = _sample(config, 4000)
     noise, comp = (p.y - p.f).numpy(), p.params["component"].numpy()
     np.testing.assert_allclose(noise[comp == 1], 100.0, rtol=1e-12)
@@ -269,9 +275,9 @@ def test_mixture_noise_is_each_components_own(monkeypatch):
     _assert_mean(noise[comp == 0] ** 2, sigma2)
 
 
-def test_mixture_draws_each_components_own_inputs(monkeypatch):
-    _patched(monkeypatch, "sparse_linear", _ShiftedInputs)
-    config = TaskConfig(name="mixture", d=3, n_points=4, components=("linear", "sparse_linear"))
+def test_mixture_draws_each_components_own_inputs(shifted_family):
+    shifted_family(_ShiftedInputs)
+    config = task_config("mixture", d=3, n_points=4, components=("linear", "shifted"))
     p = _sample(config, 200, d_active=2)
     shifted = p.params["component"] == 1
     assert 0 < shifted.sum() < 200
@@ -280,18 +286,24 @@ def test_mixture_draws_each_components_own_inputs(monkeypatch):
     torch.testing.assert_close(p.f, torch.einsum("btd,bd->bt", p.x, _selected_w(p.params, 2)), rtol=0, atol=0)
 
 
-def test_mixture_rejects_families_with_their_own_sample(monkeypatch):
-    _patched(monkeypatch, "ar", _OwnSample)
+def test_mixture_rejects_families_without_iid_inputs():
     with pytest.raises(ValueError, match=r"^task\.components: ar draw their own prompts"):
-        make_task(TaskConfig(name="mixture", d=3, components=("linear", "ar")))
+        task_config("mixture", d=3, components=("linear", "ar"))
 
 
-def test_mixture_rejects_vector_with_scalar_targets(monkeypatch):
-    _patched(monkeypatch, "softmax_regression", _VectorLinear)
-    config = TaskConfig(name="mixture", d=3, components=("linear", "softmax_regression"))
+def test_mixture_rejects_vector_with_scalar_targets():
     with pytest.raises(ValueError, match=r"task\.components.*softmax_regression") as err:
-        make_task(config)
+        task_config("mixture", d=3, components=("linear", "softmax_regression"))
     assert "\n" not in str(err.value)
+
+
+def test_mixture_component_settings_are_checked():
+    with pytest.raises(ValueError, match=r"^task\.sparsity: not a field of task 'linear'"):
+        task_config("mixture", d=3, components=("linear:sparsity=2", "quadratic"))
+    with pytest.raises(ValueError, match=r"^task\.components: must be NAME or NAME:FIELD=VALUE"):
+        task_config("mixture", d=3, components=("linear:sparsity", "quadratic"))
+    (_, sparse) = task_config("mixture", d=3, components=("linear", "sparse_linear:sparsity=2")).component_configs()
+    assert sparse.sparsity == 2 and sparse.d == 3
 
 
 # --- curriculum and d_active -------------------------------------------------------------------------------------
@@ -347,7 +359,7 @@ def test_d_active_zeroes_inactive_coordinates_before_evaluation(name):
 
 
 def test_curriculum_drives_sampling():
-    c, task, gen = Curriculum.garg(d=8, n_points=15), make_task(TaskConfig(d=8, n_points=15)), _gen(0)
+    c, task, gen = Curriculum.garg(d=8, n_points=15), make_task(task_config("linear", d=8, n_points=15)), _gen(0)
     for step in (0, 2000, 6000, 100_000):
         d_active, n = c.at(step)
         p = task.sample(4, generator=gen, n_points=n, d_active=d_active)
@@ -358,7 +370,7 @@ def test_curriculum_drives_sampling():
 # --- reproducibility and Task.targets, for every family above -----------------------------------------------------
 FAMILIES = {
     **CONFIGS,
-    "ill_conditioned": TaskConfig(d=4, n_points=3, x_dist="gaussian", x_condition=10.0, noise_var=0.1),
+    "ill_conditioned": task_config("linear", d=4, n_points=3, x_dist="gaussian", x_condition=10.0, noise_var=0.1),
     "mixture_batch": dataclasses.replace(CONFIGS["mixture"], mix_by="batch", noise_var=0.1),
     "pooled_linear": dataclasses.replace(CONFIGS["linear"], pool_size=5),
     "pooled_mixture": dataclasses.replace(CONFIGS["mixture"], pool_size=5),

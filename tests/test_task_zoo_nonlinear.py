@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from iclab.config import TaskConfig
+from iclab.config import TaskConfig, task_config
 from iclab.tasks import Prompts, make_task
 from iclab.tasks.nonlinear import DecisionTreeTask
 from iclab.tasks.sequences import stable_ar_coefficients
@@ -40,17 +40,17 @@ def test_quadratic_and_relu_net_target_variance(inputs):
     m2 = 1.0 if inputs == "gaussian" else 0.8**2 / 3  # E x_i²
     m4 = 3.0 if inputs == "gaussian" else 0.8**4 / 5  # E x_i⁴
     # one point per prompt: the values are i.i.d. over (function, input)
-    quad = _sample(TaskConfig(name="quadratic", d=d, n_points=1, w_scale=tau, **x_kw), 20_000)
+    quad = _sample(task_config(name="quadratic", d=d, n_points=1, w_scale=tau, **x_kw), 20_000)
     _assert_mean(quad.f[:, 0], 0.0)
     _assert_mean(quad.f[:, 0] ** 2, tau**2 * d * m4 / 3)  # τ²d for N(0, I): the √3 normalisation
-    relu = _sample(TaskConfig(name="relu_net", d=d, n_points=1, hidden=16, w_scale=tau, **x_kw), 20_000)
+    relu = _sample(task_config(name="relu_net", d=d, n_points=1, hidden=16, w_scale=tau, **x_kw), 20_000)
     _assert_mean(relu.f[:, 0], 0.0)
     _assert_mean(relu.f[:, 0] ** 2, tau**2 * d * m2)  # τ²E‖x‖²: the √(2/H) normalisation
 
 
 def test_quadratic_and_relu_net_match_naive_numpy():
-    quad = _sample(TaskConfig(name="quadratic", d=3, n_points=5, n_queries=2, noise_var=0.1), 4)
-    relu = _sample(TaskConfig(name="relu_net", d=3, n_points=5, n_queries=2, hidden=7, w_scale=0.7), 4)
+    quad = _sample(task_config(name="quadratic", d=3, n_points=5, n_queries=2, noise_var=0.1), 4)
+    relu = _sample(task_config(name="relu_net", d=3, n_points=5, n_queries=2, hidden=7, w_scale=0.7), 4)
     for b in range(4):
         x, w = quad.x[b].numpy(), quad.params["w_sq"][b].numpy()
         expected = [sum(w[i] * xt[i] ** 2 for i in range(3)) / math.sqrt(3) for xt in x]
@@ -70,7 +70,7 @@ def _naive_tree(node: int, x: np.ndarray, feature: np.ndarray, leaf: np.ndarray)
 
 def test_decision_tree_matches_a_recursive_walk_and_has_depth_many_decisions():
     depth, d = 3, 5
-    p = _sample(TaskConfig(name="decision_tree", d=d, depth=depth, n_points=60, n_queries=4, **GAUSS), 6)
+    p = _sample(task_config(name="decision_tree", d=d, depth=depth, n_points=60, n_queries=4, **GAUSS), 6)
     feature, leaf = p.params["feature"], p.params["leaf"]
     assert feature.dtype == torch.long and feature.shape == (6, 2**depth - 1) and leaf.shape == (6, 2**depth)
     assert feature.min() >= 0 and feature.max() < d
@@ -88,12 +88,12 @@ def test_decision_tree_matches_a_recursive_walk_and_has_depth_many_decisions():
     stump = {"feature": torch.tensor([[1]]), "leaf": torch.tensor([[-1.0, 1.0]])}
     x = torch.tensor([[[5.0, 0.0], [-5.0, 1e-9], [0.0, -2.0]]])
     np.testing.assert_array_equal(DecisionTreeTask.paths(x, stump)[..., -1].numpy(), [[1, 2, 1]])
-    assert make_task(TaskConfig(name="decision_tree", d=2, depth=1)).evaluate(x, stump).tolist() == [[-1, 1, -1]]
+    assert make_task(task_config(name="decision_tree", d=2, depth=1)).evaluate(x, stump).tolist() == [[-1, 1, -1]]
 
 
 def test_decision_tree_leaf_and_target_statistics():
     tau, depth, d = 1.5, 4, 6
-    p = _sample(TaskConfig(name="decision_tree", d=d, depth=depth, n_points=1, w_scale=tau, **GAUSS), 8000)
+    p = _sample(task_config(name="decision_tree", d=d, depth=depth, n_points=1, w_scale=tau, **GAUSS), 8000)
     leaf, feature = p.params["leaf"].numpy(), p.params["feature"].numpy()
     _assert_mean(leaf, 0.0)
     _assert_mean(leaf**2, tau**2)
@@ -107,7 +107,7 @@ def test_decision_tree_leaf_and_target_statistics():
 # --- sine and Fourier --------------------------------------------------------------------------------------------
 def test_sine_ranges_independence_and_values():
     amp, phase = (0.1, 5.0), (0.0, math.pi)
-    config = TaskConfig(name="sine", d=1, n_points=4, x_scale=5.0, amplitude=amp, phase=phase)
+    config = task_config(name="sine", d=1, n_points=4, x_scale=5.0, amplitude=amp, phase=phase)
     p = _sample(config, 20_000)
     A, phi = p.params["amplitude"].numpy(), p.params["phase"].numpy()
     assert A.min() >= amp[0] and A.max() <= amp[1] and phi.min() >= phase[0] and phi.max() <= phase[1]
@@ -122,7 +122,7 @@ def test_sine_ranges_independence_and_values():
 
 def test_fourier_values_period_and_normalisation():
     K, L, tau = 3, 2.0, 0.8
-    config = TaskConfig(name="fourier", d=1, n_points=6, frequencies=K, x_scale=L, w_scale=tau)
+    config = task_config(name="fourier", d=1, n_points=6, frequencies=K, x_scale=L, w_scale=tau)
     p = _sample(config, 5)
     a, b = p.params["a"].numpy(), p.params["b"].numpy()
     assert a.shape == (5, K + 1) and b.shape == (5, K)
@@ -158,7 +158,7 @@ def test_ar_coefficients_are_stationary(order):
 
 def test_ar_structure_noise_and_stationary_start():
     rho, sigma2 = 0.9, 0.5
-    config = TaskConfig(name="ar", d=3, n_points=12, n_queries=2, noise_var=sigma2, spectral_radius=rho)
+    config = task_config(name="ar", d=3, n_points=12, n_queries=2, noise_var=sigma2, spectral_radius=rho)
     p = _sample(config, 4000)
     x, y, f, a = p.x.numpy(), p.y.numpy(), p.f.numpy(), p.w.numpy()
     assert x.shape == (4000, 14, 3) and y.shape == f.shape == (4000, 14) and torch.equal(p.params["w"], p.w)
@@ -171,21 +171,21 @@ def test_ar_structure_noise_and_stationary_start():
     _assert_mean(noise[:, 1:] * noise[:, :-1], 0.0)  # white
     _assert_mean(noise[:, 3:] * x[:, 3:, 0], 0.0)  # independent of the past
     # AR(1), a ~ U(−ρ, ρ): after the burn-in E z_t² = σ² E[1/(1 − a²)] = σ² atanh(ρ)/ρ at every t
-    ar1 = _sample(TaskConfig(name="ar", d=1, n_points=5, noise_var=sigma2, spectral_radius=rho), 20_000)
+    ar1 = _sample(task_config(name="ar", d=1, n_points=5, noise_var=sigma2, spectral_radius=rho), 20_000)
     for t in (0, 5):
         _assert_mean(ar1.y[:, t] ** 2, sigma2 * math.atanh(rho) / rho)
 
 
 def test_ar_without_noise_starts_from_standard_normal_values():
-    p = _sample(TaskConfig(name="ar", d=2, n_points=8), 5000)
-    assert make_task(TaskConfig(name="ar", d=2)).burn_in == 0
+    p = _sample(task_config(name="ar", d=2, n_points=8), 5000)
+    assert make_task(task_config(name="ar", d=2)).burn_in == 0
     np.testing.assert_allclose(p.y.numpy(), p.f.numpy(), rtol=1e-13, atol=1e-14)
     _assert_mean(p.x[:, 0].numpy() ** 2, 1.0)  # the first window is the initial N(0, 1) values
 
 
 def test_linear_dynamics_orthogonal_and_trajectory():
     rho, d, sigma2 = 0.9, 4, 0.2
-    config = TaskConfig(name="linear_dynamics", d=d, n_points=9, noise_var=sigma2, spectral_radius=rho)
+    config = task_config(name="linear_dynamics", d=d, n_points=9, noise_var=sigma2, spectral_radius=rho)
     p = _sample(config, 6000)
     W, x, y, f = p.params["W"].numpy(), p.x.numpy(), p.y.numpy(), p.f.numpy()
     assert make_task(config).vector_targets and x.shape == y.shape == f.shape == (6000, 10, d) and p.w is None
@@ -198,28 +198,28 @@ def test_linear_dynamics_orthogonal_and_trajectory():
     np.testing.assert_allclose(f, np.einsum("bij,btj->bti", W, x), rtol=1e-13, atol=1e-13)
     _assert_mean((y - f) ** 2, sigma2)
     _assert_mean(x[:, 0] ** 2, 1.0)  # s_0 ~ N(0, I)
-    quiet = _sample(TaskConfig(name="linear_dynamics", d=d, n_points=5), 3)
+    quiet = _sample(task_config(name="linear_dynamics", d=d, n_points=5), 3)
     np.testing.assert_allclose(quiet.y.numpy(), quiet.f.numpy(), rtol=1e-13, atol=1e-14)
 
 
 def test_sequences_with_fewer_active_dimensions():
-    p = _sample(TaskConfig(name="ar", d=4, n_points=6, noise_var=0.1), 50, d_active=2)
+    p = _sample(task_config(name="ar", d=4, n_points=6, noise_var=0.1), 50, d_active=2)
     assert (p.w[:, 2:] == 0).all() and (p.x[..., 2:] == 0).all() and (p.w[:, :2] != 0).all()
     np.testing.assert_array_equal(p.x[:, 1:, 1].numpy(), p.x[:, :-1, 0].numpy())
-    q = _sample(TaskConfig(name="linear_dynamics", d=4, n_points=6, noise_var=0.1), 50, d_active=3)
+    q = _sample(task_config(name="linear_dynamics", d=4, n_points=6, noise_var=0.1), 50, d_active=3)
     assert (q.x[..., 3:] == 0).all() and (q.y[..., 3:] == 0).all()
     W = q.params["W"]
     torch.testing.assert_close(W[:, :3, :3].mT @ W[:, :3, :3], 0.81 * torch.eye(3, dtype=W.dtype).expand(50, 3, 3))
     for name in ("ar", "linear_dynamics"):
         with pytest.raises(ValueError, match="d_active"):
-            _sample(TaskConfig(name=name, d=4), 2, d_active=5)
+            _sample(task_config(name=name, d=4), 2, d_active=5)
         with pytest.raises(ValueError, match="d_active"):
-            _sample(TaskConfig(name=name, d=4, pool_size=3), 2, d_active=2)
+            _sample(task_config(name=name, d=4, pool_size=3), 2, d_active=2)
 
 
 # --- softmax regression and classification -------------------------------------------------------------------------
 def test_softmax_regression_probability_targets():
-    config = TaskConfig(name="softmax_regression", d=3, n_points=5, n_classes=4, w_scale=2.0, noise_var=0.3)
+    config = task_config(name="softmax_regression", d=3, n_points=5, n_classes=4, w_scale=2.0, noise_var=0.3)
     p = _sample(config, 7)
     assert make_task(config).vector_targets and p.y.shape == p.f.shape == (7, 6, 4)
     assert torch.equal(p.y, p.f)  # no label noise: noise_var is ignored
@@ -232,7 +232,7 @@ def test_softmax_regression_probability_targets():
 
 def test_classification_labels_and_flips():
     q = 0.2
-    config = TaskConfig(name="classification", d=4, n_points=20, flip_prob=q, w_scale=0.5)
+    config = task_config(name="classification", d=4, n_points=20, flip_prob=q, w_scale=0.5)
     p = _sample(config, 3000)
     x, w, y, f = p.x.numpy(), p.w.numpy(), p.y.numpy(), p.f.numpy()
     assert set(np.unique(y)) == set(np.unique(f)) == {-1.0, 1.0}
@@ -241,7 +241,7 @@ def test_classification_labels_and_flips():
     _assert_mean((y != f)[f > 0], q)  # independent of the label
     task = make_task(config)
     assert task.targets(torch.zeros(3000, 1, 4, dtype=torch.float64), p).eq(1).all()  # sign(0) := +1
-    clean = _sample(TaskConfig(name="classification", d=4, n_points=20, noise_var=1.0), 10)
+    clean = _sample(task_config(name="classification", d=4, n_points=20, noise_var=1.0), 10)
     assert torch.equal(clean.y, clean.f)  # flip_prob 0: noise_var does not apply
 
 
@@ -261,7 +261,7 @@ FAMILIES = {
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_reproducible_targets_and_dtype(name):
-    config = TaskConfig(name=name, n_points=6, n_queries=2, **FAMILIES[name])
+    config = task_config(name=name, n_points=6, n_queries=2, **FAMILIES[name])
     a, b, c = (_sample(config, 8, seed=s, dtype=torch.float32) for s in (3, 3, 4))
     for attr in ("x", "y", "f"):
         assert torch.equal(getattr(a, attr), getattr(b, attr)), attr
@@ -278,7 +278,7 @@ def test_reproducible_targets_and_dtype(name):
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_finite_pool(name):
     M = 3
-    config = TaskConfig(name=name, n_points=5, pool_size=M, pool_seed=7, **FAMILIES[name])
+    config = task_config(name=name, n_points=5, pool_size=M, pool_seed=7, **FAMILIES[name])
     task = make_task(config)
     p = task.sample(40, generator=torch.Generator().manual_seed(0))
     pool = task.pool_params("cpu", torch.float32)
@@ -298,7 +298,7 @@ def test_finite_pool(name):
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_sampling_on_cuda_stays_on_the_device(name):
     for pool_size in (0, 3):
-        task = make_task(TaskConfig(name=name, n_points=6, pool_size=pool_size, **FAMILIES[name]))
+        task = make_task(task_config(name=name, n_points=6, pool_size=pool_size, **FAMILIES[name]))
         p = task.sample(16, generator=torch.Generator("cuda").manual_seed(0))
         tensors = [p.x, p.y, p.f, *p.params.values()]
         assert all(t.device.type == "cuda" for t in tensors) and p.x.dtype == torch.float32

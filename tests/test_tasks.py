@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from iclab.config import ConfigError, TaskConfig
+from iclab.config import ConfigError, TaskConfig, task_config
 from iclab.tasks import Prompts, make_task
 from iclab.tasks.linear import LinearRegressionTask
 
@@ -22,7 +22,7 @@ def _assert_mean(values: np.ndarray, expected: float, k: float = 4.0) -> None:
 
 def test_uniform_inputs_moments():
     a = 0.7
-    p = _sample(TaskConfig(d=4, n_points=30, n_queries=2, x_scale=a), 3000, dtype=torch.float64)
+    p = _sample(task_config("linear", d=4, n_points=30, n_queries=2, x_scale=a), 3000, dtype=torch.float64)
     x = p.x.numpy()
     assert x.shape == (3000, 32, 4)
     assert np.abs(x).max() <= a  # support [−a, a]
@@ -30,13 +30,15 @@ def test_uniform_inputs_moments():
     _assert_mean(x**2, a**2 / 3)  # variance of U(−a, a)
     _assert_mean(x**4, a**4 / 5)  # fourth moment (what the GD closed form uses)
     np.testing.assert_allclose(
-        LinearRegressionTask(TaskConfig(d=4, x_scale=a)).x_second_moment().numpy(), [a**2 / 3] * 4, rtol=1e-15
+        LinearRegressionTask(task_config("linear", d=4, x_scale=a)).x_second_moment().numpy(),
+        [a**2 / 3] * 4,
+        rtol=1e-15,
     )
 
 
 def test_gaussian_inputs_with_diagonal_covariance():
     scale, diag = 0.8, (0.5, 1.0, 2.0, 4.0)
-    config = TaskConfig(d=4, n_points=30, x_dist="gaussian", x_scale=scale, x_cov_diag=diag)
+    config = task_config("linear", d=4, n_points=30, x_dist="gaussian", x_scale=scale, x_cov_diag=diag)
     x = _sample(config, 3000, dtype=torch.float64).x.numpy()
     for k, v in enumerate(diag):
         _assert_mean(x[..., k], 0.0)
@@ -50,7 +52,7 @@ def test_gaussian_inputs_with_diagonal_covariance():
 @pytest.mark.parametrize("w_cov_diag", [None, (0.25, 1.0, 3.0)])
 def test_task_vector_moments(w_cov_diag):
     tau = 1.3
-    config = TaskConfig(d=3, n_points=2, w_scale=tau, w_cov_diag=w_cov_diag)
+    config = task_config("linear", d=3, n_points=2, w_scale=tau, w_cov_diag=w_cov_diag)
     w = _sample(config, 40_000, dtype=torch.float64).w.numpy()
     assert w.shape == (40_000, 3)
     diag = np.ones(3) if w_cov_diag is None else np.array(w_cov_diag)
@@ -62,7 +64,7 @@ def test_task_vector_moments(w_cov_diag):
 
 def test_targets_are_linear_and_noise_has_the_configured_variance():
     sigma2 = 0.3
-    p = _sample(TaskConfig(d=5, n_points=20, n_queries=3, noise_var=sigma2), 2000, dtype=torch.float64)
+    p = _sample(task_config("linear", d=5, n_points=20, n_queries=3, noise_var=sigma2), 2000, dtype=torch.float64)
     x, w, f, y = (t.numpy() for t in (p.x, p.w, p.f, p.y))
     np.testing.assert_allclose(f, np.einsum("btd,bd->bt", x, w), rtol=1e-13, atol=1e-14)  # f = wᵀx
     noise = y - f
@@ -70,12 +72,12 @@ def test_targets_are_linear_and_noise_has_the_configured_variance():
     _assert_mean(noise**2, sigma2)
     _assert_mean(noise * x[..., 0], 0.0)  # independent of the inputs
     # noiseless: y is f exactly
-    quiet = _sample(TaskConfig(d=5, n_points=20), 10)
+    quiet = _sample(task_config("linear", d=5, n_points=20), 10)
     assert torch.equal(quiet.y, quiet.f)
 
 
 def test_sampling_is_reproducible_from_the_seed():
-    config = TaskConfig(d=3, n_points=7, n_queries=2, noise_var=0.1)
+    config = task_config("linear", d=3, n_points=7, n_queries=2, noise_var=0.1)
     a, b, c = _sample(config, 16, seed=5), _sample(config, 16, seed=5), _sample(config, 16, seed=6)
     for name in ("x", "y", "w", "f"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
@@ -87,7 +89,7 @@ def test_sampling_is_reproducible_from_the_seed():
 
 
 def test_sample_shapes_dtype_and_n_points_override():
-    config = TaskConfig(d=3, n_points=7, n_queries=2)
+    config = task_config("linear", d=3, n_points=7, n_queries=2)
     p = _sample(config, 5)
     assert p.x.dtype == torch.float32 and p.n_ctx == 7 and len(p) == 5
     assert (p.x.shape, p.y.shape, p.w.shape, p.f.shape) == ((5, 9, 3), (5, 9), (5, 3), (5, 9))
@@ -103,7 +105,7 @@ def test_sample_shapes_dtype_and_n_points_override():
 
 
 def test_prompts_slicing_and_to():
-    p = _sample(TaskConfig(d=3, n_points=4, n_queries=2, noise_var=0.1), 10)
+    p = _sample(task_config("linear", d=3, n_points=4, n_queries=2, noise_var=0.1), 10)
     part = p[2:5]
     assert len(part) == 3 and part.n_ctx == p.n_ctx
     for name in ("x", "y", "w", "f"):
@@ -117,7 +119,7 @@ def test_prompts_slicing_and_to():
 
 
 def test_scaled_semantics():
-    p = _sample(TaskConfig(d=3, n_points=4, n_queries=2, noise_var=0.2), 6, dtype=torch.float64)
+    p = _sample(task_config("linear", d=3, n_points=4, n_queries=2, noise_var=0.2), 6, dtype=torch.float64)
     noise = p.y - p.f
     a, b = 2.5, -0.4
     xs = p.scaled(input_scale=a)  # x → αx, f → αf, w and noise unchanged
@@ -140,19 +142,19 @@ def test_scaled_semantics():
 
 
 def test_make_task_and_config_validation():
-    assert isinstance(make_task(TaskConfig()), LinearRegressionTask)
+    assert isinstance(make_task(task_config("linear")), LinearRegressionTask)
     with pytest.raises(ConfigError, match="x_cov_diag"):
-        TaskConfig(d=2, x_cov_diag=(1.0, 2.0))  # needs x_dist="gaussian"
+        task_config("linear", d=2, x_cov_diag=(1.0, 2.0))  # needs x_dist="gaussian"
     with pytest.raises(ConfigError, match="x_cov_diag"):
-        TaskConfig(d=2, x_dist="gaussian", x_cov_diag=(1.0,))
+        task_config("linear", d=2, x_dist="gaussian", x_cov_diag=(1.0,))
     with pytest.raises(ConfigError, match="linear"):
-        TaskConfig(name="lineer")
+        task_config(name="lineer")
 
 
 def test_covariance_task_samples_without_rebuilding_tensors():
     from iclab.tasks import make_task
 
-    task = make_task(TaskConfig(d=3, x_dist="gaussian", x_scale=1.0, x_cov_diag=(1.0, 4.0, 9.0)))
+    task = make_task(task_config("linear", d=3, x_dist="gaussian", x_scale=1.0, x_cov_diag=(1.0, 4.0, 9.0)))
     gen = torch.Generator().manual_seed(0)
     task.sample(4, generator=gen, dtype=torch.float64)
     cached = dict(task._cache)

@@ -237,3 +237,24 @@ def test_separate_readout_conventions():
     assert vector.readout(vector.encode(_vector_prompts()), 3).shape == (2, 2, 3)
     with pytest.raises(ValueError, match="head"):
         head.readout(tokens, 3)
+
+
+@pytest.mark.parametrize(
+    "layout", [ConcatLayout(), InterleavedLayout(), SeparateLayout(pos_dim=4)], ids=lambda l: l.name
+)
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (3, 2), (5, 4)])
+def test_layouts_own_their_query_and_context_positions(layout, n, m):
+    """The tokens at query_positions carry the queries' x (in order) and no label; the first context_tokens tokens
+    carry every context x and y, and no token after them carries a context value."""
+    d = 3
+    p = _prompts(n=n, m=m, d=d)
+    tokens = layout.encode_parts(p.x_ctx, p.y_ctx, p.x_q)  # [B, L, width]
+    q = tokens[:, layout.query_positions(n, m)]
+    assert q.shape[1] == m
+    assert torch.equal(q[..., :d], p.x_q)
+    if layout.name != "interleaved":  # a query token's y slot is empty (interleaved: the query's y is a token)
+        assert torch.all(q[..., d] == 0)
+    c = layout.context_tokens(n)
+    head, tail = tokens[:, :c, : d + 1], tokens[:, c:, : d + 1]
+    for value in torch.cat([p.x_ctx.flatten(), p.y_ctx.flatten()]):
+        assert (head == value).any() and not (tail == value).any()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig, config_to_dict
+from iclab.config import (
+    EvalConfig,
+    ExperimentConfig,
+    TrainConfig,
+    config_to_dict,
+    model_config,
+    task_config,
+)
 from iclab.runs import RunDir
 from iclab.training import TrainingDiverged, evaluate_half_mse, load_model, train
 
@@ -14,8 +21,8 @@ def tiny(steps: int = 40, **train_overrides) -> ExperimentConfig:
     train_fields = dict(steps=steps, batch_size=64, lr=1e-2, eval_every=10, checkpoint_every=20, progress=False)
     train_fields.update(train_overrides)
     return ExperimentConfig(
-        task=TaskConfig(d=3, n_points=6, n_queries=2),
-        model=ModelConfig(layers=2),
+        task=task_config("linear", d=3, n_points=6, n_queries=2),
+        model=model_config("lsa", layers=2),
         train=TrainConfig(**train_fields),
         eval=EvalConfig(n_prompts=256),
         name="tiny",
@@ -104,7 +111,7 @@ def test_curriculum_follows_garg_schedule_and_resumes(tmp_path):
     from iclab.training.trainer import curriculum_for
 
     cfg = ExperimentConfig(
-        task=TaskConfig(d=8, n_points=15, x_dist="gaussian", x_scale=1.0),
+        task=task_config("linear", d=8, n_points=15, x_dist="gaussian", x_scale=1.0),
         train=TrainConfig(steps=12, batch_size=16, eval_every=4, checkpoint_every=4, progress=False,
                           curriculum="garg", curriculum_every=3),
         eval=EvalConfig(n_prompts=32),

@@ -3,13 +3,22 @@ NLL, the trainer, and an acceptance test against the Bayes predictive variance o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from iclab.algorithms.least_squares import Bayes
-from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig, config_to_dict
+from iclab.config import (
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    config_to_dict,
+    model_config,
+    task_config,
+)
 from iclab.models import MODELS, make_model
 from iclab.models.variance import FLOOR, MeanVarianceModel, gaussian_nll
 from iclab.runs import RunDir
@@ -21,7 +30,10 @@ SMALL = dict(layers=2, heads=2, width=16, max_points=16, state_dim=4, feature_hi
 
 
 def small_config(name: str, **overrides) -> ModelConfig:
-    return ModelConfig(name=name, variance_head=True, **{**SMALL, **overrides})
+    """Family `name` at the SMALL sizes (each family takes the fields it has)."""
+    fields = {f.name for f in dataclasses.fields(MODELS.config_class(name))}
+    kw = {k: v for k, v in {**SMALL, **overrides}.items() if k in fields}
+    return model_config(name=name, variance_head=True, **kw)
 
 
 def build(name: str, seed: int = 0) -> MeanVarianceModel:
@@ -53,7 +65,7 @@ def test_every_model_predicts_a_positive_variance_and_trains_head_and_trunk(name
 
     # the training loss is the NLL, finite, and backpropagates
     model.zero_grad()
-    prompts = make_task(TaskConfig(d=D, n_points=N, n_queries=M, noise_var=0.25)).sample(
+    prompts = make_task(task_config("linear", d=D, n_points=N, n_queries=M, noise_var=0.25)).sample(
         8, generator=torch.Generator().manual_seed(2)
     )
     loss = model.training_loss(prompts)
@@ -99,14 +111,16 @@ def test_causal_models_train_on_every_prefix_with_matching_query_variance(name):
     assert var_p.shape == (4, N + M) and (var_p >= FLOOR).all()
     torch.testing.assert_close(mean_q[:, 0], mean_p[:, N], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(var_q[:, 0], var_p[:, N], rtol=1e-4, atol=1e-5)
-    prompts = make_task(TaskConfig(d=D, n_points=N, n_queries=M)).sample(4, generator=torch.Generator().manual_seed(3))
+    prompts = make_task(task_config("linear", d=D, n_points=N, n_queries=M)).sample(
+        4, generator=torch.Generator().manual_seed(3)
+    )
     mean, var = model.predict_prefixes_with_variance(prompts.x, prompts.y)
     torch.testing.assert_close(model.training_loss(prompts), gaussian_nll(mean, var, prompts.y).mean())
 
 
 def test_query_models_have_no_prefix_variance():
     model = build("lsa")
-    assert not model.prefix_training and not hasattr(model, "predict_prefixes")
+    assert not model.prefix_training and not model.predicts_prefixes
     with pytest.raises(ValueError, match="predict_prefixes"):
         model.predict_prefixes_with_variance(*data())
 
@@ -120,9 +134,9 @@ def test_gaussian_nll_matches_torch():
 
 
 def test_wrapper_keeps_the_trunk_and_its_analysis_surface():
-    plain = make_model(ModelConfig(name="softmax", heads=2), D, generator=torch.Generator().manual_seed(0))
+    plain = make_model(model_config(name="softmax", heads=2), D, generator=torch.Generator().manual_seed(0))
     model = make_model(
-        ModelConfig(name="softmax", heads=2, variance_head=True), D, generator=torch.Generator().manual_seed(0)
+        model_config(name="softmax", heads=2, variance_head=True), D, generator=torch.Generator().manual_seed(0)
     )
     assert type(plain).__name__ == "SoftmaxAttention"
     for k, v in plain.state_dict().items():  # the trunk is drawn first: same weights as the bare model
@@ -152,8 +166,8 @@ def test_mask_reaches_a_masking_trunk_and_zeroes_points_otherwise():
 
 def test_trainer_logs_train_nll_and_reloads(tmp_path):
     cfg = ExperimentConfig(
-        task=TaskConfig(d=D, n_points=6, n_queries=2, noise_var=0.25),
-        model=ModelConfig(name="softmax", heads=2, variance_head=True),
+        task=task_config("linear", d=D, n_points=6, n_queries=2, noise_var=0.25),
+        model=model_config(name="softmax", heads=2, variance_head=True),
         train=TrainConfig(steps=20, batch_size=32, lr=1e-2, eval_every=10, checkpoint_every=20, progress=False),
         eval=EvalConfig(n_prompts=64),
         name="var",
@@ -200,10 +214,12 @@ def test_gpt_variance_tracks_the_bayes_predictive_variance():
     pre-ICL plateau (MSE 2.4) and fails these bounds; at 5e-3 none of six did. Plain ½·MSE training of the same GPT
     reaches the same MSE: the NLL does not slow the mean here.
     """
-    task = TaskConfig(d=3, n_points=8, n_queries=1, x_dist="gaussian", x_scale=1.0, w_scale=1.0, noise_var=0.25)
+    task = task_config(
+        "linear", d=3, n_points=8, n_queries=1, x_dist="gaussian", x_scale=1.0, w_scale=1.0, noise_var=0.25
+    )
     cfg = ExperimentConfig(
         task=task,
-        model=ModelConfig(name="gpt", layers=2, heads=2, width=32, max_points=16, variance_head=True),
+        model=model_config(name="gpt", layers=2, heads=2, width=32, max_points=16, variance_head=True),
         train=TrainConfig(
             steps=2500,
             batch_size=128,

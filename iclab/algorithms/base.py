@@ -3,6 +3,9 @@
 A learner answers
     predict(x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d], mask [B, n] | None) -> [B, m]
     predict_prefixes(x [B, T, d], y [B, T]) -> [B, T]     (prediction t sees points < t; t = 0 sees none)
+and declares what it supports (class attributes, read by evaluation and the trainer; never discovered):
+    takes_mask          predict accepts `mask` (otherwise absent points reach it as zero tokens)
+    predicts_prefixes   predict_prefixes exists (one causal pass, or batched over prefixes)
 Vector-valued targets (y [B, n, k], e.g. softmax regression) are handled by `MaskedLearner` as k independent
 scalar problems: predictions are then [B, m, k] / [B, T, k].
 
@@ -19,7 +22,7 @@ of every task family; dMMSE predicts the mean of its pool.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -32,6 +35,8 @@ class Learner(Protocol):
     """Anything that predicts query targets from a context: trained models and algorithms alike."""
 
     name: str
+    takes_mask: bool
+    predicts_prefixes: bool
 
     def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor: ...
 
@@ -79,6 +84,8 @@ class MaskedLearner:
     """
 
     name: str = "learner"
+    takes_mask: ClassVar[bool] = True
+    predicts_prefixes: ClassVar[bool] = True
     chunk_elements: int = 1 << 24
 
     def predict_masked(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor) -> Tensor:

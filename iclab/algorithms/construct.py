@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from iclab.config import ModelConfig
-from iclab.models.lsa import LSA
+from iclab.models.lsa import LSA, LSAConfig
 
 __all__ = ["construct_gd", "construct_gdpp", "gd_blocks"]
 
@@ -40,7 +39,7 @@ def construct_gdpp(
         raise ValueError(f"gammas: must have one value per layer ({len(etas)}), got {len(gammas)}")
     if tied and (len(set(etas)) > 1 or len(set(gammas)) > 1):
         raise ValueError("tied: a tied construction needs the same eta and gamma in every layer")
-    config = ModelConfig(layers=len(etas), tied=tied, heads=heads)
+    config = LSAConfig(layers=len(etas), tied=tied, heads=heads)
     model = LSA(config, d, generator=torch.Generator().manual_seed(0)).double()
     with torch.no_grad():
         for layer, weights in enumerate(model.weights):

@@ -226,8 +226,10 @@ def _tuned(task: Any, steps: int, plus_plus: bool) -> Any:
 def _whitened_task(task: Any) -> Any:
     """The task in coordinates z = Λ^{-1/2} x (Λ = diag E[xxᵀ]): preconditioned GD with A = Λ⁻¹ on x is plain GD
     on z with w' = Λ^{1/2} w, so its steps are the plain-GD steps tuned on this task."""
+    from iclab.tasks.linear import LinearConfig
+
     c = task.config
-    if not hasattr(c, "x_dist"):
+    if not isinstance(c, LinearConfig):
         raise ValueError("tuned pgd needs a linear-regression task; give eta=… for a fixed step")
     if c.x_dist == "uniform":  # U(−a, a) has variance a²/3: z ~ U(−√3, √3), w' = w·a/√3
         return type(task)(replace(c, x_scale=math.sqrt(3.0), w_scale=c.w_scale * c.x_scale / math.sqrt(3.0)))

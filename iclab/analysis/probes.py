@@ -60,10 +60,10 @@ def probe_targets(prompts: Prompts, names: Sequence[str] = ("w", "xty")) -> dict
 
 def _positions(model: nn.Module, n_ctx: int) -> tuple[int, int]:
     """(index of the first query token, number of context tokens) for the model's token layout."""
-    layout = getattr(getattr(model, "layout", None), "name", None)
-    if layout not in ("concat", "interleaved", "separate"):
-        raise ValueError(f"model: probes know the concat, interleaved and separate layouts, got {layout!r}")
-    return (n_ctx, n_ctx) if layout == "concat" else (2 * n_ctx, 2 * n_ctx)
+    layout = getattr(model, "layout", None)
+    if layout is None:
+        raise ValueError(f"model: probes read token streams; {type(model).__name__} has no token layout")
+    return layout.query_positions(n_ctx, 1).start, layout.context_tokens(n_ctx)
 
 
 def default_hooks(model: ICLModel) -> list[str]:

@@ -14,6 +14,7 @@ from iclab.algorithms.least_squares import OLS, Ridge
 from iclab.algorithms.tuning import tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, weight_match
 from iclab.config import ConfigError, config_from_dict
+from iclab.models.lsa import LSAConfig
 from iclab.report import format_table
 from iclab.runs import RunDir
 from iclab.tasks import make_task
@@ -53,12 +54,14 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     config = config_from_dict(run.config())
     model = load_model(run).double()
     task = make_task(config.task)
-    learner, construction, description = _reference(against, task, config.model.layers, config.model.tied)
+    tied = isinstance(config.model, LSAConfig) and config.model.tied
+    learner, construction, description = _reference(against, task, config.model.layers, tied)
     prompts = eval_prompts_for(config, torch.device("cpu"), torch.float64)
     metrics = compare_learners(model, learner, prompts)
     summary: dict[str, Any] = {"run": str(path), "against": description, **metrics}
     row = {"run": Path(path).name, "against": description, **metrics}
-    if construction is not None and config.model.heads == 1 and not config.model.layernorm:
+    plain_lsa = type(config.model) is LSAConfig and config.model.heads == 1 and not config.model.layernorm
+    if construction is not None and plain_lsa:
         wm = weight_match(model, construction)
         summary["weight_match"] = [{k: v for k, v in r.items() if not k.startswith("W_")} for r in wm]
         row["weight dist KQ/PV"] = " ".join(f"{r['kq_distance']:.3f}/{r['pv_distance']:.3f}" for r in wm)
@@ -73,11 +76,12 @@ def draw_training_curve(path: Path) -> Path:
     config = config_from_dict(run.config())
     metrics = run.metrics()
     reference = {}
-    if config.model.name == "lsa":
+    if type(config.model) is LSAConfig:
         task = make_task(config.task)
-        steps = tune_steps(task, config.model.layers, tied=config.model.tied)
+        m = config.model
+        steps = tune_steps(task, m.layers, tied=m.tied)
         prompts = eval_prompts_for(config, torch.device("cpu"), torch.float64)
-        name = f"GD, {config.model.layers} step{'s' * (config.model.layers > 1)}{' (tied)' * config.model.tied}"
+        name = f"GD, {m.layers} step{'s' * (m.layers > 1)}{' (tied)' * m.tied}"
         reference[name] = half_mse(GD(steps.etas), prompts)
     return plotting.plot_training_curve(
         metrics["step"].to_numpy(),

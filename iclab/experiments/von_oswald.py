@@ -22,12 +22,56 @@ from iclab.algorithms.construct import construct_gd, construct_gdpp
 from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.tuning import StepSizes, tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
-from iclab.config import ConfigError, ExperimentConfig, config_to_dict, preset
+from iclab.config import ConfigError, ExperimentConfig, TrainConfig, config_to_dict
 from iclab.experiments.common import finish, pick_scale, prepare_out, standard_error, train_run
+from iclab.models.features import FeatureLSAConfig
+from iclab.models.lsa import LSAConfig
+from iclab.models.separate import SeparateConfig
 from iclab.report import Claim, format_table
 from iclab.tasks import make_task
+from iclab.tasks.linear import LinearConfig
+from iclab.tasks.nonlinear import SineConfig
 
-__all__ = ["SCALES", "Scale", "reproduce_von_oswald"]
+__all__ = ["PRESETS", "SCALES", "Scale", "reproduce_von_oswald"]
+
+
+def _von_oswald(layers: int, tied: bool) -> ExperimentConfig:
+    # vO code: x ~ U(-0.5, 0.5), d = N = 10, noiseless, Adam lr 1e-3 (5e-4 beyond 3 layers), beta2 = 0.98,
+    # batch 2048, init variance 0.002 / K; 5 000 steps tied, 50 000 untied.
+    steps = 5000 if (tied or layers == 1) else 50_000
+    return ExperimentConfig(
+        task=LinearConfig(),
+        model=LSAConfig(layers=layers, tied=tied),
+        train=TrainConfig(steps=steps, lr=1e-3 if layers <= 3 else 5e-4),
+        name=f"von-oswald-{layers}{'-tied' if tied else ''}",
+    )
+
+
+# vO's deep representations (sine regression, LSA on learned MLP features) and separate x / (0, y) tokens (a
+# softmax copy layer, then LSA); budgets of tests/test_features.py and tests/test_separate.py.
+_SINE = ExperimentConfig(
+    task=SineConfig(d=1, n_points=15, x_dist="uniform", x_scale=5.0),
+    model=FeatureLSAConfig(feature_dim=16),
+    train=TrainConfig(steps=1000, batch_size=256, lr=3e-3, schedule="cosine", eval_every=250),
+    name="von-oswald-sine",
+)
+_SEPARATE = ExperimentConfig(
+    task=LinearConfig(d=3, n_points=10),
+    model=SeparateConfig(max_points=11),
+    train=TrainConfig(steps=1200, batch_size=256, lr=1e-2, schedule="cosine", eval_every=300, checkpoint_every=1200),
+    name="von-oswald-separate",
+)
+
+# Named settings of this paper (`iclab train --preset NAME`, `iclab presets`).
+PRESETS: dict[str, ExperimentConfig] = {
+    "von-oswald": _von_oswald(1, False),
+    "von-oswald-2": _von_oswald(2, False),
+    "von-oswald-3": _von_oswald(3, False),
+    "von-oswald-2-tied": _von_oswald(2, True),
+    "von-oswald-3-tied": _von_oswald(3, True),
+    "von-oswald-sine": _SINE,
+    "von-oswald-separate": _SEPARATE,
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +96,7 @@ SCALES = {
 
 
 def _model_config(layers: int, tied: bool, scale: Scale, device: str, seed: int, progress: bool) -> ExperimentConfig:
-    base = preset("von-oswald") if layers == 1 else preset(f"von-oswald-{min(layers, 3)}")
+    base = PRESETS["von-oswald"] if layers == 1 else PRESETS[f"von-oswald-{min(layers, 3)}"]
     if layers > 3:
         base = base.replace(model={"layers": layers}, train={"lr": 5e-4})
     steps = scale.steps_one if layers == 1 else (scale.steps_tied if tied else scale.steps_untied)

@@ -1,5 +1,6 @@
 """Sequence models over tokens; each is also a Learner (predict(x_ctx, y_ctx, x_q) → [B, m]) and defines its
-training loss (iclab.models.base). Families (ModelConfig.name; definitions in each class's docstring):
+training loss (iclab.models.base). Families (the registry MODELS; each module holds the family's config class and
+its network):
 
   lsa            linear self-attention on the concat layout (von Oswald)
   softmax        multi-head softmax attention (He et al.)
@@ -12,34 +13,39 @@ training loss (iclab.models.base). Families (ModelConfig.name; definitions in ea
 
 from __future__ import annotations
 
-import importlib
+from typing import Any
 
 import torch
 
-from iclab.config import VECTOR_MODELS, ConfigError, ModelConfig
+from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.features import FeatureLSA, FeatureLSAConfig
+from iclab.models.gpt import GPT, GPTConfig
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.models.lsa import LSA, LSAWeights
+from iclab.models.lla import LLAConfig, LocalLinearAttentionModel
+from iclab.models.lsa import LSA, LSAConfig, LSAWeights
+from iclab.models.separate import SeparateConfig, SeparateTokenModel
+from iclab.models.softmax import SoftmaxAttention, SoftmaxConfig
+from iclab.models.ssm import SelectiveSSM, SSMConfig
+from iclab.registry import Registry
+from iclab.validation import ConfigError
 
 __all__ = ["LSA", "MODELS", "HookPoint", "HookedModule", "ICLModel", "LSAWeights", "make_model", "model_class"]
 
-# name → "module:Class", imported on first use
-MODELS = {
-    "lsa": "iclab.models.lsa:LSA",
-    "softmax": "iclab.models.softmax:SoftmaxAttention",
-    "gpt": "iclab.models.gpt:GPT",
-    "lsa_features": "iclab.models.features:FeatureLSA",
-    "separate": "iclab.models.separate:SeparateTokenModel",
-    "lla": "iclab.models.lla:LocalLinearAttentionModel",
-    "ssm": "iclab.models.ssm:SelectiveSSM",
-}
+# One line per family: its config class (which carries the name) and its network.
+MODELS: Registry[ModelConfig, ICLModel] = Registry("model")
+MODELS.register(LSAConfig, LSA)
+MODELS.register(SoftmaxConfig, SoftmaxAttention)
+MODELS.register(GPTConfig, GPT)
+MODELS.register(FeatureLSAConfig, FeatureLSA)
+MODELS.register(SeparateConfig, SeparateTokenModel)
+MODELS.register(LLAConfig, LocalLinearAttentionModel)
+MODELS.register(SSMConfig, SelectiveSSM)
 
 
 def model_class(name: str) -> type[ICLModel]:
-    if name not in MODELS:
-        raise ConfigError(f"model.name: unknown value {name!r}; choose one of: {', '.join(MODELS)}")
-    module, _, cls = MODELS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    """The network class of family `name`; ConfigError listing the families otherwise."""
+    return MODELS.implementation(name)
 
 
 def make_model(
@@ -49,13 +55,15 @@ def make_model(
     ExperimentConfig.target_dim), initialised from `generator`; with config.variance_head, wrapped in a
     `MeanVarianceModel` (iclab.models.variance) whose head is drawn after it."""
     generator = seeded_generator(generator)  # one stream: the variance head is drawn after the model, not beside it
+    cls: Any = model_class(config.name)
     if k is None:
-        model = model_class(config.name)(config, d, generator=generator)
-    elif config.name in VECTOR_MODELS and not config.variance_head:
-        model = model_class(config.name)(config, d, k=k, generator=generator)
+        model = cls(config, d, generator=generator)
+    elif config.vector_targets and not config.variance_head:
+        model = cls(config, d, k=k, generator=generator)
     else:
+        vector = [n for n in MODELS.names() if MODELS.config_class(n).vector_targets]
         raise ConfigError(
-            f"model.name: vector targets (k = {k}) need model {', '.join(VECTOR_MODELS)} without a "
+            f"model.name: vector targets (k = {k}) need model {', '.join(vector)} without a "
             f"variance head, got {config.name!r}"
         )
     if config.variance_head:

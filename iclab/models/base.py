@@ -13,6 +13,8 @@ The trainer never branches on the kind of model: it calls `training_loss`, and e
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -29,12 +31,19 @@ def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
 
 
 class ICLModel(HookedModule):
-    """Base class of iclab's models (hook points, `run_with_cache`, the Learner and training contract)."""
+    """Base class of iclab's models (hook points, `run_with_cache`, the Learner and training contract).
+
+    Declared capabilities (iclab.algorithms.base): `predicts_prefixes` — causal models (gpt, ssm) predict every
+    prefix in one pass and train on all of them; `takes_mask` — predict accepts a context mask (lla).
+    """
+
+    takes_mask: ClassVar[bool] = False
+    predicts_prefixes: ClassVar[bool] = False
 
     @property
     def loss_name(self) -> str:
         """What `training_loss` measures (the trainer logs it as train_<loss_name>)."""
-        return "half_mse_all_prefixes" if hasattr(self, "predict_prefixes") else "half_mse"
+        return "half_mse_all_prefixes" if self.predicts_prefixes else "half_mse"
 
     @property
     def name(self) -> str:
@@ -44,6 +53,10 @@ class ICLModel(HookedModule):
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
         raise NotImplementedError
 
+    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+        """x [B, T, d], y [B, T] → [B, T], prediction t from points < t (models that declare `predicts_prefixes`)."""
+        raise NotImplementedError(f"model {self.name!r} does not predict prefixes in one pass")
+
     def predict_prompts(self, prompts: Prompts) -> Tensor:
         """[B, n_queries] predictions for the prompts' queries."""
         return self.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
@@ -51,6 +64,6 @@ class ICLModel(HookedModule):
     def training_loss(self, prompts: Prompts) -> Tensor:
         """Scalar loss of one training batch: ½·mean squared error at the queries, or, for models that predict
         every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt."""
-        if hasattr(self, "predict_prefixes"):
+        if self.predicts_prefixes:
             return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()
         return 0.5 * ((self.predict_prompts(prompts) - prompts.y_q) ** 2).mean()

@@ -14,20 +14,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.gd import gd_predict
-from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookPoint
-from iclab.models.lsa import LSA, LSAWeights
+from iclab.models.lsa import LSA, LSAConfig, LSAWeights
 from iclab.tasks.base import Prompts
 from iclab.tokens import ConcatLayout
+from iclab.validation import check_int
 
-__all__ = ["FeatureGD", "FeatureLSA", "FeatureMLP", "tune_feature_steps"]
+__all__ = ["FeatureGD", "FeatureLSA", "FeatureLSAConfig", "FeatureMLP", "tune_feature_steps"]
+
+
+@dataclass(frozen=True)
+class FeatureLSAConfig(LSAConfig):
+    """LSA on jointly learned MLP features of x (von Oswald et al.'s deep representations; `FeatureLSA`)."""
+
+    name: ClassVar[str] = "lsa_features"
+
+    feature_hidden: int = 64
+    """hidden units of the embedding MLP"""
+    feature_dim: int = 16
+    """learned feature dimension fed to LSA"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("model.feature_hidden", self.feature_hidden, 1)
+        check_int("model.feature_dim", self.feature_dim, 1)
+
 
 FeatureMap = Callable[[Tensor], Tensor]  # x [..., d] → φ(x) [..., F]
 
@@ -63,7 +83,7 @@ class FeatureLSA(ICLModel):
 
     layout = ConcatLayout()
 
-    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+    def __init__(self, config: FeatureLSAConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.config = config

@@ -21,6 +21,8 @@ read-out as nn.Linear's default U(±1/√fan_in) for weight and bias. GELU is GP
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +32,34 @@ from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout, causal_mask
+from iclab.validation import check_int, fail
 
-__all__ = ["GPT", "MLP", "Attention", "Block"]
+__all__ = ["GPT", "MLP", "Attention", "Block", "GPTConfig"]
+
+
+@dataclass(frozen=True)
+class GPTConfig(ModelConfig):
+    """Pre-LN causal transformer on the interleaved layout (Garg et al.; `GPT`); vector targets take a k-wide
+    output head."""
+
+    name: ClassVar[str] = "gpt"
+    vector_targets: ClassVar[bool] = True
+
+    width: int = 256
+    """residual-stream width d_model (a multiple of heads)"""
+    mlp_ratio: int = 4
+    """MLP hidden width / d_model"""
+    max_points: int = 256
+    """the longest prompt (points) positional embeddings cover"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("model.width", self.width, 1)
+        if self.width % self.heads:
+            fail("model.width", f"a multiple of model.heads ({self.heads})", self.width)
+        check_int("model.mlp_ratio", self.mlp_ratio, 1)
+        check_int("model.max_points", self.max_points, 1)
+
 
 GPT2_STD = 0.02
 
@@ -157,7 +185,9 @@ class GPT(ICLModel):
     hook_attn_scores / hook_pattern / hook_z, blocks.{l}.mlp.hook_post.
     """
 
-    def __init__(self, config: ModelConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None):
+    predicts_prefixes = True
+
+    def __init__(self, config: GPTConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.layout = InterleavedLayout(k)  # k: vector targets y ∈ R^k, one output per coordinate (None: scalar)

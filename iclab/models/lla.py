@@ -22,6 +22,8 @@ readout −(final query y-slot), the vO sign convention of the concat layout.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +32,29 @@ from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
+from iclab.validation import check_bool, check_int, check_real
 
-__all__ = ["LLAWeights", "LocalLinearAttentionModel", "kernel_weights", "lla", "lla_naive"]
+__all__ = ["LLAConfig", "LLAWeights", "LocalLinearAttentionModel", "kernel_weights", "lla", "lla_naive"]
+
+
+@dataclass(frozen=True)
+class LLAConfig(ModelConfig):
+    """Local linear attention (`LocalLinearAttentionModel`)."""
+
+    name: ClassVar[str] = "lla"
+
+    width: int = 256
+    """residual-stream width d_model"""
+    layernorm: bool = False
+    """pre-LayerNorm in every block"""
+    lla_ridge: float = 1e-2
+    """ridge regulariser of the local linear regression"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("model.width", self.width, 1)
+        check_bool("model.layernorm", self.layernorm)
+        check_real("model.lla_ridge", self.lla_ridge, low=0.0, strict=True)
 
 
 def kernel_weights(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -181,8 +204,9 @@ class LocalLinearAttentionModel(ICLModel):
     """
 
     layout = ConcatLayout()
+    takes_mask = True
 
-    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+    def __init__(self, config: LLAConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.config = config

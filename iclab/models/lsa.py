@@ -8,6 +8,8 @@ vO's "recurrent" model). Optional pre-LayerNorm on every layer but the first (as
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -16,8 +18,29 @@ from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
+from iclab.validation import check_bool, check_real
 
-__all__ = ["LSA", "LSAWeights"]
+__all__ = ["LSA", "LSAConfig", "LSAWeights"]
+
+
+@dataclass(frozen=True)
+class LSAConfig(ModelConfig):
+    """Linear self-attention on the concat layout (von Oswald et al.; `LSA`)."""
+
+    name: ClassVar[str] = "lsa"
+
+    tied: bool = False
+    """one weight set applied K times (vO "recurrent")"""
+    layernorm: bool = False
+    """pre-LayerNorm on every layer but the first"""
+    init_scale: float = 0.002
+    """initial variance · fan-in, divided by K (vO code: 0.002/K)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bool("model.tied", self.tied)
+        check_bool("model.layernorm", self.layernorm)
+        check_real("model.init_scale", self.init_scale, low=0.0, strict=True)
 
 
 class LSAWeights(nn.Module):
@@ -98,7 +121,7 @@ class LSA(ICLModel):
 
     layout = ConcatLayout()
 
-    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+    def __init__(self, config: LSAConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.config = config

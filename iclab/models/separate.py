@@ -19,22 +19,46 @@ After the copy, each pair's y_i token holds ≈ (x_i, y_i), i.e. a concat token,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.models.lsa import LSA, LSAWeights
+from iclab.models.lsa import LSA, LSAConfig, LSAWeights
 from iclab.models.softmax import SoftmaxAttentionLayer
 from iclab.plotting import new_figure, save_figure
 from iclab.tasks.base import Prompts
 from iclab.tokens import SeparateLayout
+from iclab.validation import check_int
 
-__all__ = ["SeparateTokenModel", "SoftmaxCopyLayer", "copy_patterns", "copy_scores", "plot_copy_pattern"]
+__all__ = [
+    "SeparateConfig",
+    "SeparateTokenModel",
+    "SoftmaxCopyLayer",
+    "copy_patterns",
+    "copy_scores",
+    "plot_copy_pattern",
+]
+
+
+@dataclass(frozen=True)
+class SeparateConfig(LSAConfig):
+    """Separate x and (0, y) tokens: a softmax copy layer, then LSA layers (`SeparateTokenModel`)."""
+
+    name: ClassVar[str] = "separate"
+
+    max_points: int = 256
+    """the longest prompt (points) the one-hot positions cover"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("model.max_points", self.max_points, 1)
+
 
 PATTERN = "copy.attn.hook_pattern"
 
@@ -98,7 +122,7 @@ class SeparateTokenModel(ICLModel):
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: SeparateConfig,
         d: int,
         *,
         generator: torch.Generator | None = None,

@@ -23,6 +23,8 @@ exchangeable). Default: none of them, as in He et al.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +34,38 @@ from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
+from iclab.validation import check_bool, check_int, check_real
 
-__all__ = ["SoftmaxAttention", "SoftmaxAttentionLayer"]
+__all__ = ["SoftmaxAttention", "SoftmaxAttentionLayer", "SoftmaxConfig"]
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig(ModelConfig):
+    """Multi-head softmax attention (He et al.; `SoftmaxAttention`)."""
+
+    name: ClassVar[str] = "softmax"
+
+    layernorm: bool = False
+    """pre-LayerNorm before the attention (and the MLP) of every layer"""
+    init_scale: float = 0.002
+    """initial variance · fan-in, divided by K"""
+    mlp: bool = False
+    """an MLP block after each attention layer"""
+    mlp_ratio: int = 4
+    """MLP hidden width / d_model"""
+    positions: bool = False
+    """learned positional embeddings"""
+    max_points: int = 256
+    """the longest prompt (points) positional embeddings cover"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bool("model.layernorm", self.layernorm)
+        check_real("model.init_scale", self.init_scale, low=0.0, strict=True)
+        check_bool("model.mlp", self.mlp)
+        check_int("model.mlp_ratio", self.mlp_ratio, 1)
+        check_bool("model.positions", self.positions)
+        check_int("model.max_points", self.max_points, 1)
 
 
 class SoftmaxAttentionLayer(HookedModule):
@@ -103,7 +135,7 @@ class MLP(nn.Module):
 class SoftmaxBlock(HookedModule):
     """blocks.{l}: optional pre-LayerNorms, the attention, an optional MLP, and the residual hook points."""
 
-    def __init__(self, config: ModelConfig, width: int, std: float, generator: torch.Generator | None = None):
+    def __init__(self, config: SoftmaxConfig, width: int, std: float, generator: torch.Generator | None = None):
         super().__init__()
         self.ln1 = nn.LayerNorm(width) if config.layernorm else None
         self.attn = SoftmaxAttentionLayer(width, config.heads, std, generator)
@@ -129,7 +161,7 @@ class SoftmaxAttention(ICLModel):
 
     layout = ConcatLayout()
 
-    def __init__(self, config: ModelConfig, d: int, *, generator: torch.Generator | None = None):
+    def __init__(self, config: SoftmaxConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.config = config

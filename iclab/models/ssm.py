@@ -27,6 +27,8 @@ U(±1/√fan_in) (W_out also / √layers), all from the given generator.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +38,27 @@ from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout
+from iclab.validation import check_int
 
-__all__ = ["SSMBlock", "SelectiveSSM", "scan_parallel", "scan_recurrent"]
+__all__ = ["SSMBlock", "SSMConfig", "SelectiveSSM", "scan_parallel", "scan_recurrent"]
+
+
+@dataclass(frozen=True)
+class SSMConfig(ModelConfig):
+    """An attention-free gated linear recurrence with a selective scan (`SelectiveSSM`); heads is ignored."""
+
+    name: ClassVar[str] = "ssm"
+
+    width: int = 256
+    """residual-stream width d_model"""
+    state_dim: int = 16
+    """state size per channel"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("model.width", self.width, 1)
+        check_int("model.state_dim", self.state_dim, 1)
+
 
 EXPAND = 2  # inner width E / residual width W (Mamba's default)
 CONV_KERNEL = 4  # causal depthwise convolution length (Mamba's default)
@@ -156,10 +177,11 @@ class SelectiveSSM(ICLModel):
     """
 
     layout = InterleavedLayout()
+    predicts_prefixes = True
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: SSMConfig,
         d: int,
         *,
         generator: torch.Generator | None = None,

@@ -81,25 +81,22 @@ class VarianceHead(nn.Module):
         return self.hook_var(F.softplus(raw[..., 0]) + self.floor)
 
 
-def query_stream(act: Tensor, layout: str, n: int, m: int) -> Tensor:
+def query_stream(act: Tensor, layout: Any, n: int, m: int) -> Tensor:
     """The residual stream at the m query tokens: act [B', L, W] from a trunk's `predict` pass → [B, m, W].
 
-    concat: tokens n … n + m − 1; separate: 2n … 2n + m − 1; interleaved: the x tokens 2(n + j) of one masked pass
-    (L = 2(n + m), gpt), or — when the trunk ran one sequence of 2n + 1 tokens per query (L = 2n + 1, B' = B·m,
-    ssm) — the last token of each sequence.
+    The query tokens are the layout's (`query_positions`). An interleaved trunk that ran one sequence of 2n + 1
+    tokens per query (L = 2n + 1, B' = B·m: ssm) has its query at the last token of each sequence instead.
     """
+    if layout is None:
+        raise ValueError("layout: variance heads read the query tokens of a token layout; the trunk has none")
     length = act.shape[1]
-    if layout == "concat":
-        return act[:, n : n + m]
-    if layout == "separate":
-        return act[:, 2 * n : 2 * n + m]
-    if layout == "interleaved":
-        if length == 2 * (n + m):
-            return act[:, 2 * n :: 2]  # [B, m, W]
-        if length == 2 * n + 1 and act.shape[0] % m == 0:
-            return act[:, 2 * n].reshape(act.shape[0] // m, m, act.shape[-1])  # [B·m, W] → [B, m, W]
+    if layout.name == "interleaved" and length == 2 * n + 1 and length != 2 * (n + m):
+        if act.shape[0] % m:
+            raise ValueError(f"interleaved stream of {length} tokens: batch {act.shape[0]} is not B·m (m = {m})")
+        return act[:, 2 * n].reshape(act.shape[0] // m, m, act.shape[-1])  # [B·m, W] → [B, m, W]
+    if layout.name == "interleaved" and length != 2 * (n + m):
         raise ValueError(f"interleaved stream of {length} tokens fits neither 2(n + m) = {2 * (n + m)} nor 2n + 1")
-    raise ValueError(f"layout: variance heads know the concat, interleaved and separate layouts, got {layout!r}")
+    return act[:, layout.query_positions(n, m)]
 
 
 class MeanVarianceModel(ICLModel):
@@ -111,6 +108,7 @@ class MeanVarianceModel(ICLModel):
     """
 
     loss_name = "nll"
+    takes_mask = True  # passed to a trunk that takes one, else absent points are zeroed (`predict_with_variance`)
 
     def __init__(
         self,
@@ -126,14 +124,15 @@ class MeanVarianceModel(ICLModel):
         self.inner = inner
         self.config = inner.config if config is None else config
         self.d = inner.d
-        self.layout_name = getattr(getattr(inner, "layout", None), "name", None)
+        self.token_layout = getattr(inner, "layout", None)
         resid = [name for name in inner.hook_points() if name.endswith("hook_resid_post")]
         if not resid:
             raise ValueError(f"inner model {type(inner).__name__} has no …hook_resid_post hook point to read")
         self.hook = resid[-1]  # registration order: the last layer's residual stream
         width = self._stream_width()
         self.var_head = VarianceHead(width, hidden or max(64, 4 * width), floor, generator)
-        self.prefix_training = hasattr(inner, "predict_prefixes")
+        self.prefix_training = inner.predicts_prefixes
+        self.predicts_prefixes = inner.predicts_prefixes  # type: ignore[misc]  # the trunk's, by delegation
 
     def _stream_width(self) -> int:
         """W, the width of the hooked residual stream, from one tiny pass (n = 1, m = 1, d inputs)."""
@@ -181,7 +180,7 @@ class MeanVarianceModel(ICLModel):
         if mask is not None:
             args = (x_ctx, y_ctx, x_q, mask) if accepts_mask(self.inner) else (*self._masked(x_ctx, y_ctx, mask), x_q)
         mean, cache = self.inner.run_with_cache(*args, names=[self.hook], detach=False, method="predict")
-        h = query_stream(cache[self.hook], self.layout_name, x_ctx.shape[1], x_q.shape[1])  # [B, m, W]
+        h = query_stream(cache[self.hook], self.token_layout, x_ctx.shape[1], x_q.shape[1])  # [B, m, W]
         return mean, self.var_head(h)
 
     def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor | None = None) -> Tensor:

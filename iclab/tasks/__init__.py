@@ -1,6 +1,6 @@
 """Task families: name → class. Each task answers sample(batch, generator=…, device=…, dtype=…) → Prompts.
 
-Families (TaskConfig.name; definitions in each class's docstring):
+Families (the registry TASKS; each module holds the family's config class and its Task):
   linear               y = wᵀx + ε; Gaussian / sign / low-rank priors; isotropic, diagonal or ill-conditioned x
   sparse_linear        w with `sparsity` non-zero coordinates (Garg)
   quadratic            y = (x ⊙ x)ᵀw / √3 (Garg)
@@ -18,39 +18,52 @@ Any family takes a finite task pool (pool_size M > 0) and every one evaluates it
 
 from __future__ import annotations
 
-import importlib
-
-from iclab.config import ConfigError, TaskConfig
+from iclab.config import TaskConfig
+from iclab.registry import Registry
 from iclab.tasks.base import Prompts, Task
+from iclab.tasks.classification import ClassificationConfig, LinearClassificationTask
 from iclab.tasks.curriculum import Curriculum
-from iclab.tasks.linear import LinearRegressionTask
+from iclab.tasks.linear import LinearConfig, LinearRegressionTask
+from iclab.tasks.mixture import MixtureConfig, MixtureTask
+from iclab.tasks.nonlinear import (
+    DecisionTreeConfig,
+    DecisionTreeTask,
+    FourierConfig,
+    FourierTask,
+    QuadraticConfig,
+    QuadraticTask,
+    ReluNetConfig,
+    ReluNetTask,
+    SineConfig,
+    SineTask,
+)
+from iclab.tasks.sequences import ARConfig, AutoregressiveTask, LinearDynamicsConfig, LinearDynamicsTask
+from iclab.tasks.softmax_regression import SoftmaxRegressionConfig, SoftmaxRegressionTask
+from iclab.tasks.sparse import SparseLinearConfig, SparseLinearTask
 
 __all__ = ["TASKS", "Curriculum", "LinearRegressionTask", "Prompts", "Task", "make_task", "task_class"]
 
-# name → "module:Class", imported on first use
-TASKS = {
-    "linear": "iclab.tasks.linear:LinearRegressionTask",
-    "sparse_linear": "iclab.tasks.sparse:SparseLinearTask",
-    "quadratic": "iclab.tasks.nonlinear:QuadraticTask",
-    "relu_net": "iclab.tasks.nonlinear:ReluNetTask",
-    "decision_tree": "iclab.tasks.nonlinear:DecisionTreeTask",
-    "sine": "iclab.tasks.nonlinear:SineTask",
-    "fourier": "iclab.tasks.nonlinear:FourierTask",
-    "mixture": "iclab.tasks.mixture:MixtureTask",
-    "ar": "iclab.tasks.sequences:AutoregressiveTask",
-    "linear_dynamics": "iclab.tasks.sequences:LinearDynamicsTask",
-    "softmax_regression": "iclab.tasks.softmax_regression:SoftmaxRegressionTask",
-    "classification": "iclab.tasks.classification:LinearClassificationTask",
-}
+# One line per family: its config class (which carries the name) and its Task.
+TASKS: Registry[TaskConfig, Task] = Registry("task")
+TASKS.register(LinearConfig, LinearRegressionTask)
+TASKS.register(SparseLinearConfig, SparseLinearTask)
+TASKS.register(QuadraticConfig, QuadraticTask)
+TASKS.register(ReluNetConfig, ReluNetTask)
+TASKS.register(DecisionTreeConfig, DecisionTreeTask)
+TASKS.register(SineConfig, SineTask)
+TASKS.register(FourierConfig, FourierTask)
+TASKS.register(MixtureConfig, MixtureTask)
+TASKS.register(ARConfig, AutoregressiveTask)
+TASKS.register(LinearDynamicsConfig, LinearDynamicsTask)
+TASKS.register(SoftmaxRegressionConfig, SoftmaxRegressionTask)
+TASKS.register(ClassificationConfig, LinearClassificationTask)
 
 
 def task_class(name: str) -> type[Task]:
-    if name not in TASKS:
-        raise ConfigError(f"task.name: unknown value {name!r}; choose one of: {', '.join(TASKS)}")
-    module, _, cls = TASKS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    """The Task class of family `name`; ConfigError listing the families otherwise."""
+    return TASKS.implementation(name)
 
 
 def make_task(config: TaskConfig) -> Task:
-    """The task family named by config.name, configured by `config`."""
-    return task_class(config.name)(config)
+    """The task of `config`'s family, configured by `config`."""
+    return TASKS.implementation(config.name)(config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -18,6 +19,8 @@ from torch import Tensor
 from iclab.config import TaskConfig
 
 __all__ = ["Prompts", "Task"]
+
+C = TypeVar("C", bound=TaskConfig)
 
 
 @dataclass(frozen=True)
@@ -103,23 +106,26 @@ def _move_param(t: Tensor, device, dtype) -> Tensor:
     return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
 
-class Task:
-    """Base class of task families. Subclasses implement `sample_params` and `evaluate`; most keep the input
-    distribution and the Gaussian label noise given here.
+class Task(Generic[C]):
+    """Base class of task families (generic in the family's config class C). Subclasses implement `sample_params`
+    and `evaluate`; most keep the input distribution and the Gaussian label noise given here.
 
     Shapes: x [B, T, d]; params: dict of tensors with leading dimension B; f, y [B, T] (or [B, T, k]).
     Every random draw comes from the explicit `generator`, which lives on the target device.
     """
 
-    vector_targets = False  # True where y is [B, T, k]
-
-    def __init__(self, config: TaskConfig):
-        self.config = config
+    def __init__(self, config: C):
+        self.config: C = config
         self._cache: dict[tuple, Tensor | dict[str, Tensor]] = {}
 
     @property
     def d(self) -> int:
         return self.config.d
+
+    @property
+    def vector_targets(self) -> bool:
+        """y is [B, T, k] (k = config.target_dim), not [B, T]."""
+        return self.config.target_dim is not None
 
     # --- the three random choices ------------------------------------------------------------------------------
     def x_cov_diag(self) -> Tensor | None:

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
+from iclab.config import TaskConfig
 from iclab.tasks.base import Task
+from iclab.validation import check_real, fail
 
-__all__ = ["LinearClassificationTask"]
+__all__ = ["ClassificationConfig", "LinearClassificationTask"]
 
 
-class LinearClassificationTask(Task):
+@dataclass(frozen=True)
+class ClassificationConfig(TaskConfig):
+    """±1 labels of a random linear classifier (`LinearClassificationTask`)."""
+
+    name: ClassVar[str] = "classification"
+
+    flip_prob: float = 0.0
+    """probability that a ±1 label is flipped"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_real("task.flip_prob", self.flip_prob, low=0.0)
+        if self.flip_prob > 0.5:
+            fail("task.flip_prob", "a probability in [0, 0.5]", self.flip_prob)
+
+
+class LinearClassificationTask(Task[ClassificationConfig]):
     """f = sign(wᵀx) ∈ {−1, +1} (sign(0) := +1), w ~ N(0, τ²I_d); y = f with each label flipped independently with
     probability flip_prob.
 
     params {"w": [B, d]} (`Prompts.w`), so linear learners and probes apply; f and y [B, T] hold ±1 in the
-    requested dtype. noise_var is ignored (flip_prob is this family's label noise); so are w_prior and w_cov_diag.
+    requested dtype. noise_var is ignored (flip_prob is this family's label noise);
     """
 
     def sample_params(

@@ -3,16 +3,51 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from iclab.config import TaskConfig
 from iclab.tasks.base import Task
+from iclab.validation import check_choice, check_int, check_positive_list, fail
 
-__all__ = ["LinearRegressionTask"]
+__all__ = ["LinearConfig", "LinearRegressionTask"]
+
+W_PRIORS = ("gaussian", "sign", "low_rank")
 
 
-class LinearRegressionTask(Task):
+@dataclass(frozen=True)
+class LinearConfig(TaskConfig):
+    """Linear regression y = wᵀx + ε; the prior of w (see `LinearRegressionTask`)."""
+
+    name: ClassVar[str] = "linear"
+
+    w_prior: Literal["gaussian", "sign", "low_rank"] = "gaussian"
+    """gaussian, sign (w ∈ {±τ}^d), low_rank (w = vec of a rank-w_rank √d×√d matrix)"""
+    w_cov_diag: tuple[float, ...] | None = None
+    """task-vector covariance diagonal (d values; times w_scale²)"""
+    w_rank: int = 1
+    """rank of the low_rank prior"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("task.w_prior", self.w_prior, W_PRIORS)
+        check_int("task.w_rank", self.w_rank, 1)
+        if self.w_cov_diag is not None:
+            check_positive_list("task.w_cov_diag", self.w_cov_diag, self.d)
+            if self.w_prior != "gaussian":
+                fail("task.w_cov_diag", "unset unless task.w_prior is 'gaussian'", list(self.w_cov_diag))
+        if self.w_prior == "low_rank":
+            side = math.isqrt(self.d)
+            if side * side != self.d:
+                fail("task.d", "a perfect square (4, 9, 16, …) for task.w_prior 'low_rank'", self.d)
+            if self.w_rank > side:
+                fail("task.w_rank", f"an integer in [1, √d = {side}]", self.w_rank)
+
+
+class LinearRegressionTask(Task[LinearConfig]):
     """y = wᵀx + ε with x ~ U(−a, a)^d or N(0, a²Σ_x), ε ~ N(0, σ²) and w from `w_prior`:
 
     * ``gaussian``  w ~ N(0, τ²·diag(w_cov_diag)) (identity when unset);

@@ -3,54 +3,112 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from iclab.config import ConfigError, TaskConfig
-from iclab.tasks import task_class
+from iclab.config import TaskConfig, task_config
 from iclab.tasks.base import Prompts, Task
+from iclab.validation import ConfigError, check_choice, fail
 
-__all__ = ["MixtureTask"]
+__all__ = ["MixtureConfig", "MixtureTask"]
+
+MIX_BY = ("prompt", "batch")
 
 
-class MixtureTask(Task):
+@dataclass(frozen=True)
+class MixtureConfig(TaskConfig):
+    """A uniform mixture of task families (`MixtureTask`). Each component is its family's config with this
+    config's common fields (d, inputs, w_scale, noise, …) and its own fields at their defaults."""
+
+    name: ClassVar[str] = "mixture"
+
+    components: tuple[str, ...] = ("linear", "quadratic")
+    """the families mixed (at least two, i.i.d. inputs), each NAME or NAME:FIELD=VALUE[:FIELD=VALUE…] to set its
+    own fields, e.g. sparse_linear:sparsity=1"""
+    mix_by: Literal["prompt", "batch"] = "prompt"
+    """draw the family per prompt or once per batch"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from iclab.tasks import TASKS
+
+        check_choice("task.mix_by", self.mix_by, MIX_BY)
+        allowed = [n for n in TASKS.names() if n != self.name]
+        if not isinstance(self.components, tuple | list) or len(self.components) < 2:
+            fail("task.components", f"at least two of: {', '.join(allowed)}", self.components)
+        for c in self.components:
+            if not isinstance(c, str):
+                fail("task.components", "family names (NAME or NAME:FIELD=VALUE)", c)
+            check_choice("task.components", c.split(":")[0], tuple(allowed))
+        configs = self.component_configs()
+        own = [c.name for c in configs if not c.iid_inputs]
+        if own:  # e.g. ar: inputs are windows of one sequence, not i.i.d. draws a mixture could mix
+            raise ConfigError(
+                f"task.components: {', '.join(own)} draw their own prompts (sequences) and cannot be mixed, "
+                f"got {list(self.components)}"
+            )
+        if len({c.target_dim is None for c in configs}) > 1:
+            vector = [c.name for c in configs if c.target_dim is not None]
+            raise ConfigError(
+                f"task.components: cannot mix vector-target families ({', '.join(vector)}) with scalar ones, "
+                f"got {list(self.components)}"
+            )
+
+    def component_configs(self) -> tuple[TaskConfig, ...]:
+        """Each component's config: its family with this config's common fields and the component's own settings."""
+        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(TaskConfig)}
+        return tuple(_component(spec, common) for spec in self.components)
+
+    @property
+    def target_dim(self) -> int | None:
+        return self.component_configs()[0].target_dim
+
+
+def _component(spec: str, common: dict[str, Any]) -> TaskConfig:
+    """The config of one component spec NAME[:FIELD=VALUE…]; VALUE is read as JSON where it can be (numbers,
+    true/false, lists), else taken as a string."""
+    name, *settings = spec.split(":")
+    fields = dict(common)
+    for setting in settings:
+        key, eq, text = setting.partition("=")
+        if not eq or not key:
+            fail("task.components", "NAME or NAME:FIELD=VALUE[:FIELD=VALUE…]", spec)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        fields[key] = tuple(value) if isinstance(value, list) else value
+    return task_config(name, **fields)
+
+
+class MixtureTask(Task[MixtureConfig]):
     """A uniform mixture of the families in `config.components` (C of them, repeats allowed).
 
-    Component i is its family built from this config with ``name=components[i]``, so every family field (d, x
-    distribution, noise, sparsity, …) is shared. ``mix_by="prompt"`` draws each prompt's family uniformly;
-    ``mix_by="batch"`` draws one family per `sample` call for the whole batch.
+    Component i is its family's config with this config's common fields (d, x distribution, noise, …) and its
+    own fields at their defaults (`MixtureConfig.component_configs`). ``mix_by="prompt"`` draws each prompt's
+    family uniformly; ``mix_by="batch"`` draws one family per `sample` call for the whole batch.
 
     Params: every component's parameters for every prompt, namespaced ``"c{i}.<name>"`` (leading dimension B), and
     ``"component"`` [B] (long), the family of each prompt. `evaluate` computes all C functions and selects one per
     prompt (C times the work of one family, but no data-dependent shapes and so no host sync). Label noise is each
-    component's own (`add_noise`: Gaussian, label flips, …), applied to that component's targets. Families that
-    override `Task.sample` (sequences) cannot be mixed; families with their own `sample_x` can.
+    component's own (`add_noise`: Gaussian, label flips, …), applied to that component's targets. Families
+    without i.i.d. inputs (sequences, `TaskConfig.iid_inputs`) cannot be mixed; those with their own `sample_x`
+    can.
 
     A finite pool (pool_size M > 0) holds M such parameter sets with their component labels: M distinct functions
     with ``mix_by="prompt"``; with ``mix_by="batch"`` the batch's family replaces the pool's label, so each batch
     sees the M pool entries of one family.
     """
 
-    def __init__(self, config: TaskConfig):
+    def __init__(self, config: MixtureConfig):
+        from iclab.tasks import make_task
+
         super().__init__(config)
-        self.components: tuple[Task, ...] = tuple(
-            task_class(name)(dataclasses.replace(config, name=name, components=())) for name in config.components
-        )
-        own = [n for n, t in zip(config.components, self.components) if type(t).sample is not Task.sample]
-        if own:  # e.g. ar: inputs are windows of one sequence, not i.i.d. draws this class could mix
-            raise ConfigError(
-                f"task.components: {', '.join(own)} draw their own prompts (sequences) and cannot be mixed, "
-                f"got {list(config.components)}"
-            )
-        kinds = {bool(t.vector_targets) for t in self.components}
-        if len(kinds) > 1:
-            vector = [n for n, t in zip(config.components, self.components) if t.vector_targets]
-            raise ConfigError(
-                f"task.components: cannot mix vector-target families ({', '.join(vector)}) with scalar ones, "
-                f"got {list(config.components)}"
-            )
-        self.vector_targets = kinds.pop()
+        self.components: tuple[Task, ...] = tuple(make_task(c) for c in config.component_configs())
 
     @property
     def n_components(self) -> int:

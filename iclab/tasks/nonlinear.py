@@ -9,13 +9,105 @@ the function's output and the linear-prior fields (w_prior, w_cov_diag, w_rank) 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from iclab.config import TaskConfig
 from iclab.tasks.base import Task
+from iclab.validation import check_int, check_pair, fail
 
-__all__ = ["DecisionTreeTask", "FourierTask", "QuadraticTask", "ReluNetTask", "SineTask"]
+__all__ = [
+    "DecisionTreeConfig",
+    "DecisionTreeTask",
+    "FourierConfig",
+    "FourierTask",
+    "QuadraticConfig",
+    "QuadraticTask",
+    "ReluNetConfig",
+    "ReluNetTask",
+    "SineConfig",
+    "SineTask",
+]
+
+
+@dataclass(frozen=True)
+class QuadraticConfig(TaskConfig):
+    """Quadratic regression (`QuadraticTask`); no fields of its own."""
+
+    name: ClassVar[str] = "quadratic"
+
+
+@dataclass(frozen=True)
+class ReluNetConfig(TaskConfig):
+    """Two-layer ReLU teachers (`ReluNetTask`)."""
+
+    name: ClassVar[str] = "relu_net"
+
+    hidden: int = 100
+    """hidden units of the teacher"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("task.hidden", self.hidden, 1)
+
+
+@dataclass(frozen=True)
+class DecisionTreeConfig(TaskConfig):
+    """Random decision trees (`DecisionTreeTask`)."""
+
+    name: ClassVar[str] = "decision_tree"
+
+    depth: int = 4
+    """depth of the tree"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("task.depth", self.depth, 1)
+
+
+def _check_scalar_inputs(config: TaskConfig) -> None:
+    if config.d != 1:
+        fail("task.d", f"1 for task.name {config.name!r} (scalar inputs)", config.d)
+
+
+@dataclass(frozen=True)
+class SineConfig(TaskConfig):
+    """Sine waves A sin(x + φ) (`SineTask`); d = 1."""
+
+    name: ClassVar[str] = "sine"
+
+    d: int = 1
+    """input dimension (1: scalar inputs)"""
+    amplitude: tuple[float, float] = (0.1, 5.0)
+    """amplitude range U(lo, hi)"""
+    phase: tuple[float, float] = (0.0, math.pi)
+    """phase range U(lo, hi)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_scalar_inputs(self)
+        check_pair("task.amplitude", self.amplitude, low=0.0)
+        check_pair("task.phase", self.phase)
+
+
+@dataclass(frozen=True)
+class FourierConfig(TaskConfig):
+    """Random Fourier series (`FourierTask`); d = 1."""
+
+    name: ClassVar[str] = "fourier"
+
+    d: int = 1
+    """input dimension (1: scalar inputs)"""
+    frequencies: int = 3
+    """number of frequencies K"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_scalar_inputs(self)
+        check_int("task.frequencies", self.frequencies, 1)
 
 
 def _uniform(
@@ -25,7 +117,7 @@ def _uniform(
     return lo + (hi - lo) * torch.rand(shape, generator=generator, device=device, dtype=dtype)
 
 
-class QuadraticTask(Task):
+class QuadraticTask(Task[QuadraticConfig]):
     """y = (x ⊙ x)ᵀw / √3 + ε with w ~ N(0, τ²I_d) (Garg et al.'s quadratic regression).
 
     The 1/√3 makes E y² = τ²d for x ~ N(0, I) (E x⁴ = 3), the scale of linear regression; in general
@@ -42,7 +134,7 @@ class QuadraticTask(Task):
         return torch.einsum("btd,bd->bt", x * x, params["w_sq"]) / math.sqrt(3.0)  # [B, T]
 
 
-class ReluNetTask(Task):
+class ReluNetTask(Task[ReluNetConfig]):
     """y = τ √(2/H) Σ_h a_h relu(w_hᵀx) + ε, w_h ~ N(0, I_d), a_h ~ N(0, 1), H = hidden (Garg et al.'s 2-layer net).
 
     √(2/H) gives E f² = τ² E‖x‖² (E relu(g)² = Var g / 2 for centred Gaussian g), so τ²d for x ~ N(0, I), the
@@ -63,7 +155,7 @@ class ReluNetTask(Task):
         return torch.einsum("bth,bh->bt", h, a) * math.sqrt(2.0 / W.shape[1])  # [B, T]
 
 
-class DecisionTreeTask(Task):
+class DecisionTreeTask(Task[DecisionTreeConfig]):
     """A complete binary tree of depth D = depth per prompt (Garg et al.): f(x) = the leaf that x reaches.
 
     Nodes are numbered heap-style: the root is 0, node n has children 2n + 1 (taken when x_i ≤ 0) and 2n + 2
@@ -101,7 +193,7 @@ class DecisionTreeTask(Task):
         return leaf.gather(1, index)  # [B, T]
 
 
-class SineTask(Task):
+class SineTask(Task[SineConfig]):
     """y = A sin(x + φ) + ε, A ~ U(amplitude), φ ~ U(phase), d = 1 (von Oswald et al.; MAML's ranges by default:
     A ∈ [0.1, 5], φ ∈ [0, π]). The vO preset uses x ~ U(−5, 5) (x_dist uniform, x_scale 5).
 
@@ -122,7 +214,7 @@ class SineTask(Task):
         return amplitude * torch.sin(x[..., 0] + phase)  # [B, T]
 
 
-class FourierTask(Task):
+class FourierTask(Task[FourierConfig]):
     """y = a_0 + Σ_{k=1..K} [a_k cos(kπx/L) + b_k sin(kπx/L)] + ε, K = frequencies, L = x_scale, d = 1.
 
     The basic period 2L spans the input range [−L, L] (uniform inputs). All 2K + 1 coefficients are i.i.d.

@@ -10,13 +10,52 @@ next input. The input-distribution fields (x_dist, x_scale, …) are ignored: th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from iclab.config import TaskConfig
 from iclab.tasks.base import Prompts, Task
+from iclab.validation import check_real, fail
 
-__all__ = ["AutoregressiveTask", "LinearDynamicsTask", "haar_orthogonal", "stable_ar_coefficients"]
+__all__ = [
+    "ARConfig",
+    "AutoregressiveTask",
+    "LinearDynamicsConfig",
+    "LinearDynamicsTask",
+    "haar_orthogonal",
+    "stable_ar_coefficients",
+]
+
+
+@dataclass(frozen=True)
+class ARConfig(TaskConfig):
+    """AR(p) sequences, p = d (`AutoregressiveTask`); the input-distribution fields and w_scale are ignored."""
+
+    name: ClassVar[str] = "ar"
+    iid_inputs: ClassVar[bool] = False
+
+    spectral_radius: float = 0.9
+    """largest modulus of the dynamics' eigenvalues (< 1: stable)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_real("task.spectral_radius", self.spectral_radius, low=0.0, strict=True)
+        if self.spectral_radius >= 1.0:
+            fail("task.spectral_radius", "a number in (0, 1) (a stable process)", self.spectral_radius)
+
+
+@dataclass(frozen=True)
+class LinearDynamicsConfig(ARConfig):
+    """Trajectories of s_{t+1} = W s_t + ε_t in R^d (`LinearDynamicsTask`); vector targets (k = d)."""
+
+    name: ClassVar[str] = "linear_dynamics"
+
+    @property
+    def target_dim(self) -> int | None:
+        return self.d
 
 
 def stable_ar_coefficients(
@@ -63,7 +102,7 @@ def _check_d_active(task: Task, d_active: int | None) -> int:
     return k
 
 
-class AutoregressiveTask(Task):
+class AutoregressiveTask(Task[ARConfig]):
     """Next-value prediction in a stationary AR(p) sequence, p = d: z_t = Σ_{j=1..p} a_j z_{t−j} + ε_t.
 
     ε_t ~ N(0, σ²), σ² = noise_var; a from `stable_ar_coefficients` (companion eigenvalues of modulus ≤
@@ -135,15 +174,13 @@ class AutoregressiveTask(Task):
         return Prompts(x=x, y=y, n_ctx=n, w=params["w"], f=self.evaluate(x, params), params=params)
 
 
-class LinearDynamicsTask(Task):
+class LinearDynamicsTask(Task[LinearDynamicsConfig]):
     """Next-state prediction in s_{t+1} = W s_t + ε_t (von Oswald et al., mesa-optimisation), s ∈ R^d.
 
     W = ρ·Q with Q Haar-distributed orthogonal (one per prompt) and ρ = spectral_radius, s_0 ~ N(0, I_d),
     ε_t ~ N(0, σ²I_d). Prompt point t: x_t = s_t, y_t = s_{t+1} (vector targets [B, T, d]), f_t = W x_t.
     params {"W": [B, d, d]}. No burn-in: the prompt starts at s_0. w_scale and the input fields are ignored.
     """
-
-    vector_targets = True
 
     def sample_params(
         self, batch: int, *, generator: torch.Generator, device: torch.device, dtype: torch.dtype

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
-from iclab.tasks.linear import LinearRegressionTask
+from iclab.tasks.linear import LinearConfig, LinearRegressionTask
+from iclab.validation import check_int, fail
 
-__all__ = ["SparseLinearTask"]
+__all__ = ["SparseLinearConfig", "SparseLinearTask"]
+
+
+@dataclass(frozen=True)
+class SparseLinearConfig(LinearConfig):
+    """Sparse linear regression: the linear family's w with all but `sparsity` coordinates zero."""
+
+    name: ClassVar[str] = "sparse_linear"
+
+    sparsity: int = 3
+    """non-zero coordinates of w (k <= d)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("task.sparsity", self.sparsity, 1)
+        if self.sparsity > self.d:
+            fail("task.sparsity", f"an integer in [1, d = {self.d}]", self.sparsity)
 
 
 class SparseLinearTask(LinearRegressionTask):
@@ -16,6 +36,8 @@ class SparseLinearTask(LinearRegressionTask):
 
     Inputs and noise are the linear family's. Garg et al. use d = 20, k = 3 and report squared error / k.
     """
+
+    config: SparseLinearConfig
 
     def w_second_moment(self) -> Tensor:
         """Diagonal of E[w wᵀ], shape [d] (float64): the dense prior's times P(i in support) = k/d."""
