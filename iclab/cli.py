@@ -211,23 +211,22 @@ def _cmd_compare(args: list[str]) -> int:
 
 @dataclass(frozen=True)
 class ReproduceOptions:
-    """Reproduce a paper's headline result: prints the table and claims, writes figures and a report."""
+    """Reproduce a paper's headline result: prints the table and claims, writes figures and a report. A paper's own
+    options (e.g. von-oswald's --layers) follow its name; `iclab reproduce PAPER --help` lists them."""
 
     paper: tyro.conf.Positional[
         Annotated[
             Literal[tuple(PAPERS)],  # type: ignore[valid-type]  # the registry's names, so they cannot drift
-            tyro.conf.arg(help="which paper: " + "; ".join(f"{k} — {v[2]}" for k, v in PAPERS.items())),
+            tyro.conf.arg(help="which paper: " + "; ".join(f"{k} — {r.summary}" for k, r in PAPERS.items())),
         ]
     ]
-    layers: int | None = None
-    """von-oswald only — K: train LSA with 1..K layers (tied and untied) against K steps of GD and GD++ (default 1)"""
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     scale: Literal["smoke", "paper"] = "smoke"
     """smoke: minutes on a laptop CPU; paper: the paper's training budgets"""
     json: Path | None = None
     """write {"name", "config", "metrics", "claims"} here"""
     out: Path | None = None
-    """output directory (default runs/reproduce-<paper>[-<layers>]-<scale>)"""
+    """output directory (default runs/reproduce-<paper>-<scale>, von-oswald: …-<layers>-<scale>)"""
     force: bool = False
     """overwrite an existing output directory"""
     resume: bool = False
@@ -237,23 +236,31 @@ class ReproduceOptions:
 
 
 def _cmd_reproduce(args: list[str]) -> int:
-    from iclab.experiments import reproduction
+    from iclab.experiments import reproduce, reproduction
     from iclab.report import Claim, claims_table
 
-    opts = _tyro(ReproduceOptions, args, prog="iclab reproduce")
-    extra = {}
-    if opts.paper == "von-oswald":
-        layers = 1 if opts.layers is None else opts.layers
-        if layers < 1:
-            raise UsageError(f"layers: must be an integer >= 1, got {layers}")
-        extra["layers"] = layers
-        default_out = f"reproduce-{opts.paper}-{layers}-{opts.scale}"
-    elif opts.layers is not None:
-        raise UsageError(f"layers: only `iclab reproduce von-oswald` takes --layers, not {opts.paper}")
-    else:
-        default_out = f"reproduce-{opts.paper}-{opts.scale}"
-    out = opts.out or Path("runs") / default_out
-    results = reproduction(opts.paper)(
+    help_asked = "-h" in args or "--help" in args
+    given = [a for a in args if a not in ("-h", "--help")]
+    if help_asked and not [a for a in given if not a.startswith("-")]:
+        _tyro(ReproduceOptions, ["--help"], prog="iclab reproduce")
+    opts, rest = _tyro(ReproduceOptions, given, prog="iclab reproduce", unknown=True)
+    repro = reproduction(opts.paper)
+    prog = f"iclab reproduce {opts.paper}"
+    if help_asked:
+        with contextlib.suppress(SystemExit):
+            _tyro(ReproduceOptions, ["--help"], prog="iclab reproduce")
+        if dataclasses.fields(repro.Options):
+            print(f"\nOptions of {opts.paper}:")
+            with contextlib.suppress(SystemExit):
+                _tyro(repro.Options, ["--help"], prog=prog)
+        return 0
+    if rest and not dataclasses.fields(repro.Options):
+        raise UsageError(f"{rest[0].lstrip('-').split('=')[0]}: `{prog}` has no options of its own")
+    own = _tyro(repro.Options, rest, prog=prog)
+    options = dataclasses.asdict(own)
+    out = opts.out or Path("runs") / repro.out_name(opts.scale, own)
+    results = reproduce(
+        opts.paper,
         device=opts.device,
         scale=opts.scale,
         out=out,
@@ -261,7 +268,7 @@ def _cmd_reproduce(args: list[str]) -> int:
         resume=opts.resume,
         seed=opts.seed,
         progress=opts.progress,
-        **extra,
+        **options,
     )
     claims = [Claim(**c) for c in results["claims"]]
     print(results["table"])

@@ -10,6 +10,7 @@ import torch
 from iclab import theory
 from iclab.analysis.compare import effective_preconditioner
 from iclab.cli import main
+from iclab.experiments import reproduce
 from iclab.experiments.presets import preset
 from iclab.training import train
 
@@ -84,7 +85,7 @@ def test_reproduce_multi_layer_pipeline(tmp_path, monkeypatch):
     from iclab.experiments import von_oswald
 
     monkeypatch.setitem(von_oswald.SCALES, "tiny", von_oswald.Scale(200, 300, 200, 3e-3, "cosine"))
-    result = von_oswald.reproduce_von_oswald(layers=2, scale="tiny", out=tmp_path / "vo", progress=False)
+    result = reproduce("von-oswald", layers=2, scale="tiny", out=tmp_path / "vo", progress=False)
     ids = {c["id"] for c in result["claims"]}
     assert {"untied_2_beats_gd", "untied_2_matches_gdpp", "tied_2_matches"} <= ids
     per_k = result["metrics"]["layers"]

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from iclab.config import ConfigError
+from iclab.experiments import reproduce
 from iclab.experiments.common import MARKER, prepare_out
-from iclab.experiments.garg import reproduce_garg
 
 
 def _foreign(tmp_path):
@@ -60,9 +60,9 @@ def test_a_bad_config_fails_before_the_directory_is_touched(tmp_path):
     prepare_out(out, force=False, resume=False)
     (out / "results.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"train\.seed"):
-        reproduce_garg(out=out, force=True, seed=-1, progress=False)
+        reproduce("garg", out=out, force=True, seed=-1, progress=False)
     assert (out / "results.json").read_text() == "{}"
     fresh = tmp_path / "fresh"
     with pytest.raises(ConfigError, match=r"train\.seed"):
-        reproduce_garg(out=fresh, seed=-1, progress=False)
+        reproduce("garg", out=fresh, seed=-1, progress=False)
     assert not fresh.exists()

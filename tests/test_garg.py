@@ -12,7 +12,7 @@ import pytest
 
 from iclab import theory
 from iclab.cli import main
-from iclab.experiments import garg
+from iclab.experiments import garg, reproduce
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def tiny(monkeypatch):
 
 
 def test_pipeline_writes_curves_alignment_claims_and_report(tmp_path, tiny):
-    result = garg.reproduce_garg(scale="tiny", out=tmp_path / "g", progress=False)
+    result = reproduce("garg", scale="tiny", out=tmp_path / "g", progress=False)
     m = result["metrics"]
     d, k = 5, np.array(m["k"])
     assert k.tolist() == list(range(11))  # 10 context points and the query: k = 0 … 10
@@ -61,5 +61,5 @@ def test_cli_refuses_an_existing_output_and_layers(tmp_path, tiny, capsys):
     assert main(["reproduce", "garg", "--out", str(tmp_path / "g"), "--no-progress"]) == 2
     assert main(["reproduce", "garg", "--layers", "2", "--out", str(tmp_path / "h")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "already exists" in err[0] and "layers" in err[1] and "von-oswald" in err[1]
+    assert len(err) == 2 and "already exists" in err[0] and "layers" in err[1] and "no options of its own" in err[1]
     assert (tmp_path / "g" / "keep.txt").read_text() == "x" and not (tmp_path / "h").exists()

@@ -22,7 +22,7 @@ import pytest
 
 from iclab.cli import main
 from iclab.config import ConfigError
-from iclab.experiments.he import reproduce_he
+from iclab.experiments import reproduce
 
 CLAIMS = {
     "optimum_closed_form",
@@ -71,7 +71,8 @@ def test_reproduce_he_smoke(tmp_path, capsys):
     for claim in result["claims"]:
         assert set(claim) == {"id", "description", "reference", "measured", "tolerance", "holds"}
     metrics = result["metrics"]
-    assert set(metrics) == {"setting", "optimum", "heads", "lsa", "length", "wall_time_s"}
+    assert set(metrics) == {"setting", "optimum", "heads", "lsa", "length", "wall_time_s", "phase_wall_time_s"}
+    assert set(metrics["phase_wall_time_s"]["per_run_train"]) == {"he-1-head", "he-2-heads", "he-4-heads", "he-lsa"}
     assert set(metrics["heads"]) == {"1", "2", "4"}
     assert metrics["setting"] == {"d": 5, "L": 40, "noise_var": 0.1, "w_var": pytest.approx(0.2)}
     assert metrics["optimum"]["step"] == pytest.approx(1 / 45.5)
@@ -97,7 +98,7 @@ def test_reproduce_he_smoke(tmp_path, capsys):
     ("argv", "mentions"),
     [
         (["--scale", "huge"], ["scale", "huge"]),
-        (["--layers", "2"], ["layers", "von-oswald"]),
+        (["--layers", "2"], ["layers", "no options of its own"]),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, mentions):
@@ -109,5 +110,5 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, mentions):
 
 def test_unknown_scale_fails_before_writing(tmp_path):
     with pytest.raises(ConfigError, match=r"scale: unknown value 'huge'; choose one of: smoke, paper"):
-        reproduce_he(scale="huge", out=tmp_path / "he", progress=False)
+        reproduce("he", scale="huge", out=tmp_path / "he", progress=False)
     assert not (tmp_path / "he").exists()

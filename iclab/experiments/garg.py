@@ -17,7 +17,6 @@ a GPU budget of hours.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,14 @@ from iclab import plotting, theory
 from iclab.algorithms.least_squares import OLS
 from iclab.algorithms.local import KNN, Averaging
 from iclab.analysis.alignment import align, plot_alignment
-from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, config_to_dict
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.evaluation import Curve, error_curves
-from iclab.experiments.common import finish, pick_scale, prepare_out, train_run
+from iclab.experiments.reproduction import Analysis, Context, NoOptions, Reproduction
 from iclab.models.gpt import GPTConfig
 from iclab.report import Claim, format_table
 from iclab.tasks.linear import LinearConfig
 
-__all__ = ["PRESETS", "SCALES", "Scale", "reproduce_garg"]
+__all__ = ["PRESETS", "SCALES", "Garg", "Scale"]
 
 
 def _garg(small: bool) -> ExperimentConfig:
@@ -109,99 +108,98 @@ SCALES = {
 }
 
 
-def _config(scale: Scale, device: str, seed: int, progress: bool) -> ExperimentConfig:
-    base = PRESETS[scale.preset]
-    train = {"device": device, "seed": seed, "progress": progress}
-    if scale.steps is not None:
-        train["steps"] = scale.steps
-    return base.replace(train=train, name=f"gpt-d{base.task.d}")
+class Garg(Reproduction):
+    """Garg et al. with Fu et al.'s alignment: one GPT, its error curve against least squares and the other
+    learners, and its layers against GD steps and Newton iterations."""
 
+    name = "garg"
+    summary = "a GPT learns linear regression in context like least squares (Garg et al.)"
+    scales = SCALES
 
-def reproduce_garg(
-    *,
-    device: str = "cpu",
-    scale: str = "smoke",
-    out: Path = Path("runs/garg"),
-    force: bool = False,
-    resume: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the reproduction; returns {"name", "config", "metrics", "claims", "table"} (also in results.json)."""
-    sc = pick_scale(SCALES, scale, device)
-    cfg = _config(sc, device, seed, progress)  # validated before OUT is touched
-    out = Path(out)
-    prepare_out(out, force, resume)
-    began = time.perf_counter()
-    result, run = train_run(cfg, out, resume)
-    model = result.model.eval().cpu().float()
-    d = cfg.task.d
+    def title(self, ctx: Context) -> str:
+        d = PRESETS[ctx.scale.preset].task.d
+        return f"Garg et al. — a GPT learns linear regression in context ({ctx.scale_name} scale, d = {d})"
 
-    # The run's fixed held-out prompts (n_points context pairs and the query: the curve runs over k = 0 … n_points).
-    prompts = result.eval_prompts[: sc.n_eval].to("cpu", torch.float32)
-    learners = {"GPT": model, "least squares": OLS(), "averaging": Averaging(), "3-NN": KNN(3)}
-    curves = error_curves(learners, prompts, metric="nmse")
-    k = curves["GPT"].k
-    tau2 = cfg.task.w_scale**2
-    # Noiseless isotropic closed forms (nmse = excess risk / d): min-norm least squares τ²(d − k)/d before k = d
-    # and 0 after (REFERENCE §6; theory.min_norm_excess_risk is the noisy form, undefined at k = 0 and k = d − 1);
-    # the best single GD step (Mahankali) τ²(d + 1)/(k + d + 1), τ² at k = 0.
-    closed_ls = tau2 * np.clip(d - k, 0, None) / d
-    one_step = np.array([theory.mahankali_excess_risk(d, int(i), 0.0, tau2) / d if i else tau2 for i in k])
+    def configs(self, scale: Scale, options: NoOptions) -> list[ExperimentConfig]:
+        base = PRESETS[scale.preset]
+        train = {} if scale.steps is None else {"steps": scale.steps}
+        return [base.replace(train=train, name=f"gpt-d{base.task.d}")]
 
-    # Alignment in float64 (on a copy) on held-out prompts.
-    x, y = prompts.x[: sc.n_align].double(), prompts.y[: sc.n_align].double()
-    alignment = align(copy.deepcopy(model).double(), x, y, newton_iters=tuple(range(sc.newton_iters + 1)))
+    def analyse(self, ctx: Context) -> Analysis:
+        sc: Scale = ctx.scale
+        (trained,) = ctx.trained.values()
+        cfg, result = trained.config, trained.result
+        model = result.model.eval().cpu().float()
+        d = cfg.task.d
 
-    metrics, claims = _claims(curves, closed_ls, one_step, d, tau2, sc)
-    metrics["alignment"] = alignment.to_dict()
-    metrics["train_wall_s"] = result.wall_time_s
-    metrics["final_eval_half_mse"] = result.final_eval_half_mse
-    claims += _alignment_claims(alignment)
+        # The run's fixed held-out prompts (n_points context pairs and the query: the curve runs over k = 0 … n_points).
+        prompts = result.eval_prompts[: sc.n_eval].to("cpu", torch.float32)
+        learners = {"GPT": model, "least squares": OLS(), "averaging": Averaging(), "3-NN": KNN(3)}
+        curves = error_curves(learners, prompts, metric="nmse")
+        k = curves["GPT"].k
+        tau2 = cfg.task.w_scale**2
+        # Noiseless isotropic closed forms (nmse = excess risk / d): min-norm least squares τ²(d − k)/d before k = d
+        # and 0 after (REFERENCE §6; theory.min_norm_excess_risk is the noisy form, undefined at k = 0 and k = d − 1);
+        # the best single GD step (Mahankali) τ²(d + 1)/(k + d + 1), τ² at k = 0.
+        closed_ls = tau2 * np.clip(d - k, 0, None) / d
+        one_step = np.array([theory.mahankali_excess_risk(d, int(i), 0.0, tau2) / d if i else tau2 for i in k])
 
-    figures = [_plot_curves(curves, closed_ls, one_step, d, out / "figures" / "error_vs_k.png")]
-    figures += list(plot_alignment(alignment, out / "figures", title=f"GPT on d = {d}: layer ↔ iteration").values())
-    history = run.metrics()
-    figures.append(
-        plotting.plot_training_curve(
-            history["step"].to_numpy(),
-            history["eval_half_mse"].to_numpy(),
-            out / "figures" / "training_curve.png",
-            title="GPT: held-out ½·MSE at the query",
-        )
-    )
-    metrics["wall_time_s"] = time.perf_counter() - began
-    rows = _curve_rows(curves, closed_ls, one_step, d)
-    align_rows = [
-        {
-            "layer": name,
-            "readout nmse": float(alignment.readout_nmse[i]),
-            "best GD steps": int(alignment.best_gd[i]),
-            "GD similarity": float(alignment.gd.max(1)[i]),
-            "best Newton iters": int(alignment.best_newton[i]),
-            "Newton similarity": float(alignment.newton.max(1)[i]),
+        # Alignment in float64 (on a copy) on held-out prompts.
+        x, y = prompts.x[: sc.n_align].double(), prompts.y[: sc.n_align].double()
+        alignment = align(copy.deepcopy(model).double(), x, y, newton_iters=tuple(range(sc.newton_iters + 1)))
+
+        gap = curves["GPT"].mean - curves["least squares"].mean
+        metrics = {
+            "k": k.tolist(),
+            "curves": {name: c.to_dict() for name, c in curves.items()},
+            "least_squares_closed_form": closed_ls.tolist(),
+            "one_gd_step_closed_form": one_step.tolist(),
+            "max_gap_to_least_squares_below_d": float(gap[k < d].max()),
+            "max_gap_to_least_squares_beyond_d": float(gap[k >= d].max()),
+            "alignment": alignment.to_dict(),
+            "train_wall_s": result.wall_time_s,
+            "final_eval_half_mse": result.final_eval_half_mse,
         }
-        for i, name in enumerate(alignment.layers)
-    ]
-    return finish(
-        out,
-        name="garg",
-        title=f"Garg et al. — a GPT learns linear regression in context ({scale} scale, d = {d})",
-        config={"scale": scale, "device": device, "seed": seed, "run": config_to_dict(cfg)},
-        metrics=metrics,
-        claims=claims,
-        sections=[
+        figures = [_plot_curves(curves, closed_ls, one_step, d, ctx.figures / "error_vs_k.png")]
+        figures += list(plot_alignment(alignment, ctx.figures, title=f"GPT on d = {d}: layer ↔ iteration").values())
+        history = trained.run.metrics()
+        figures.append(
+            plotting.plot_training_curve(
+                history["step"].to_numpy(),
+                history["eval_half_mse"].to_numpy(),
+                ctx.figures / "training_curve.png",
+                title="GPT: held-out ½·MSE at the query",
+            )
+        )
+        align_rows = [
+            {
+                "layer": name,
+                "readout nmse": float(alignment.readout_nmse[i]),
+                "best GD steps": int(alignment.best_gd[i]),
+                "GD similarity": float(alignment.gd.max(1)[i]),
+                "best Newton iters": int(alignment.best_newton[i]),
+                "Newton similarity": float(alignment.newton.max(1)[i]),
+            }
+            for i, name in enumerate(alignment.layers)
+        ]
+        sections = [
             (
                 f"nmse vs in-context examples k (d = {d}, {sc.n_eval} held-out prompts, 95 % bootstrap bands)",
-                format_table(rows),
+                format_table(_curve_rows(curves, closed_ls, one_step, d)),
             ),
             (
                 "Layer ↔ iteration alignment (cos similarity of each layer's read-out with GD / Newton)",
                 format_table(align_rows),
             ),
-        ],
-        figures=figures,
-    )
+        ]
+        data = {"curves": curves, "closed_ls": closed_ls, "one_step": one_step, "d": d, "tau2": tau2}
+        return Analysis(metrics, sections, figures, {**data, "alignment": alignment})
+
+    def claims(self, analysis: Analysis, ctx: Context) -> list[Claim]:
+        a = analysis.data
+        return _claims(a["curves"], a["closed_ls"], a["one_step"], a["d"], a["tau2"], ctx.scale) + _alignment_claims(
+            a["alignment"]
+        )
 
 
 def _curve_rows(curves: dict[str, Curve], closed_ls, one_step, d: int) -> list[dict[str, Any]]:
@@ -219,7 +217,7 @@ def _curve_rows(curves: dict[str, Curve], closed_ls, one_step, d: int) -> list[d
     return rows
 
 
-def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, tau2: float, sc: Scale) -> tuple[dict, list[Claim]]:
+def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, tau2: float, sc: Scale) -> list[Claim]:
     gpt, ls = curves["GPT"].mean, curves["least squares"].mean
     k = curves["GPT"].k
     below, beyond = k < d, k >= d
@@ -233,15 +231,7 @@ def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, tau2: float, 
     ls_z = np.abs(ls - closed_ls) / np.maximum(se, 1e-12)
     ls_ok = bool(np.all(np.where(r > 0, ls_z <= 4, np.abs(ls) < 1e-6)))
     others = np.minimum(curves["averaging"].mean, curves["3-NN"].mean)
-    metrics = {
-        "k": k.tolist(),
-        "curves": {name: c.to_dict() for name, c in curves.items()},
-        "least_squares_closed_form": closed_ls.tolist(),
-        "one_gd_step_closed_form": one_step.tolist(),
-        "max_gap_to_least_squares_below_d": float(gap[below].max()),
-        "max_gap_to_least_squares_beyond_d": float(gap[beyond].max()),
-    }
-    claims = [
+    return [
         Claim(
             "least_squares_closed_form",
             "the evaluator: Monte Carlo least squares equals its closed form (d − k)/d within 4 exact SE (k < d) and 0 "
@@ -284,7 +274,6 @@ def _claims(curves: dict[str, Curve], closed_ls, one_step, d: int, tau2: float, 
             bool(np.all(gpt[beyond] < one_step[beyond])),
         ),
     ]
-    return metrics, claims
 
 
 READABLE = 0.5  # a layer whose best similarity with any iterate is below this holds no prediction to match

@@ -16,7 +16,6 @@ results.json "metrics": {"setting", "optimum", "heads": {"<H>": …}, "lsa", "le
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,16 @@ from iclab import plotting, theory
 from iclab.algorithms.gd import DebiasedGD
 from iclab.analysis.compare import compare_learners, half_mse
 from iclab.analysis.patterns import circuit_statistics
-from iclab.config import ExperimentConfig, TrainConfig, config_to_dict
-from iclab.experiments.common import finish, pick_scale, prepare_out, standard_error, train_run
+from iclab.config import ExperimentConfig, TrainConfig
+from iclab.experiments.common import standard_error
 from iclab.experiments.he_claims import active_heads, he_claims, length_claim
+from iclab.experiments.reproduction import Analysis, Context, NoOptions, Reproduction
 from iclab.models.softmax import SoftmaxConfig
-from iclab.report import format_table
+from iclab.report import Claim, format_table
 from iclab.tasks import Prompts, make_task
 from iclab.tasks.linear import LinearConfig
 
-__all__ = ["PRESETS", "SCALES", "TEST_LENGTHS", "Scale", "reproduce_he"]
+__all__ = ["PRESETS", "SCALES", "TEST_LENGTHS", "He", "Scale"]
 
 
 def _he(heads: int) -> ExperimentConfig:
@@ -130,139 +130,127 @@ def _heads_name(heads: int) -> str:
     return "he-" + _plural(heads).replace(" ", "-")  # the preset names (he-1-head, he-2-heads)
 
 
-def reproduce_he(
-    *,
-    device: str = "cpu",
-    scale: str = "smoke",
-    out: Path = Path("runs/he"),
-    force: bool = False,
-    resume: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the reproduction; returns {"name", "config", "metrics", "claims", "table"} (also in results.json)."""
-    sc = pick_scale(SCALES, scale, device)
-    run_opts = {"device": device, "seed": seed, "progress": progress}
-    base = _config({"heads": 2}, _heads_name(2), sc.steps, sc.lr, sc, **run_opts)  # validated before OUT is touched
-    lsa_cfg = _config({"name": "lsa", "heads": 1}, "he-lsa", sc.lsa_steps, sc.lsa_lr, sc, **run_opts)
-    out = Path(out)
-    prepare_out(out, force, resume)
-    began = time.perf_counter()
-    t = base.task
-    L, d, sigma2, tau2 = t.n_points, t.d, t.noise_var, t.w_scale**2
+class He(Reproduction):
+    """He et al.: softmax attention with 1, 2, 4 (…) heads and a one-layer LSA baseline against debiased GD."""
 
-    def optimum(n: int) -> float:  # ½·MSE of debiased GD at its optimal step, n context points
-        return 0.5 * (theory.debiased_gd_excess_risk(n, d, sigma2, tau2) + sigma2)
+    name = "he"
+    summary = "multi-head softmax attention learns debiased GD (He et al.)"
+    scales = SCALES
 
-    step_opt = theory.debiased_gd_step(L, d, sigma2, tau2)
-    dgd = DebiasedGD(noise_to_prior=sigma2 / tau2)  # optimal step at every L'
-    rows, claims, circuit_figures = [], [], []
-    per_head: dict[str, dict[str, Any]] = {}
-    curves: dict[str, np.ndarray] = {}  # training curves
-    eval64: Prompts | None = None
-    lengths: dict[int, Prompts] = {}
+    def title(self, ctx: Context) -> str:
+        return f"He et al. — multi-head softmax attention learns debiased GD ({ctx.scale_name} scale)"
 
-    for heads in sc.heads:
-        cfg = base.replace(model={"heads": heads}, name=_heads_name(heads))
-        result, run = train_run(cfg, out, resume)
-        if eval64 is None:
-            # Every run shares the held-out prompts (eval.seed); analysis is float64 on the CPU. The test lengths
-            # L' ≠ L get fresh prompts of their own, drawn as the trainer draws its held-out set.
-            eval64 = result.eval_prompts.to("cpu", torch.float64)
-            lengths = {n: eval64 if n == L else _prompts(base, n, sc.length_prompts) for n in TEST_LENGTHS}
-        model = result.model.cpu().double()
-        cmp = compare_learners(model, dgd, eval64)
-        stats = circuit_statistics(
-            model,
-            out / "figures" / f"circuits_{_plural(heads).replace(' ', '_')}.png",
-            title=f"{_plural(heads)}: KQ and OV",
-        )
-        circuit_figures.append(Path(stats["figure"]))
-        layer = stats["layers"][0]
-        kq, ov = layer["kq"], layer["ov"]
-        implied = sum(layer["head_gain"]) / L
-        loss = cmp["model_half_mse"]
-        per_head[str(heads)] = {
-            "half_mse": loss,
-            "ratio": loss / cmp["reference_half_mse"],
-            "ratio_closed_form": loss / optimum(L),
-            "compare_debiased_gd": cmp,
-            "kq": kq,
-            "ov": ov,
-            "head_gain": layer["head_gain"],
-            "active": active_heads(layer),
-            "implied_step": implied,
-            "implied_step_ratio": implied / step_opt,
-            "KQ": layer["KQ"],
-            "OV": layer["OV"],
-            "length_half_mse": [half_mse(model, p) for p in lengths.values()],
-            "steps": cfg.train.steps,
-            "train_wall_s": result.wall_time_s,
+    def configs(self, scale: Scale, options: NoOptions) -> list[ExperimentConfig]:
+        base = _config({"heads": 2}, _heads_name(2), scale.steps, scale.lr, scale)
+        heads = [base.replace(model={"heads": h}, name=_heads_name(h)) for h in scale.heads]
+        return [*heads, _config({"name": "lsa", "heads": 1}, "he-lsa", scale.lsa_steps, scale.lsa_lr, scale)]
+
+    def analyse(self, ctx: Context) -> Analysis:
+        sc: Scale = ctx.scale
+        base = ctx.trained[_heads_name(sc.heads[0])].config
+        t = base.task
+        L, d, sigma2, tau2 = t.n_points, t.d, t.noise_var, t.w_scale**2
+
+        def optimum(n: int) -> float:  # ½·MSE of debiased GD at its optimal step, n context points
+            return 0.5 * (theory.debiased_gd_excess_risk(n, d, sigma2, tau2) + sigma2)
+
+        step_opt = theory.debiased_gd_step(L, d, sigma2, tau2)
+        dgd = DebiasedGD(noise_to_prior=sigma2 / tau2)  # optimal step at every L'
+        rows, circuit_figures = [], []
+        per_head: dict[str, dict[str, Any]] = {}
+        curves: dict[str, np.ndarray] = {}  # training curves
+        # Every run shares the held-out prompts (eval.seed); analysis is float64 on the CPU. The test lengths
+        # L' ≠ L get fresh prompts of their own, drawn as the trainer draws its held-out set.
+        eval64 = ctx.trained[base.name].result.eval_prompts.to("cpu", torch.float64)
+        lengths = {n: eval64 if n == L else _prompts(base, n, sc.length_prompts) for n in TEST_LENGTHS}
+
+        for heads in sc.heads:
+            trained = ctx.trained[_heads_name(heads)]
+            cfg, result, run = trained.config, trained.result, trained.run
+            model = result.model.cpu().double()
+            cmp = compare_learners(model, dgd, eval64)
+            stats = circuit_statistics(
+                model,
+                ctx.figures / f"circuits_{_plural(heads).replace(' ', '_')}.png",
+                title=f"{_plural(heads)}: KQ and OV",
+            )
+            circuit_figures.append(Path(stats["figure"]))
+            layer = stats["layers"][0]
+            kq, ov = layer["kq"], layer["ov"]
+            implied = sum(layer["head_gain"]) / L
+            loss = cmp["model_half_mse"]
+            per_head[str(heads)] = {
+                "half_mse": loss,
+                "ratio": loss / cmp["reference_half_mse"],
+                "ratio_closed_form": loss / optimum(L),
+                "compare_debiased_gd": cmp,
+                "kq": kq,
+                "ov": ov,
+                "head_gain": layer["head_gain"],
+                "active": active_heads(layer),
+                "implied_step": implied,
+                "implied_step_ratio": implied / step_opt,
+                "KQ": layer["KQ"],
+                "OV": layer["OV"],
+                "length_half_mse": [half_mse(model, p) for p in lengths.values()],
+                "steps": cfg.train.steps,
+                "train_wall_s": result.wall_time_s,
+            }
+            df = run.metrics()
+            curves[_plural(heads)] = df["eval_half_mse"].to_numpy()
+            curve_steps = df["step"].to_numpy()
+            rows.append(_row(heads, per_head[str(heads)], optimum(L), cmp["reference_half_mse"]))
+
+        # The closed form against its Monte Carlo value on the held-out prompts (the claims compare the models with
+        # the latter: paired on the same prompts, so the ≈ 1.4 % Monte Carlo error of the estimate cancels).
+        mc, se = per_head[str(sc.heads[0])]["compare_debiased_gd"]["reference_half_mse"], standard_error(dgd, eval64)
+
+        # ---- linear-attention baseline -----------------------------------------------------------------------------
+        # LSA has no 1/N: its trained P carries the step η/L of the training length, so at L' it takes L'/L times the
+        # right-sized step (too small below L, too large above), whereas softmax's weights average over the context.
+        lsa_trained = ctx.trained["he-lsa"]
+        lsa_cfg, lsa_result = lsa_trained.config, lsa_trained.result
+        lsa = lsa_result.model.cpu().double()
+        lsa_metrics = {
+            "half_mse": half_mse(lsa, eval64),
+            "linear_family_optimum": 0.5 * (theory.mahankali_excess_risk(d, L, sigma2, tau2) + sigma2),
+            "length_half_mse": [half_mse(lsa, p) for p in lengths.values()],
+            "steps": lsa_cfg.train.steps,
+            "train_wall_s": lsa_result.wall_time_s,
         }
-        df = run.metrics()
-        curves[_plural(heads)] = df["eval_half_mse"].to_numpy()
-        curve_steps = df["step"].to_numpy()
-        rows.append(_row(heads, per_head[str(heads)], optimum(L), cmp["reference_half_mse"]))
+        length = {
+            "lengths": list(TEST_LENGTHS),
+            "optimum_closed_form": [optimum(n) for n in TEST_LENGTHS],
+            "optimum_monte_carlo": [half_mse(dgd, p) for p in lengths.values()],
+            "softmax": {h: m["length_half_mse"] for h, m in per_head.items()},
+            "lsa": lsa_metrics["length_half_mse"],
+        }
+        metrics = {
+            "setting": {"d": d, "L": L, "noise_var": sigma2, "w_var": tau2},
+            "optimum": {
+                "half_mse_closed_form": optimum(L),
+                "half_mse_monte_carlo": mc,
+                "half_mse_standard_error": se,
+                "step": step_opt,
+            },
+            "heads": per_head,
+            "lsa": lsa_metrics,
+            "length": length,
+        }
+        figures = _figures(ctx.out, sc, per_head, length, L, optimum(L), mc, curve_steps, curves) + circuit_figures
+        sections = [("Results", format_table(rows)), ("Length generalisation", _length_table(length, L))]
+        return Analysis(metrics, sections, figures)
 
-    # The closed form against its Monte Carlo value on the held-out prompts (the claims compare the models with
-    # the latter: paired on the same prompts, so the ≈ 1.4 % Monte Carlo error of the estimate cancels).
-    mc, se = per_head[str(sc.heads[0])]["compare_debiased_gd"]["reference_half_mse"], standard_error(dgd, eval64)
-
-    # ---- linear-attention baseline -----------------------------------------------------------------------------
-    # LSA has no 1/N: its trained P carries the step η/L of the training length, so at L' it takes L'/L times the
-    # right-sized step (too small below L, too large above), whereas softmax's weights average over the context.
-    lsa_result, _ = train_run(lsa_cfg, out, resume)
-    lsa = lsa_result.model.cpu().double()
-    lsa_metrics = {
-        "half_mse": half_mse(lsa, eval64),
-        "linear_family_optimum": 0.5 * (theory.mahankali_excess_risk(d, L, sigma2, tau2) + sigma2),
-        "length_half_mse": [half_mse(lsa, p) for p in lengths.values()],
-        "steps": lsa_cfg.train.steps,
-        "train_wall_s": lsa_result.wall_time_s,
-    }
-    length = {
-        "lengths": list(TEST_LENGTHS),
-        "optimum_closed_form": [optimum(n) for n in TEST_LENGTHS],
-        "optimum_monte_carlo": [half_mse(dgd, p) for p in lengths.values()],
-        "softmax": {h: m["length_half_mse"] for h, m in per_head.items()},
-        "lsa": lsa_metrics["length_half_mse"],
-    }
-
-    claims += he_claims(sc, per_head, mc, se, optimum(L), step_opt)
-    if any(h >= 2 for h in sc.heads):
-        claims.append(length_claim(per_head, lsa_metrics, L, TEST_LENGTHS))
-    figures = _figures(out, sc, per_head, length, L, optimum(L), mc, curve_steps, curves) + circuit_figures
-
-    metrics = {
-        "setting": {"d": d, "L": L, "noise_var": sigma2, "w_var": tau2},
-        "optimum": {
-            "half_mse_closed_form": optimum(L),
-            "half_mse_monte_carlo": mc,
-            "half_mse_standard_error": se,
-            "step": step_opt,
-        },
-        "heads": per_head,
-        "lsa": lsa_metrics,
-        "length": length,
-        "wall_time_s": time.perf_counter() - began,
-    }
-    cfg_summary = {
-        "device": device,
-        "scale": scale,
-        "seed": seed,
-        "heads": list(sc.heads),
-        "base": config_to_dict(base),
-    }
-    return finish(
-        out,
-        name="he",
-        title=f"He et al. — multi-head softmax attention learns debiased GD ({scale} scale)",
-        config=cfg_summary,
-        metrics=metrics,
-        claims=claims,
-        sections=[("Results", format_table(rows)), ("Length generalisation", _length_table(length, L))],
-        figures=figures,
-    )
+    def claims(self, analysis: Analysis, ctx: Context) -> list[Claim]:
+        m, sc = analysis.metrics, ctx.scale
+        opt = m["optimum"]
+        claims = he_claims(
+            sc, m["heads"], opt["half_mse_monte_carlo"], opt["half_mse_standard_error"], opt["half_mse_closed_form"],
+            opt["step"],
+        )  # fmt: skip
+        if any(h >= 2 for h in sc.heads):
+            claims.append(length_claim(m["heads"], m["lsa"], m["setting"]["L"], TEST_LENGTHS))
+        return claims
 
 
 def _prompts(cfg: ExperimentConfig, n_points: int, count: int) -> Prompts:
