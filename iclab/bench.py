@@ -15,6 +15,7 @@ import torch
 
 from iclab.algorithms.gd import gd_predict
 from iclab.config import ModelConfig, TaskConfig
+from iclab.models.base import IMPLS
 from iclab.models.lsa import LSA
 from iclab.tasks import make_task
 
@@ -56,10 +57,9 @@ def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) 
     task = make_task(TaskConfig())
     gen = torch.Generator(device=device).manual_seed(0)
     steps = {}
-    for name, fast in (("fast", True), ("naive", False)):
+    for name in IMPLS:
         model = LSA(ModelConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
-        for block in model.blocks:
-            block.fast = fast
+        model.set_impl(name)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
 
         def step(model=model, opt=opt) -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from iclab.config import EvalConfig, ExperimentConfig, ModelConfig, TaskConfig, TrainConfig
 from iclab.models import make_model
-from iclab.models.lla import LLABlock, LocalLinearAttentionModel, kernel_weights, lla, lla_naive
+from iclab.models.lla import LocalLinearAttentionModel, kernel_weights, lla, lla_naive
 from iclab.training import train
 
 HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z")
@@ -107,15 +107,6 @@ def test_flat_kernel_is_least_squares_with_intercept():
         theta = np.linalg.lstsq(design, y_ctx[b].numpy(), rcond=None)[0]
         expected.append(np.c_[np.ones(2), x_q[b].numpy()] @ theta)
     np.testing.assert_allclose(model.predict(x_ctx, y_ctx, x_q).detach().numpy(), np.stack(expected), atol=1e-6)
-
-
-@pytest.mark.parametrize("kw", [dict(layers=1), dict(layers=3, heads=2, layernorm=True)])
-def test_model_matches_naive_layers(kw, monkeypatch):
-    model = _model(3, **kw)
-    x_ctx, y_ctx, x_q = _prompt()
-    fast = model.predict(x_ctx, y_ctx, x_q)
-    monkeypatch.setattr(LLABlock, "naive", True)
-    torch.testing.assert_close(fast, model.predict(x_ctx, y_ctx, x_q), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [dict(layers=1), dict(layers=3, heads=2, layernorm=True)])

@@ -9,9 +9,23 @@ and for the trainer:
                                                                every prefix, Garg's loss)
     loss_name                                                 ("half_mse", "half_mse_all_prefixes", "nll")
 The trainer never branches on the kind of model: it calls `training_loss`, and evaluates `predict_prompts`.
+
+Fast and naive paths: one switch, `impl: Literal["fast", "naive"]`. Every block with two implementations of the
+same math carries a class attribute `impl = "fast"` (lsa.LSABlock: Gram form / written-out attention;
+softmax.SoftmaxAttentionLayer and gpt.Attention: scaled_dot_product_attention / softmax written out; lla.LLABlock:
+one batched solve / a least-squares solve per query; ssm.SSMBlock: associative scan / loop over time), and
+`model.set_impl("naive")` sets it on every such block of a model (wrappers and sub-models included). "naive" is
+the plain eager reference, in the spirit of flash-linear-attention's `naive.py`: the definition written out,
+slow, used by tests and `iclab bench`. Why this name and form: one keyword for every family replaces three
+(`fast`, `naive`, `parallel`, two of them booleans of opposite sense); a string, not a bool, says which path runs
+and leaves room for a third implementation; and a per-block class attribute keeps the model constructors as they
+are. Observing a hook that only the naive path computes (attention q/k/v/pattern in lsa, the pattern in softmax
+and gpt) switches that block to the naive path for that call, whatever `impl` says; outputs are equal.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -19,7 +33,10 @@ from torch import Tensor
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
 
-__all__ = ["ICLModel", "seeded_generator"]
+__all__ = ["IMPLS", "ICLModel", "Impl", "seeded_generator", "set_impl"]
+
+Impl = Literal["fast", "naive"]
+IMPLS: tuple[Impl, ...] = ("fast", "naive")
 
 
 def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
@@ -28,8 +45,23 @@ def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
+def set_impl(module: torch.nn.Module, impl: Impl) -> int:
+    """Set `impl` ("fast" or "naive") on every block of `module` that has both paths; returns how many."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl: choose one of {', '.join(IMPLS)}, got {impl!r}")
+    blocks = [m for m in module.modules() if isinstance(getattr(type(m), "impl", None), str)]
+    for m in blocks:
+        m.impl = impl
+    return len(blocks)
+
+
 class ICLModel(HookedModule):
     """Base class of iclab's models (hook points, `run_with_cache`, the Learner and training contract)."""
+
+    def set_impl(self, impl: Impl) -> ICLModel:
+        """Run every block with two implementations on its "fast" or its "naive" path (module docstring)."""
+        set_impl(self, impl)
+        return self
 
     @property
     def loss_name(self) -> str:

@@ -10,7 +10,7 @@ v = r W_V[h] + b_V[h], pattern = softmax(q kᵀ/√d_head + causal mask), z = pa
 W_Q, W_K, W_V [H, d_model, d_head] are views of one fused parameter W_QKV; W_O [H, d_head, d_model].
 
 Attention runs through `scaled_dot_product_attention`; when hook_attn_scores or hook_pattern is observed (or
-`Attention.fast` is False) the written-out form is used instead, so the [B, H, L, L] pattern exists to be read or
+`Attention.impl` is "naive") the written-out form is used instead, so the [B, H, L, L] pattern exists to be read or
 edited. Tests check that both agree.
 
 Initialisation follows Garg et al.'s code (HuggingFace GPT-2 inside nn.Linear read-in/read-out): GPT-2 weights
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout, causal_mask
 
@@ -47,7 +47,7 @@ def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | 
 class Attention(HookedModule):
     """Causal multi-head softmax attention: [B, L, d_model] → [B, L, d_model] (see the module docstring)."""
 
-    fast = True  # scaled_dot_product_attention unless the scores/pattern are observed
+    impl: Impl = "fast"  # "fast": scaled_dot_product_attention unless scores/pattern are observed; "naive": written out
 
     def __init__(self, width: int, heads: int, out_std: float, generator: torch.Generator | None = None):
         super().__init__()
@@ -94,7 +94,7 @@ class Attention(HookedModule):
         q, k, v = qkv.view(B, L, 3, self.heads, self.d_head).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, L, d_head]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         observed = self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks
-        if observed or not self.fast:
+        if observed or self.impl == "naive":
             z = self.attend_naive(q, k, v, mask)
         else:
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)

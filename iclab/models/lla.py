@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 
@@ -146,7 +146,7 @@ class LLAHooks(nn.Module):
 class LLABlock(HookedModule):
     """Hook points (and the optional pre-LayerNorm) of one layer."""
 
-    naive = False  # True: the per-query least-squares reference (tests)
+    impl: Impl = "fast"  # "fast": `lla`, one batched solve; "naive": `lla_naive`, a least-squares solve per query
 
     def __init__(self, width: int, layernorm: bool):
         super().__init__()
@@ -165,7 +165,7 @@ class LLABlock(HookedModule):
         head_mask = None if mask is None else mask[:, None, :]  # [B, 1, N]
         if self.attn.hook_pattern._forward_hooks:  # computed only when observed (the solve recomputes it)
             self.attn.hook_pattern(kernel_weights(q, k, head_mask))
-        attend = lla_naive if self.naive else lla
+        attend = lla_naive if self.impl == "naive" else lla
         a = torch.zeros_like(q) if n_ctx == 0 else attend(q, k, v, ridge, head_mask)  # [B, H, T, D]
         a = self.attn.hook_z(a)
         update = torch.einsum("bhte,hfe->btf", a, w.P)  # [B, T, D]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 
@@ -66,10 +66,11 @@ class LSABlock(HookedModule):
         h = z if self.ln is None else self.ln(z)
         a = self.attn
         observed = any(p._forward_hooks for p in (a.hook_q, a.hook_k, a.hook_v, a.hook_pattern))
-        update = self.update_naive(h, w, n_ctx) if (observed or not self.fast) else self.update_gram(h, w, n_ctx)
+        naive = observed or self.impl == "naive"
+        update = self.update_naive(h, w, n_ctx) if naive else self.update_gram(h, w, n_ctx)
         return self.hook_resid_post(z + self.hook_attn_out(update))
 
-    fast = True  # use the Gram form unless q/k/v/pattern are being observed
+    impl: Impl = "fast"  # "fast": the Gram form (unless q/k/v/pattern are observed); "naive": the attention written out
 
     def update_naive(self, h: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
         """The attention written out: queries, keys, values and the [T, N] score matrix per head."""

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 
@@ -40,7 +40,7 @@ class SoftmaxAttentionLayer(HookedModule):
     """One layer's attention: per-head W_Q, W_K, W_V [H, D_head, D] and W_O [H, D, D_head] (D_head = D), and
     the hook points blocks.{l}.attn.hook_q / hook_k / hook_v / hook_pattern."""
 
-    fast = True  # scaled_dot_product_attention unless the pattern is observed (set False for the naive form)
+    impl: Impl = "fast"  # "fast": scaled_dot_product_attention (unless the pattern is observed); "naive": written out
 
     def __init__(
         self, width: int, heads: int, std: float, generator: torch.Generator | None = None, scale: float = 1.0
@@ -71,7 +71,7 @@ class SoftmaxAttentionLayer(HookedModule):
         q = self.hook_q(torch.einsum("btd,hed->bhte", h, self.W_Q))  # [B, H, T, D_head]
         k = self.hook_k(torch.einsum("bnd,hed->bhne", ctx, self.W_K))  # [B, H, N, D_head]
         v = self.hook_v(torch.einsum("bnd,hed->bhne", ctx, self.W_V))  # [B, H, N, D_head]
-        if self.fast and not self.hook_pattern._forward_hooks:
+        if self.impl == "fast" and not self.hook_pattern._forward_hooks:
             heads_out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # [B, H, T, D_head]
         else:
             heads_out = self.naive_attention(q, k, v)
