@@ -21,6 +21,19 @@ slow, used by tests and `iclab bench`. Why this name and form: one keyword for e
 and leaves room for a third implementation; and a per-block class attribute keeps the model constructors as they
 are. Observing a hook that only the naive path computes (attention q/k/v/pattern in lsa, the pattern in softmax
 and gpt) switches that block to the naive path for that call, whatever `impl` says; outputs are equal.
+
+Weight convention (docs/weights.md): one for every attention model (lsa, softmax, gpt, lsa_features, separate,
+lla), the column-vector one of von Oswald et al. and He et al., in which iclab's constructions, weight matches and
+circuit statistics are written. Tokens are columns e ∈ R^D; per head h, `model.layer_weights(layer)` (an
+`AttentionWeights`) answers, read-only,
+    KQ [H, D, D]   score(key i, query j) = scale · e_iᵀ KQ_h e_j
+    OV [H, D, D]   head h adds OV_h e_i times the attention it pays key i (LSA: times the raw score)
+    scale          the score factor: 1 (lsa, He's softmax), 1/√D (separate's copy layer, lla's kernel), 1/√d_head (gpt)
+and every layer names its factors W_Q, W_K, W_V, W_O (LSA's P is W_O; checkpoints that call it P still load).
+For the concat models (column factors: W_Q, W_K, W_V [H, d_head, D], W_O [H, D, d_head]) KQ = W_Kᵀ W_Q and
+OV = W_O W_V. TransformerLens's row-vector products are the transposes: W_QK = KQᵀ, W_OV = OVᵀ; the gpt stores its
+factors the TransformerLens way (W_Q [H, d_model, d_head], W_O [H, d_head, d_model]) and answers KQ and OV in
+this convention all the same, so analyses read every model alike.
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ from torch import Tensor
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
 
-__all__ = ["IMPLS", "ICLModel", "Impl", "seeded_generator", "set_impl"]
+__all__ = ["IMPLS", "AttentionWeights", "ICLModel", "Impl", "seeded_generator", "set_impl"]
 
 Impl = Literal["fast", "naive"]
 IMPLS: tuple[Impl, ...] = ("fast", "naive")
@@ -43,6 +56,26 @@ def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
     """`generator`, or a fresh CPU generator seeded 0 when None: a model built without one is reproducible and
     never draws from (or advances) the global RNG (DESIGN: every random draw takes an explicit generator)."""
     return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+class AttentionWeights:
+    """Mixin of one attention layer's weights: the read-only circuits KQ and OV (module docstring).
+
+    The defaults read column-vector factors W_Q, W_K, W_V [H, d_head, D] and W_O [H, D, d_head]; a layer that
+    stores its factors otherwise (gpt.Attention) overrides `KQ` and `OV`.
+    """
+
+    scale: float = 1.0  # score(key i, query j) = scale · e_iᵀ KQ_h e_j
+
+    @property
+    def KQ(self) -> Tensor:
+        """[H, D, D]: score(key i, query j) = scale · e_iᵀ KQ_h e_j."""
+        return self.W_K.transpose(-1, -2) @ self.W_Q  # type: ignore[attr-defined]
+
+    @property
+    def OV(self) -> Tensor:
+        """[H, D, D]: head h adds OV_h e_i times the attention (LSA: the score) it pays key i."""
+        return self.W_O @ self.W_V  # type: ignore[attr-defined]
 
 
 def set_impl(module: torch.nn.Module, impl: Impl) -> int:
