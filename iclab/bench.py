@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from iclab.algorithms.gd import gd_predict
+from iclab.models.base import IMPLS
 from iclab.models.lsa import LSA, LSAConfig
 from iclab.tasks import make_task
 from iclab.tasks.linear import LinearConfig
@@ -56,10 +57,9 @@ def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) 
     task = make_task(LinearConfig())
     gen = torch.Generator(device=device).manual_seed(0)
     steps = {}
-    for name, fast in (("fast", True), ("naive", False)):
+    for name in IMPLS:
         model = LSA(LSAConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
-        for block in model.blocks:
-            block.fast = fast
+        model.set_impl(name)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
 
         def step(model=model, opt=opt) -> None:

@@ -141,7 +141,7 @@ def test_construction_blocks_and_validation():
     np.testing.assert_array_equal(blocks["W_Q"].numpy(), kq)
     np.testing.assert_array_equal(blocks["W_K"].numpy(), kq)
     np.testing.assert_array_equal(blocks["W_V"].numpy(), np.diag([-1.0, -1.0, -1.0, -1.0]))
-    np.testing.assert_array_equal(blocks["P"].numpy(), np.diag([0.25, 0.25, 0.25, 0.15]))
+    np.testing.assert_array_equal(blocks["W_O"].numpy(), np.diag([0.25, 0.25, 0.25, 0.15]))
     # other heads of a multi-head construction are zero
     model = construct_gd(3, 4, [0.5], heads=3)
     assert torch.count_nonzero(model.weights[0].W_V[1:]) == 0

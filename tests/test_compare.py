@@ -40,11 +40,11 @@ def _perturbed(model: LSA, scale: float = 0.05, seed: int = 0) -> LSA:
 
 
 def _rescale(model: LSA, scales) -> None:
-    """The symmetry W_Q → s·W_Q, P → P/s per layer (so W_KQ → s·W_KQ, W_PV → W_PV/s)."""
+    """The symmetry W_Q → s·W_Q, W_O → W_O/s per layer (so KQ → s·KQ, OV → OV/s)."""
     with torch.no_grad():
         for w, s in zip(model.weights, scales):
             w.W_Q.mul_(s)
-            w.P.div_(s)
+            w.W_O.div_(s)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_weight_match_of_construction_with_itself_is_zero_and_rescaling_invarian
         assert abs(row["scale"] - s) < 1e-12
         for key in ("kq_distance", "pv_distance", "kq_distance_functional", "pv_distance_functional"):
             assert row[key] < 1e-12, key
-        np.testing.assert_allclose(row["W_KQ"], _np(construction.weights[row["layer"]].W_KQ[0]), atol=1e-12)
+        np.testing.assert_allclose(row["W_KQ"], _np(construction.weights[row["layer"]].KQ[0]), atol=1e-12)
 
 
 def test_weight_match_distances_recomputed_in_numpy():
@@ -130,10 +130,10 @@ def test_weight_match_distances_recomputed_in_numpy():
     _rescale(model, [3.0])
     (row,) = weight_match(model, construction)
     w, c = model.weights[0], construction.weights[0]
-    kq, pv = _np(w.W_K[0]).T @ _np(w.W_Q[0]), _np(w.P[0]) @ _np(w.W_V[0])
+    kq, pv = _np(w.W_K[0]).T @ _np(w.W_Q[0]), _np(w.W_O[0]) @ _np(w.W_V[0])
     s = np.mean(np.diag(kq)[:D])
     kq, pv = kq / s, pv * s
-    kq_c, pv_c = _np(c.W_K[0]).T @ _np(c.W_Q[0]), _np(c.P[0]) @ _np(c.W_V[0])
+    kq_c, pv_c = _np(c.W_K[0]).T @ _np(c.W_Q[0]), _np(c.W_O[0]) @ _np(c.W_V[0])
     rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)  # noqa: E731
     assert abs(row["scale"] - s) < 1e-12
     assert abs(row["kq_distance"] - rel(kq, kq_c)) < 1e-12
@@ -169,16 +169,16 @@ def test_interpolation_endpoints_are_trained_and_constructed_losses(etas):
 
 
 def test_interpolation_midpoint_matches_effective_weights_in_numpy():
-    # one layer: ŷ = −Σ_i (W_PV e_i)_y · e_iᵀ W_KQ e_q with e_q = [x_q, 0]
+    # one layer: ŷ = −Σ_i (OV e_i)_y · e_iᵀ KQ e_q with e_q = [x_q, 0]
     construction = construct_gd(D, N, [1.5])
     trained = _perturbed(construction, scale=0.1, seed=3)
     p = _prompts(batch=16)
     (mid,) = interpolation_curve(trained, construction, p, ts=(0.5,))
     w, c = trained.weights[0], construction.weights[0]
-    kq, pv = _np(w.W_KQ[0]), _np(w.W_PV[0])
+    kq, pv = _np(w.KQ[0]), _np(w.OV[0])
     s = np.mean(np.diag(kq)[:D])
-    kq_t = 0.5 * kq / s + 0.5 * _np(c.W_KQ[0])
-    pv_t = 0.5 * pv * s + 0.5 * _np(c.W_PV[0])
+    kq_t = 0.5 * kq / s + 0.5 * _np(c.KQ[0])
+    pv_t = 0.5 * pv * s + 0.5 * _np(c.OV[0])
     e = np.concatenate([_np(p.x_ctx), _np(p.y_ctx)[..., None]], -1)  # [B, N, D+1]
     eq = np.concatenate([_np(p.x_q), np.zeros((*p.x_q.shape[:2], 1))], -1)  # [B, m, D+1]
     pred = -np.einsum("bn,bnk,bmk->bm", e @ pv_t[D], e, eq @ kq_t.T)
@@ -242,14 +242,14 @@ def test_effective_preconditioner_of_construction():
 
 
 def test_effective_preconditioner_predicts_a_gd_like_model():
-    # A one-layer model with the neglected blocks zero (W_KQ's y-row, W_PV's y-row on x): ŷ = x_qᵀ (A/N) Xᵀy
+    # A one-layer model with the neglected blocks zero (KQ's y-row, OV's y-row on x): ŷ = x_qᵀ (A/N) Xᵀy
     # exactly, with A/N what effective_preconditioner returns, for a non-symmetric x-block (orientation).
     model = LSA(model_config("lsa", init_scale=1.0), D, generator=torch.Generator().manual_seed(0)).double()
     with torch.no_grad():
         w = model.weights[0]
         w.W_K[0] = torch.eye(D + 1, dtype=torch.float64)
         w.W_Q[0, D, :] = 0.0
-        w.P[0] = torch.eye(D + 1, dtype=torch.float64)
+        w.W_O[0] = torch.eye(D + 1, dtype=torch.float64)
         w.W_V[0, D, :D] = 0.0
     p = _prompts(batch=8)
     a_over_n = _np(effective_preconditioner(model))

@@ -1,4 +1,4 @@
-"""GPT: shapes, explicit randomness, causality of the prefix readout, fast vs written-out attention, per-head
+"""GPT: shapes, explicit randomness, causality of the prefix readout, the pattern from written-out attention, per-head
 weights, hooks and cache, state round trip, predict vs predict_prefixes; and a CPU-budget training run on linear
 regression (d = 5) whose error curve tracks least squares, followed by the layer ↔ iteration alignment."""
 
@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.models import make_model
-from iclab.models.gpt import GPT, Attention
+from iclab.models.gpt import GPT
 
 D, T = 3, 6
 
@@ -76,16 +76,13 @@ def test_changing_point_t_leaves_earlier_predictions_unchanged():
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["causal", "query-mask"])
-def test_fast_attention_equals_written_out(masked, monkeypatch):
+def test_observing_the_pattern_uses_the_written_out_attention(masked):
+    """(Fast vs naive attention themselves, outputs and gradients: tests/test_fast_paths.py.)"""
     model = _model(layers=3, heads=4)
     x, y = _data()
     tokens = model.layout.encode_stream(x, y)
     mask = model.layout.mask(T, 3) if masked else None
     fast = model(tokens, mask=mask)
-    monkeypatch.setattr(Attention, "fast", False)
-    naive = model(tokens, mask=mask)
-    torch.testing.assert_close(fast, naive, rtol=1e-12, atol=1e-12)
-    monkeypatch.undo()
     # observing the pattern switches to the written-out path by itself
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(3)]
     out, cache = model.run_with_cache(tokens, mask=mask, names=names)
@@ -104,7 +101,7 @@ def test_per_head_weights_are_views_that_give_the_hooked_activations():
     H, dh, W = 2, 8, 16
     assert attn.W_Q.shape == attn.W_K.shape == attn.W_V.shape == (H, W, dh)
     assert attn.W_O.shape == (H, dh, W) and attn.b_Q.shape == (H, dh)
-    assert attn.W_QK.shape == attn.W_OV.shape == (H, W, W)
+    assert attn.KQ.shape == attn.OV.shape == (H, W, W) and model.layer_weights(1) is attn
     assert attn.W_Q.untyped_storage().data_ptr() == attn.W_QKV.untyped_storage().data_ptr()
     x, y = _data()
     names = ["blocks.1.hook_resid_pre", "blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_v"]
@@ -112,9 +109,26 @@ def test_per_head_weights_are_views_that_give_the_hooked_activations():
     _, cache = model.run_with_cache(model.layout.encode_stream(x, y), names=names)
     h = model.blocks[1].ln1(cache["blocks.1.hook_resid_pre"])  # [B, L, W]
     for kind in "QKV":
-        want = torch.einsum("blw,hwe->bhle", h, getattr(attn, f"W_{kind}")) + getattr(attn, f"b_{kind}")[:, None]
+        want = torch.einsum("blw,hwe->blhe", h, getattr(attn, f"W_{kind}")) + getattr(attn, f"b_{kind}")
         torch.testing.assert_close(cache[f"blocks.1.attn.hook_{kind.lower()}"], want)
-    out = torch.einsum("bhle,hew->blw", cache["blocks.1.attn.hook_z"], attn.W_O) + attn.b_O
+    out = torch.einsum("blhe,hew->blw", cache["blocks.1.attn.hook_z"], attn.W_O) + attn.b_O
+    torch.testing.assert_close(cache["blocks.1.hook_attn_out"], out)
+
+
+def test_KQ_and_OV_read_like_every_other_attention_model():
+    """Column vectors, as lsa / softmax: score(key i, query j) = scale · e_iᵀ KQ e_j, head h adds OV_h e_i per unit
+    of attention (the biases are zero at initialisation, so nothing else enters)."""
+    model = _model()
+    attn = model.layer_weights(1)
+    x, y = _data()
+    names = ["blocks.1.hook_resid_pre", "blocks.1.attn.hook_attn_scores", "blocks.1.attn.hook_pattern"]
+    _, cache = model.run_with_cache(model.layout.encode_stream(x, y), names=[*names, "blocks.1.hook_attn_out"])
+    h = model.blocks[1].ln1(cache["blocks.1.hook_resid_pre"])  # [B, L, W]: rows are the tokens e_l
+    scores = attn.scale * torch.einsum("bid,hde,bje->bhji", h, attn.KQ, h)  # [B, H, query j, key i]
+    allowed = torch.ones(h.shape[1], h.shape[1], dtype=torch.bool).tril()
+    torch.testing.assert_close(cache["blocks.1.attn.hook_attn_scores"][..., allowed], scores[..., allowed])
+    writes = torch.einsum("hfd,bid->bhif", attn.OV, h)  # [B, H, key i, W]: OV_h e_i
+    out = torch.einsum("bhji,bhif->bjf", cache["blocks.1.attn.hook_pattern"], writes) + attn.b_O
     torch.testing.assert_close(cache["blocks.1.hook_attn_out"], out)
 
 
@@ -128,7 +142,7 @@ def test_hook_names_and_shapes():
         for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
             want[f"blocks.{i}.{name}"] = (3, L, 16)
         for name in ("hook_q", "hook_k", "hook_v", "hook_z"):
-            want[f"blocks.{i}.attn.{name}"] = (3, 2, L, 8)
+            want[f"blocks.{i}.attn.{name}"] = (3, L, 2, 8)  # [batch, pos, head, d_head]
         want[f"blocks.{i}.attn.hook_attn_scores"] = want[f"blocks.{i}.attn.hook_pattern"] = (3, 2, L, L)
         want[f"blocks.{i}.mlp.hook_post"] = (3, L, 32)
     assert {k: tuple(v.shape) for k, v in cache.items()} == want

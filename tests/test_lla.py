@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
 from iclab.models import make_model
-from iclab.models.lla import LLABlock, LocalLinearAttentionModel, kernel_weights, lla, lla_naive
+from iclab.models.lla import LocalLinearAttentionModel, kernel_weights, lla, lla_naive
 from iclab.training import train
 
 HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z")
@@ -61,7 +61,7 @@ def test_large_ridge_is_softmax_attention():
     q, k, v = _qkv((2, 2), 4, 6, 3, 3, seed=1)
     softmax_attn = torch.softmax(q @ k.transpose(-1, -2) / 3**0.5, dim=-1) @ v
     torch.testing.assert_close(lla(q, k, v, 1e12), softmax_attn, rtol=0, atol=1e-9)
-    # the model: with λ → ∞ each layer is multi-head softmax attention with the same W_Q, W_K, W_V, P
+    # the model: with λ → ∞ each layer is multi-head softmax attention with the same W_Q, W_K, W_V, W_O
     model = _model(3, layers=2, heads=2, lla_ridge=1e12, seed=2)
     x_ctx, y_ctx, x_q = _prompt()
     n = x_ctx.shape[1]
@@ -71,7 +71,7 @@ def test_large_ridge_is_softmax_attention():
         k = torch.einsum("bnd,hed->bhne", z[:, :n], w.W_K)
         v = torch.einsum("bnd,hed->bhne", z[:, :n], w.W_V)
         heads = torch.softmax(q @ k.transpose(-1, -2) / 2, dim=-1) @ v  # D = 4: √D = 2
-        z = z + torch.einsum("bhte,hfe->btf", heads, w.P)
+        z = z + torch.einsum("bhte,hfe->btf", heads, w.W_O)
     torch.testing.assert_close(model.predict(x_ctx, y_ctx, x_q), -z[:, n:, -1], rtol=0, atol=1e-9)
 
 
@@ -99,7 +99,7 @@ def test_flat_kernel_is_least_squares_with_intercept():
         w.W_Q.copy_(eps * (torch.eye(d + 1, dtype=torch.float64) - e_y)[None])
         w.W_K.copy_(w.W_Q)
         w.W_V.copy_(e_y[None])
-        w.P.copy_(-e_y[None])
+        w.W_O.copy_(-e_y[None])
     x_ctx, y_ctx, x_q = _prompt(3, n, 2, d, seed=4)
     expected = []
     for b in range(3):
@@ -107,15 +107,6 @@ def test_flat_kernel_is_least_squares_with_intercept():
         theta = np.linalg.lstsq(design, y_ctx[b].numpy(), rcond=None)[0]
         expected.append(np.c_[np.ones(2), x_q[b].numpy()] @ theta)
     np.testing.assert_allclose(model.predict(x_ctx, y_ctx, x_q).detach().numpy(), np.stack(expected), atol=1e-6)
-
-
-@pytest.mark.parametrize("kw", [dict(layers=1), dict(layers=3, heads=2, layernorm=True)])
-def test_model_matches_naive_layers(kw, monkeypatch):
-    model = _model(3, **kw)
-    x_ctx, y_ctx, x_q = _prompt()
-    fast = model.predict(x_ctx, y_ctx, x_q)
-    monkeypatch.setattr(LLABlock, "naive", True)
-    torch.testing.assert_close(fast, model.predict(x_ctx, y_ctx, x_q), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [dict(layers=1), dict(layers=3, heads=2, layernorm=True)])
@@ -156,11 +147,11 @@ def test_run_with_cache_names_shapes_and_values():
     assert set(cache) == {f"blocks.{l}.{h}" for l in range(layers) for h in HOOKS}
     T, D = n + m, d + 1
     shapes = {
-        "attn.hook_q": (batch, heads, T, D),
-        "attn.hook_k": (batch, heads, n, D),
-        "attn.hook_v": (batch, heads, n, D),
-        "attn.hook_pattern": (batch, heads, T, n),
-        "attn.hook_z": (batch, heads, T, D),
+        "attn.hook_q": (batch, T, heads, D),  # [batch, pos, head, d_head]
+        "attn.hook_k": (batch, n, heads, D),
+        "attn.hook_v": (batch, n, heads, D),
+        "attn.hook_pattern": (batch, heads, T, n),  # [batch, head, query_pos, key_pos]
+        "attn.hook_z": (batch, T, heads, D),
         "hook_attn_out": (batch, T, D),
         "hook_resid_post": (batch, T, D),
     }
@@ -168,12 +159,11 @@ def test_run_with_cache_names_shapes_and_values():
     for l in range(layers):
         c = {h: cache[f"blocks.{l}.{h}"] for h in HOOKS}
         assert {h: tuple(t.shape) for h, t in c.items()} == shapes
-        torch.testing.assert_close(c["attn.hook_pattern"], kernel_weights(c["attn.hook_q"], c["attn.hook_k"]))
+        q, k, v = (c[f"attn.hook_{s}"].transpose(1, 2) for s in "qkv")  # [B, H, pos, D]
+        torch.testing.assert_close(c["attn.hook_pattern"], kernel_weights(q, k))
         torch.testing.assert_close(c["attn.hook_pattern"].sum(-1), torch.ones(batch, heads, T, dtype=torch.float64))
-        torch.testing.assert_close(
-            c["attn.hook_z"], lla(c["attn.hook_q"], c["attn.hook_k"], c["attn.hook_v"], model.ridge)
-        )
-        attn_out = torch.einsum("bhte,hfe->btf", c["attn.hook_z"], model.weights[l].P)
+        torch.testing.assert_close(c["attn.hook_z"], lla(q, k, v, model.ridge).transpose(1, 2))
+        attn_out = torch.einsum("bthe,hfe->btf", c["attn.hook_z"], model.layer_weights(l).W_O)
         torch.testing.assert_close(c["hook_attn_out"], attn_out)
         torch.testing.assert_close(c["hook_resid_post"], prev + c["hook_attn_out"])
         prev = c["hook_resid_post"]
@@ -195,8 +185,19 @@ def test_registry_builds_the_model_with_weights_named_like_the_math():
     model = make_model(model_config(name="lla", layers=2, heads=3, lla_ridge=0.5), 4)
     assert isinstance(model, LocalLinearAttentionModel) and model.ridge == 0.5
     for w in model.weights:
-        for name in ("W_Q", "W_K", "W_V", "P", "W_KQ"):
+        for name in ("W_Q", "W_K", "W_V", "W_O", "KQ", "OV"):
             assert getattr(w, name).shape == (3, 5, 5)
+        assert w.scale == 5**-0.5
+
+
+def test_checkpoints_that_call_W_O_P_still_load():
+    model = _model(3, layers=2, seed=1)
+    old = {k.replace(".W_O", ".P"): v for k, v in model.state_dict().items()}
+    assert "weights.0.P" in old
+    other = _model(3, layers=2, seed=2)
+    other.load_state_dict(old)
+    x_ctx, y_ctx, x_q = _prompt()
+    assert torch.equal(other.predict(x_ctx, y_ctx, x_q), model.predict(x_ctx, y_ctx, x_q))
 
 
 @pytest.mark.slow

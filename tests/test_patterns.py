@@ -43,14 +43,14 @@ def _softmax_construction(d: int, beta: float, c: float) -> SoftmaxAttention:
 
 
 def _lsa_construction(d: int, eta_over_n: float) -> LSA:
-    """von Oswald's one GD step: W_K = W_Q = [[I, 0], [0, 0]], W_V = [[0, 0], [0, −1]], P = (η/N)·I."""
+    """von Oswald's one GD step: W_K = W_Q = [[I, 0], [0, 0]], W_V = [[0, 0], [0, −1]], W_O = (η/N)·I."""
     model = LSA(model_config("lsa"), d).double()
     w = model.layer_weights(0)
     with torch.no_grad():
         w.W_Q.copy_(_x_block(d)[None])
         w.W_K.copy_(_x_block(d)[None])
         w.W_V.copy_(-_e_yy(d)[None])
-        w.P.copy_(eta_over_n * torch.eye(d + 1, dtype=torch.float64)[None])
+        w.W_O.copy_(eta_over_n * torch.eye(d + 1, dtype=torch.float64)[None])
     return model
 
 
@@ -139,7 +139,7 @@ def test_circuits_of_a_multi_layer_model(tmp_path):
     model = SoftmaxAttention(model_config(name="softmax", layers=2, heads=3), 2, generator=torch.Generator())
     out = circuit_statistics(model, tmp_path / "c.png")
     assert len(out["layers"]) == 2 and len(out["layers"][1]["kq"]["diagonal_mean"]) == 3
-    np.testing.assert_allclose(out["layers"][1]["KQ"], model.blocks[1].attn.W_KQ.detach().double().numpy())
+    np.testing.assert_allclose(out["layers"][1]["KQ"], model.blocks[1].attn.KQ.detach().double().numpy())
 
 
 def test_attention_patterns_recover_beta(tmp_path):

@@ -75,7 +75,9 @@ def test_shapes_parameters_registry_and_readout():
     assert pred.shape == (3, 2)
     torch.testing.assert_close(pred, -out[:, 10:, 3])  # −(query y-slots)
     assert model.copy.W_Q.shape == (2, 12, 12) and model.layer_weights(1).W_Q.shape == (2, 12, 12)
-    torch.testing.assert_close(model.copy.W_KQ, model.copy.W_K.transpose(-1, -2) @ model.copy.W_Q)
+    torch.testing.assert_close(model.copy.KQ, model.copy.W_K.transpose(-1, -2) @ model.copy.W_Q)
+    torch.testing.assert_close(model.copy.OV, model.copy.W_O @ model.copy.W_V)
+    assert model.copy.scale == 1 / math.sqrt(12) and model.layer_weights(1).scale == 1.0
     built = make_model(model_config(name="separate", max_points=11), 3, generator=torch.Generator().manual_seed(0))
     assert isinstance(built, SeparateTokenModel) and built.layout.width(3) == 15
 
@@ -103,7 +105,7 @@ def test_hook_names_shapes_and_pattern_rows_are_distributions():
     pattern = cache["copy.attn.hook_pattern"]
     assert pattern.shape == (3, 2, 12, 10)  # [B, H, 2n+m, 2n]
     torch.testing.assert_close(pattern.sum(-1), torch.ones(3, 2, 12, dtype=torch.float64))
-    assert cache["copy.attn.hook_k"].shape == (3, 2, 10, 11)  # [B, H, 2n, D]
+    assert cache["copy.attn.hook_k"].shape == (3, 10, 2, 11)  # [B, 2n, H, D]
     torch.testing.assert_close(cache["copy.hook_resid_post"], tokens + cache["copy.hook_attn_out"])
     torch.testing.assert_close(cache["lsa.blocks.1.hook_resid_post"], out)
     # the call signature every model shares

@@ -43,7 +43,7 @@ def test_model_forms_agree(conv_kernel, monkeypatch):
     x, y = _points(T=9)
     tokens = model.layout.encode_stream(x, y)
     out, cache = model.run_with_cache(tokens)
-    monkeypatch.setattr(SSMBlock, "parallel", False)
+    monkeypatch.setattr(SSMBlock, "impl", "naive")
     out_loop, cache_loop = model.run_with_cache(tokens)
     torch.testing.assert_close(out, out_loop, rtol=0, atol=1e-5)
     for l in range(3):

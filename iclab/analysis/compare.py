@@ -3,8 +3,9 @@
 * losses: ½·MSE of each against the query targets;
 * preds diff: mean |ŷ_θ − ŷ_A| and the normalised ‖ŷ_θ − ŷ_A‖ / ‖ŷ_A‖;
 * model cos: mean over queries of cos(∂ŷ_θ/∂x_q, ∂ŷ_A/∂x_q) — the implicit linear models, by autograd;
-* weight match: W_KQ, W_PV rescaled by the mean of W_KQ's x-block diagonal, relative Frobenius distance to a
-  construction (whole matrices, and the blocks a single layer's prediction can see at all);
+* weight match: KQ, OV (`layer_weights(l).KQ`, `.OV`, iclab.models.base's convention) rescaled by the mean of
+  KQ's x-block diagonal, relative Frobenius distance to a construction (whole matrices, and the blocks a single
+  layer's prediction can see at all); the rows keep their keys "W_KQ" / "W_PV" (= KQ / OV, vO's names);
 * interpolation: the loss along the line between the rescaled trained and the constructed weights;
 * OOD curves: the loss as inputs x (or task vectors w) are scaled by α after training.
 
@@ -81,7 +82,7 @@ def compare_learners(model: Learner, reference: Learner, prompts: Prompts, chunk
 
 
 def _rescaled(w_kq: Tensor, w_pv: Tensor, d: int) -> tuple[Tensor, Tensor, float]:
-    # The model is invariant to W_KQ → W_KQ/s, W_PV → s·W_PV; fix s by the x-block diagonal of W_KQ.
+    # The model is invariant to KQ → KQ/s, OV → s·OV; fix s by the x-block diagonal of KQ.
     s = torch.diagonal(w_kq[:d, :d]).mean().item()
     return w_kq / s, w_pv * s, s
 
@@ -91,20 +92,20 @@ def _rel(a: Tensor, b: Tensor) -> float:
 
 
 def weight_match(model: LSA, construction: LSA) -> list[dict[str, float | list]]:
-    """Per layer: relative Frobenius distances of rescaled (W_KQ, W_PV) to the construction's (head 0).
+    """Per layer: relative Frobenius distances of rescaled (KQ, OV) to the construction's (head 0).
 
-    "functional" distances use only the blocks that can reach a one-layer prediction: the W_KQ columns that
-    multiply the query's x (its y-slot is 0) and the W_PV row that writes the y-slot. The other entries
+    "functional" distances use only the blocks that can reach a one-layer prediction: the KQ columns that
+    multiply the query's x (its y-slot is 0) and the OV row that writes the y-slot. The other entries
     receive no gradient in a one-layer model and keep their initial values; the whole-matrix distance counts them.
     """
     if model.config.heads != 1:
-        raise ValueError("model.heads: weight match reads one (W_KQ, W_PV) pair per layer; needs heads = 1")
+        raise ValueError("model.heads: weight match reads one (KQ, OV) pair per layer; needs heads = 1")
     d = model.d
     rows = []
     for layer in range(model.config.layers):
         w_t, w_c = model.layer_weights(layer), construction.layer_weights(layer)
-        kq, pv, s = _rescaled(w_t.W_KQ[0].detach().double(), w_t.W_PV[0].detach().double(), d)
-        kq_c, pv_c = w_c.W_KQ[0].detach().double().to(kq.device), w_c.W_PV[0].detach().double().to(kq.device)
+        kq, pv, s = _rescaled(w_t.KQ[0].detach().double(), w_t.OV[0].detach().double(), d)
+        kq_c, pv_c = w_c.KQ[0].detach().double().to(kq.device), w_c.OV[0].detach().double().to(kq.device)
         rows.append(
             {
                 "layer": layer,
@@ -113,37 +114,37 @@ def weight_match(model: LSA, construction: LSA) -> list[dict[str, float | list]]
                 "pv_distance": _rel(pv, pv_c),
                 "kq_distance_functional": _rel(kq[:, :d], kq_c[:, :d]),
                 "pv_distance_functional": _rel(pv[d], pv_c[d]),
-                "W_KQ": kq.tolist(),
-                "W_PV": pv.tolist(),
+                "W_KQ": kq.tolist(),  # KQ, rescaled (the key names of earlier results)
+                "W_PV": pv.tolist(),  # OV = W_O W_V (vO: P W_V), rescaled
             }
         )
     return rows
 
 
 def _with_effective_weights(model: LSA, kqs: Sequence[Tensor], pvs: Sequence[Tensor]) -> LSA:
-    """A copy of `model` (one head) whose layer l has W_Kᵀ W_Q = kqs[l] and P W_V = pvs[l] (W_K = P = I)."""
+    """A copy of `model` (one head) whose layer l has KQ = kqs[l] and OV = pvs[l] (W_K = W_O = I)."""
     dtype, device = kqs[0].dtype, kqs[0].device
     clone = LSA(model.config, model.d, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     clone.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
     eye = torch.eye(model.d + 1, dtype=dtype, device=device)
     with torch.no_grad():
         for weights, kq, pv in zip(clone.weights, kqs, pvs):
-            weights.W_K[0], weights.W_Q[0], weights.P[0], weights.W_V[0] = eye, kq, eye, pv
+            weights.W_K[0], weights.W_Q[0], weights.W_O[0], weights.W_V[0] = eye, kq, eye, pv
     return clone
 
 
 def interpolation_curve(
     model: LSA, construction: LSA, prompts: Prompts, ts: Sequence[float] = tuple(i / 10 for i in range(11))
 ) -> list[float]:
-    """½·MSE of the model whose (rescaled) W_KQ, W_PV are (1 − t)·trained + t·constructed, for each t."""
+    """½·MSE of the model whose (rescaled) KQ, OV are (1 − t)·trained + t·constructed, for each t."""
     if model.config.heads != 1:
         raise ValueError("model.heads: interpolation needs heads = 1")
     d = model.d
     pairs = []
     for layer in range(len(model.weights)):
         w_t, w_c = model.weights[layer], construction.weights[layer]
-        kq, pv, _ = _rescaled(w_t.W_KQ[0].detach().double(), w_t.W_PV[0].detach().double(), d)
-        kq_c, pv_c = w_c.W_KQ[0].detach().double().to(kq.device), w_c.W_PV[0].detach().double().to(kq.device)
+        kq, pv, _ = _rescaled(w_t.KQ[0].detach().double(), w_t.OV[0].detach().double(), d)
+        kq_c, pv_c = w_c.KQ[0].detach().double().to(kq.device), w_c.OV[0].detach().double().to(kq.device)
         pairs.append((kq, pv, kq_c, pv_c))
     prompts64 = prompts.to(device=pairs[0][0].device, dtype=torch.float64)
     losses = []
@@ -171,15 +172,15 @@ def ood_curves(
 def effective_preconditioner(model: LSA) -> Tensor:
     """A [d, d] with ŷ ≈ x_qᵀ A (1/N) Xᵀy for a one-layer, one-head LSA (REFERENCE §6 linear family).
 
-    ŷ = −Σ_i (W_PV e_i)_y · e_iᵀ W_KQ e_q; keeping the GD-like terms, (W_PV e_i)_y = c·y_i (c = W_PV[y, y]) and
-    e_iᵀ W_KQ e_q = x_iᵀ M x_q (M = W_KQ's x-block), so A = −c·N·Mᵀ with N the training context length.
-    The neglected terms (W_PV's y-row on x, W_KQ's y-row) are reported by `weight_match` and are ≈ 0 after
+    ŷ = −Σ_i (OV e_i)_y · e_iᵀ KQ e_q; keeping the GD-like terms, (OV e_i)_y = c·y_i (c = OV[y, y]) and
+    e_iᵀ KQ e_q = x_iᵀ M x_q (M = KQ's x-block), so A = −c·N·Mᵀ with N the training context length.
+    The neglected terms (OV's y-row on x, KQ's y-row) are reported by `weight_match` and are ≈ 0 after
     training. Returns −c·Mᵀ, i.e. A / N: multiply by the context length N the model is used at.
     """
     if model.config.layers != 1 or model.config.heads != 1:
         raise ValueError("model: the effective preconditioner is defined for one layer with one head")
     d = model.d
     w = model.weights[0]
-    c = w.W_PV[0, d, d].detach().double()
-    m = w.W_KQ[0, :d, :d].detach().double()
+    c = w.OV[0, d, d].detach().double()
+    m = w.KQ[0, :d, :d].detach().double()
     return -c * m.T

@@ -1,8 +1,8 @@
 """KQ / OV circuits and attention patterns of attention models (He et al.'s mechanistic reading, REFERENCE §7).
 
 Per layer and head, on tokens e = [x, y] ∈ R^D (D = d + 1, index d is the y-slot):
-  KQ_h [D, D]  score(i, j) = e_iᵀ KQ_h e_j   (SoftmaxAttention.W_KQ; LSA's W_KQ)
-  OV_h [D, D]  what key i writes, times its weight  (SoftmaxAttention.W_OV; LSA's W_PV = P W_V)
+  KQ_h [D, D]  score(i, j) = e_iᵀ KQ_h e_j   (`model.layer_weights(l).KQ`, iclab.models.base's convention)
+  OV_h [D, D]  what key i writes, times its weight  (`model.layer_weights(l).OV`)
 
 Statistics (JSON-ready; "mass" is squared Frobenius norm). He et al. report, for trained softmax heads,
 a diagonal, homogeneous KQ x-block of opposite signs across two heads, and OV whose y-writing row is y-only
@@ -39,13 +39,12 @@ _CMAP = "RdBu_r"
 
 
 def circuits(model: nn.Module) -> list[dict[str, np.ndarray]]:
-    """Per layer {"KQ": [H, D, D], "OV": [H, D, D]} float64 arrays, read from `model.layer_weights(layer)`:
-    W_KQ and W_OV (SoftmaxAttention) or W_PV (LSA)."""
+    """Per layer {"KQ": [H, D, D], "OV": [H, D, D]} float64 arrays, read from `model.layer_weights(layer)` (the same
+    accessors on every attention model, iclab.models.base)."""
     out = []
     for layer in range(len(model.blocks)):
         w = model.layer_weights(layer)
-        ov = w.W_OV if hasattr(w, "W_OV") else w.W_PV
-        out.append({"KQ": w.W_KQ.detach().double().cpu().numpy(), "OV": ov.detach().double().cpu().numpy()})
+        out.append({"KQ": w.KQ.detach().double().cpu().numpy(), "OV": w.OV.detach().double().cpu().numpy()})
     return out
 
 

@@ -50,7 +50,7 @@ def _weights(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: 
     from iclab.analysis.patterns import attention_patterns, circuit_statistics
 
     inner = getattr(model, "lsa", model)  # LSA on learned features: its LSA layers
-    if not hasattr(inner, "layer_weights"):
+    if config.model.name not in ("lsa", "softmax", "lsa_features", "separate"):  # circuits on concat-like tokens
         raise ConfigError(
             f"what: 'weights' reads the KQ / OV circuits of lsa, softmax, lsa_features and separate models, "
             f"not of model {config.model.name!r}"

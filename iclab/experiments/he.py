@@ -206,7 +206,7 @@ class He(Reproduction):
         mc, se = per_head[str(sc.heads[0])]["compare_debiased_gd"]["reference_half_mse"], standard_error(dgd, eval64)
 
         # ---- linear-attention baseline -----------------------------------------------------------------------------
-        # LSA has no 1/N: its trained P carries the step η/L of the training length, so at L' it takes L'/L times the
+        # LSA has no 1/N: its trained W_O has the step η/L of the training length, so at L' it takes L'/L times the
         # right-sized step (too small below L, too large above), whereas softmax's weights average over the context.
         lsa_trained = ctx.trained["he-lsa"]
         lsa_cfg, lsa_result = lsa_trained.config, lsa_trained.result

@@ -223,8 +223,8 @@ class VonOswald(Reproduction):
             plotting.plot_weight_heatmaps(
                 {"W_KQ (rescaled)": np.array(wm["W_KQ"]), "W_PV (rescaled)": np.array(wm["W_PV"])},
                 {
-                    "W_KQ (rescaled)": construction.weights[0].W_KQ[0].detach().numpy(),
-                    "W_PV (rescaled)": construction.weights[0].W_PV[0].detach().numpy(),
+                    "W_KQ (rescaled)": construction.weights[0].KQ[0].detach().numpy(),
+                    "W_PV (rescaled)": construction.weights[0].OV[0].detach().numpy(),
                 },
                 out / "figures" / "weights.png",
                 title="trained (left) vs constructed (right)",

@@ -9,11 +9,36 @@ and for the trainer:
                                                                every prefix, Garg's loss)
     loss_name                                                 ("half_mse", "half_mse_all_prefixes", "nll")
 The trainer never branches on the kind of model: it calls `training_loss`, and evaluates `predict_prompts`.
+
+Fast and naive paths: one switch, `impl: Literal["fast", "naive"]`. Every block with two implementations of the
+same math carries a class attribute `impl = "fast"` (lsa.LSABlock: Gram form / written-out attention;
+softmax.SoftmaxAttentionLayer and gpt.Attention: scaled_dot_product_attention / softmax written out; lla.LLABlock:
+one batched solve / a least-squares solve per query; ssm.SSMBlock: associative scan / loop over time), and
+`model.set_impl("naive")` sets it on every such block of a model (wrappers and sub-models included). "naive" is
+the plain eager reference, in the spirit of flash-linear-attention's `naive.py`: the definition written out,
+slow, used by tests and `iclab bench`. Why this name and form: one keyword for every family replaces three
+(`fast`, `naive`, `parallel`, two of them booleans of opposite sense); a string, not a bool, says which path runs
+and leaves room for a third implementation; and a per-block class attribute keeps the model constructors as they
+are. Observing a hook that only the naive path computes (attention q/k/v/pattern in lsa, the pattern in softmax
+and gpt) switches that block to the naive path for that call, whatever `impl` says; outputs are equal.
+
+Weight convention (docs/weights.md): one for every attention model (lsa, softmax, gpt, lsa_features, separate,
+lla), the column-vector one of von Oswald et al. and He et al., in which iclab's constructions, weight matches and
+circuit statistics are written. Tokens are columns e ∈ R^D; per head h, `model.layer_weights(layer)` (an
+`AttentionWeights`) answers, read-only,
+    KQ [H, D, D]   score(key i, query j) = scale · e_iᵀ KQ_h e_j
+    OV [H, D, D]   head h adds OV_h e_i times the attention it pays key i (LSA: times the raw score)
+    scale          the score factor: 1 (lsa, He's softmax), 1/√D (separate's copy layer, lla's kernel), 1/√d_head (gpt)
+and every layer names its factors W_Q, W_K, W_V, W_O (LSA's P is W_O; checkpoints that call it P still load).
+For the concat models (column factors: W_Q, W_K, W_V [H, d_head, D], W_O [H, D, d_head]) KQ = W_Kᵀ W_Q and
+OV = W_O W_V. TransformerLens's row-vector products are the transposes: W_QK = KQᵀ, W_OV = OVᵀ; the gpt stores its
+factors the TransformerLens way (W_Q [H, d_model, d_head], W_O [H, d_head, d_model]) and answers KQ and OV in
+this convention all the same, so analyses read every model alike.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -21,13 +46,46 @@ from torch import Tensor
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
 
-__all__ = ["ICLModel", "seeded_generator"]
+__all__ = ["IMPLS", "AttentionWeights", "ICLModel", "Impl", "seeded_generator", "set_impl"]
+
+Impl = Literal["fast", "naive"]
+IMPLS: tuple[Impl, ...] = ("fast", "naive")
 
 
 def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
     """`generator`, or a fresh CPU generator seeded 0 when None: a model built without one is reproducible and
     never draws from (or advances) the global RNG (DESIGN: every random draw takes an explicit generator)."""
     return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+class AttentionWeights:
+    """Mixin of one attention layer's weights: the read-only circuits KQ and OV (module docstring).
+
+    The defaults read column-vector factors W_Q, W_K, W_V [H, d_head, D] and W_O [H, D, d_head]; a layer that
+    stores its factors otherwise (gpt.Attention) overrides `KQ` and `OV`.
+    """
+
+    scale: float = 1.0  # score(key i, query j) = scale · e_iᵀ KQ_h e_j
+
+    @property
+    def KQ(self) -> Tensor:
+        """[H, D, D]: score(key i, query j) = scale · e_iᵀ KQ_h e_j."""
+        return self.W_K.transpose(-1, -2) @ self.W_Q  # type: ignore[attr-defined]
+
+    @property
+    def OV(self) -> Tensor:
+        """[H, D, D]: head h adds OV_h e_i times the attention (LSA: the score) it pays key i."""
+        return self.W_O @ self.W_V  # type: ignore[attr-defined]
+
+
+def set_impl(module: torch.nn.Module, impl: Impl) -> int:
+    """Set `impl` ("fast" or "naive") on every block of `module` that has both paths; returns how many."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl: choose one of {', '.join(IMPLS)}, got {impl!r}")
+    blocks = [m for m in module.modules() if isinstance(getattr(type(m), "impl", None), str)]
+    for m in blocks:
+        m.impl = impl
+    return len(blocks)
 
 
 class ICLModel(HookedModule):
@@ -39,6 +97,11 @@ class ICLModel(HookedModule):
 
     takes_mask: ClassVar[bool] = False
     predicts_prefixes: ClassVar[bool] = False
+
+    def set_impl(self, impl: Impl) -> ICLModel:
+        """Run every block with two implementations on its "fast" or its "naive" path (module docstring)."""
+        set_impl(self, impl)
+        return self
 
     @property
     def loss_name(self) -> str:

@@ -7,10 +7,13 @@
 
 Per head h (TransformerLens convention, row vectors): q = r W_Q[h] + b_Q[h], k = r W_K[h] + b_K[h],
 v = r W_V[h] + b_V[h], pattern = softmax(q kᵀ/√d_head + causal mask), z = pattern v, out = Σ_h z W_O[h] + b_O.
-W_Q, W_K, W_V [H, d_model, d_head] are views of one fused parameter W_QKV; W_O [H, d_head, d_model].
+W_Q, W_K, W_V [H, d_model, d_head] are views of one fused parameter W_QKV; W_O [H, d_head, d_model]. The circuits
+`layer_weights(l).KQ` / `.OV` [H, d_model, d_model] are in iclab.models.base's column-vector convention, as for
+every attention model: with columns e = rᵀ, score(key i, query j) = e_iᵀ KQ_h e_j / √d_head (biases aside) and head
+h adds OV_h e_i per unit of attention on token i; KQ = W_K W_Qᵀ = (TransformerLens's W_QK)ᵀ, OV = (W_V W_O)ᵀ.
 
 Attention runs through `scaled_dot_product_attention`; when hook_attn_scores or hook_pattern is observed (or
-`Attention.fast` is False) the written-out form is used instead, so the [B, H, L, L] pattern exists to be read or
+`Attention.impl` is "naive") the written-out form is used instead, so the [B, H, L, L] pattern exists to be read or
 edited. Tests check that both agree.
 
 Initialisation follows Garg et al.'s code (HuggingFace GPT-2 inside nn.Linear read-in/read-out): GPT-2 weights
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout, causal_mask
 from iclab.validation import check_int, fail
@@ -72,10 +75,10 @@ def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | 
     return nn.Parameter((torch.rand(shape, generator=generator) * 2 - 1) * bound)
 
 
-class Attention(HookedModule):
+class Attention(AttentionWeights, HookedModule):
     """Causal multi-head softmax attention: [B, L, d_model] → [B, L, d_model] (see the module docstring)."""
 
-    fast = True  # scaled_dot_product_attention unless the scores/pattern are observed
+    impl: Impl = "fast"  # "fast": scaled_dot_product_attention unless scores/pattern are observed; "naive": written out
 
     def __init__(self, width: int, heads: int, out_std: float, generator: torch.Generator | None = None):
         super().__init__()
@@ -84,12 +87,12 @@ class Attention(HookedModule):
         self.b_QKV = nn.Parameter(torch.zeros(3 * width))
         self.W_O = _normal((heads, self.d_head, width), out_std, generator)
         self.b_O = nn.Parameter(torch.zeros(width))
-        self.hook_q = HookPoint()  # [B, H, L, d_head]
-        self.hook_k = HookPoint()  # [B, H, L, d_head]
-        self.hook_v = HookPoint()  # [B, H, L, d_head]
-        self.hook_attn_scores = HookPoint()  # [B, H, L, L] scaled scores, -inf where masked
-        self.hook_pattern = HookPoint()  # [B, H, L, L] softmax over keys
-        self.hook_z = HookPoint()  # [B, H, L, d_head]
+        self.hook_q = HookPoint()  # [B, L, H, d_head] (batch, pos, head, d_head), bias included
+        self.hook_k = HookPoint()  # [B, L, H, d_head]
+        self.hook_v = HookPoint()  # [B, L, H, d_head]
+        self.hook_attn_scores = HookPoint()  # [B, H, L, L] (query_pos, key_pos) scaled scores, -inf where masked
+        self.hook_pattern = HookPoint()  # [B, H, L, L] (query_pos, key_pos) softmax over keys
+        self.hook_z = HookPoint()  # [B, L, H, d_head] pattern-weighted values, before W_O
 
     def _split(self, fused: Tensor) -> Tensor:
         """W_QKV [d_model, 3·H·d_head] (or b_QKV) → [3, H, d_model, d_head] (or [3, H, d_head]), a view."""
@@ -104,30 +107,35 @@ class Attention(HookedModule):
     b_K = property(lambda self: self._split(self.b_QKV)[1], doc="[H, d_head]")
     b_V = property(lambda self: self._split(self.b_QKV)[2], doc="[H, d_head]")
 
-    @property
-    def W_QK(self) -> Tensor:
-        """[H, d_model, d_model]: score(l, l') = r_l W_QK r_l'ᵀ / √d_head (bias terms aside)."""
-        return self.W_Q @ self.W_K.transpose(-1, -2)
+    scale = property(lambda self: 1 / math.sqrt(self.d_head), doc="1/√d_head, the score factor")
 
     @property
-    def W_OV(self) -> Tensor:
-        """[H, d_model, d_model]: what head h writes per unit of attention to a token r is r W_OV[h]."""
-        return self.W_V @ self.W_O
+    def KQ(self) -> Tensor:
+        """[H, d_model, d_model]: score(key i, query j) = e_iᵀ KQ_h e_j / √d_head, biases aside (column vectors;
+        TransformerLens's W_QK = W_Q W_Kᵀ is KQᵀ)."""
+        return self.W_K @ self.W_Q.transpose(-1, -2)
+
+    @property
+    def OV(self) -> Tensor:
+        """[H, d_model, d_model]: head h adds OV_h e_i per unit of attention on token i, b_V aside (column vectors;
+        TransformerLens's W_OV = W_V W_O is OVᵀ)."""
+        return (self.W_V @ self.W_O).transpose(-1, -2)
 
     def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
         """h [B, L, d_model] (after LN₁); mask [L, L] bool (True: may attend) or None (causal) → [B, L, d_model]."""
         B, L, width = h.shape
         qkv = torch.addmm(self.b_QKV, h.reshape(B * L, width), self.W_QKV)  # [B·L, 3·H·d_head]
-        # unbind, not indexing: its backward stacks the three gradients instead of zero-filling [3, B, H, L, d_head]
-        q, k, v = qkv.view(B, L, 3, self.heads, self.d_head).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, L, d_head]
+        # unbind, not indexing: its backward stacks the three gradients instead of zero-filling [3, B, L, H, d_head]
+        q, k, v = qkv.view(B, L, 3, self.heads, self.d_head).unbind(2)  # [B, L, H, d_head] each
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, d_head] views for attention
         observed = self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks
-        if observed or not self.fast:
+        if observed or self.impl == "naive":
             z = self.attend_naive(q, k, v, mask)
         else:
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-        z = self.hook_z(z)  # [B, H, L, d_head]
-        z = z.transpose(1, 2).reshape(B * L, width)  # [B, L, H, d_head] → [B·L, H·d_head]
+        z = self.hook_z(z.transpose(1, 2))  # [B, L, H, d_head]
+        z = z.reshape(B * L, width)  # [B·L, H·d_head]
         return torch.addmm(self.b_O, z, self.W_O.reshape(width, width)).view(B, L, width)
 
     def attend_naive(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -209,6 +217,10 @@ class GPT(ICLModel):
         self.b_U = _uniform((k_out,), 1 / math.sqrt(width), generator)
         self.hook_embed = HookPoint()  # [B, L, d_model] read-in of the tokens
         self.hook_pos_embed = HookPoint()  # [L, d_model] (or [B, L, d_model] for given positions)
+
+    def layer_weights(self, layer: int) -> Attention:
+        """Layer `layer`'s attention (W_Q, W_K, W_V, W_O and KQ, OV, scale: iclab.models.base's convention)."""
+        return self.blocks[layer].attn
 
     def forward(self, tokens: Tensor, *, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
         """tokens [B, L, D] (interleaved, L ≤ 2·max_points) → outputs [B, L, k_out] (k_out = 1, or k for vector

@@ -3,6 +3,12 @@
 A `HookPoint` is an identity module placed where an activation is worth reading or editing; its qualified
 module name (e.g. ``blocks.0.attn.hook_pattern``) is the activation's name. `HookedModule.run_with_cache` runs the
 model once and returns its output and a dict name → tensor for every hook point (or a chosen subset).
+
+Shapes follow TransformerLens, in every model (each hook point's shape is written beside it, docs/weights.md has
+the table): per-head activations ``attn.hook_q`` / ``hook_k`` / ``hook_v`` / ``hook_z`` are [batch, pos, head,
+d_head]; scores and patterns ``attn.hook_attn_scores`` / ``hook_pattern`` are [batch, head, query_pos, key_pos];
+residual-stream hooks (``hook_attn_out``, ``hook_resid_post``, …) are [batch, pos, d_model]. Keys and values of the
+concat-layout models cover the context tokens only (pos = key_pos ≤ N).
 """
 
 from __future__ import annotations

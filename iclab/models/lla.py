@@ -13,9 +13,10 @@ with an intercept, evaluated at the query. `lla_naive` solves each query's weigh
 `lla` builds the weighted moments of every query at once and does one batched solve (tests compare them).
 
 The model (`LocalLinearAttentionModel`) is LSA's (iclab.models.lsa) with the attention replaced: concat tokens
-e_j = [x_j, y_j] ∈ R^D, D = d + 1, query tokens [x_q, 0]; no read-in; per layer and head W_Q, W_K, W_V, P
-[heads, D, D]; e_j ← e_j + Σ_h P_h LLA(W_Q,h e_j; {W_K,h e_i, W_V,h e_i}_{i ≤ N}), keys and values from the N context
-tokens only, so queries never see each other; optional pre-LayerNorm on every layer (as the softmax model);
+e_j = [x_j, y_j] ∈ R^D, D = d + 1, query tokens [x_q, 0]; no read-in; per layer and head W_Q, W_K, W_V, W_O
+[heads, D, D] (W_O was called P before; such checkpoints still load);
+e_j ← e_j + Σ_h W_O,h LLA(W_Q,h e_j; {W_K,h e_i, W_V,h e_i}_{i ≤ N}), keys and values from the N context tokens
+only, so queries never see each other; optional pre-LayerNorm on every layer (as the softmax model);
 readout −(final query y-slot), the vO sign convention of the concat layout.
 """
 
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_int, check_real
@@ -134,24 +135,28 @@ def lla_naive(q: Tensor, k: Tensor, v: Tensor, ridge: float, mask: Tensor | None
     return out.reshape(*lead, T, Dv)
 
 
-class LLAWeights(nn.Module):
-    """One layer's weights, per head: W_Q, W_K, W_V, P each [heads, D, D] (D = d + 1, the token width).
+class LLAWeights(AttentionWeights, nn.Module):
+    """One layer's weights, per head: W_Q, W_K, W_V, W_O each [heads, D, D] (D = d + 1, the token width; column
+    vectors). KQ = W_Kᵀ W_Q gives the kernel score(key i, query j) = e_iᵀ KQ e_j / √D (`scale` = 1/√D); OV = W_O W_V
+    maps a value-space intercept to the residual update (iclab.models.base's convention).
 
     Initialisation: W_Q, W_K, W_V ~ N(0, 1/D) (unit-scale keys, so the kernel and the key covariance start
-    informative); P ~ N(0, 1/(D · heads · layers)) so the summed residual updates start O(1).
+    informative); W_O ~ N(0, 1/(D · heads · layers)) so the summed residual updates start O(1).
     """
 
     def __init__(self, width: int, heads: int, layers: int, generator: torch.Generator | None = None):
         super().__init__()
         shape = (heads, width, width)
-        for name in ("W_Q", "W_K", "W_V", "P"):
-            var = 1 / width if name != "P" else 1 / (width * heads * layers)
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            var = 1 / width if name != "W_O" else 1 / (width * heads * layers)
             setattr(self, name, nn.Parameter(torch.randn(shape, generator=generator) * math.sqrt(var)))
+        self.scale = 1 / math.sqrt(width)
 
-    @property
-    def W_KQ(self) -> Tensor:
-        """[heads, D, D]: kernel score(i, j) = e_iᵀ W_KQ e_j / √D."""
-        return self.W_K.transpose(-1, -2) @ self.W_Q
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the one weight convention call W_O P
+        if prefix + "P" in state_dict and prefix + "W_O" not in state_dict:
+            state_dict[prefix + "W_O"] = state_dict.pop(prefix + "P")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class LLAHooks(nn.Module):
@@ -159,17 +164,17 @@ class LLAHooks(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.hook_q = HookPoint()  # [B, H, T, D]
-        self.hook_k = HookPoint()  # [B, H, N, D]
-        self.hook_v = HookPoint()  # [B, H, N, D]
-        self.hook_pattern = HookPoint()  # [B, H, T, N] the kernel weights s (rows sum to 1 over present keys)
-        self.hook_z = HookPoint()  # [B, H, T, D] the local intercepts a, per head, before P
+        self.hook_q = HookPoint()  # [B, T, H, D] queries (batch, pos, head, d_head)
+        self.hook_k = HookPoint()  # [B, N, H, D] keys of the N context tokens
+        self.hook_v = HookPoint()  # [B, N, H, D] values of the N context tokens
+        self.hook_pattern = HookPoint()  # [B, H, T, N] kernel weights s (query_pos, key_pos; rows sum to 1)
+        self.hook_z = HookPoint()  # [B, T, H, D] the local intercepts a, per head, before W_O
 
 
 class LLABlock(HookedModule):
     """Hook points (and the optional pre-LayerNorm) of one layer."""
 
-    naive = False  # True: the per-query least-squares reference (tests)
+    impl: Impl = "fast"  # "fast": `lla`, one batched solve; "naive": `lla_naive`, a least-squares solve per query
 
     def __init__(self, width: int, layernorm: bool):
         super().__init__()
@@ -182,16 +187,17 @@ class LLABlock(HookedModule):
         """z [B, T, D] → [B, T, D]; mask [B, N] (True: present context point) or None."""
         h = z if self.ln is None else self.ln(z)
         ctx = h[:, :n_ctx]  # [B, N, D]
-        q = self.attn.hook_q(torch.einsum("btd,hed->bhte", h, w.W_Q))  # [B, H, T, D]
-        k = self.attn.hook_k(torch.einsum("bnd,hed->bhne", ctx, w.W_K))  # [B, H, N, D]
-        v = self.attn.hook_v(torch.einsum("bnd,hed->bhne", ctx, w.W_V))  # [B, H, N, D]
+        q = self.attn.hook_q(torch.einsum("btd,hed->bthe", h, w.W_Q))  # [B, T, H, D]
+        k = self.attn.hook_k(torch.einsum("bnd,hed->bnhe", ctx, w.W_K))  # [B, N, H, D]
+        v = self.attn.hook_v(torch.einsum("bnd,hed->bnhe", ctx, w.W_V))  # [B, N, H, D]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, ·, D] views for the regression
         head_mask = None if mask is None else mask[:, None, :]  # [B, 1, N]
         if self.attn.hook_pattern._forward_hooks:  # computed only when observed (the solve recomputes it)
             self.attn.hook_pattern(kernel_weights(q, k, head_mask))
-        attend = lla_naive if self.naive else lla
+        attend = lla_naive if self.impl == "naive" else lla
         a = torch.zeros_like(q) if n_ctx == 0 else attend(q, k, v, ridge, head_mask)  # [B, H, T, D]
-        a = self.attn.hook_z(a)
-        update = torch.einsum("bhte,hfe->btf", a, w.P)  # [B, T, D]
+        a = self.attn.hook_z(a.transpose(1, 2))  # [B, T, H, D]
+        update = torch.einsum("bthe,hfe->btf", a, w.W_O)  # [B, T, D]
         return self.hook_resid_post(z + self.hook_attn_out(update))
 
 
@@ -217,6 +223,10 @@ class LocalLinearAttentionModel(ICLModel):
             LLAWeights(width, config.heads, config.layers, generator) for _ in range(config.layers)
         )
         self.blocks = nn.ModuleList(LLABlock(width, config.layernorm) for _ in range(config.layers))
+
+    def layer_weights(self, layer: int) -> LLAWeights:
+        """Layer `layer`'s weights (W_Q, W_K, W_V, W_O; KQ, OV, scale: iclab.models.base's convention)."""
+        return self.weights[layer]
 
     def forward(self, tokens: Tensor, n_ctx: int, mask: Tensor | None = None) -> Tensor:
         """tokens [B, n_ctx + m, d + 1], mask [B, n_ctx] bool or None → tokens of the same shape after all layers."""

@@ -1,7 +1,8 @@
-"""Linear self-attention (von Oswald et al.): e_j ← e_j + Σ_h P_h Σ_{i≤N} (W_V,h e_i)(W_K,h e_i)ᵀ(W_Q,h e_j).
+"""Linear self-attention (von Oswald et al.): e_j ← e_j + Σ_h W_O,h Σ_{i≤N} (W_V,h e_i)(W_K,h e_i)ᵀ(W_Q,h e_j).
 
-Keys and values come from the N context tokens only, so queries never see each other. No softmax and no 1/N:
-the construction puts η/N into P. Layers are untied (K weight sets) or tied (one weight set applied K times;
+W_O is von Oswald's projection P (the parameter was called P before; such checkpoints still load). Keys and values
+come from the N context tokens only, so queries never see each other. No softmax and no 1/N: the construction puts
+η/N into W_O. Layers are untied (K weight sets) or tied (one weight set applied K times;
 vO's "recurrent" model). Optional pre-LayerNorm on every layer but the first (as in the vO code).
 """
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_real
@@ -43,25 +44,23 @@ class LSAConfig(ModelConfig):
         check_real("model.init_scale", self.init_scale, low=0.0, strict=True)
 
 
-class LSAWeights(nn.Module):
-    """One layer's weights, per head: W_Q, W_K, W_V, P each [heads, D, D] with D = d + 1 (token width)."""
+class LSAWeights(AttentionWeights, nn.Module):
+    """One layer's weights, per head: W_Q, W_K, W_V, W_O each [heads, D, D] with D = d + 1 (token width), column
+    vectors (q = W_Q e); KQ = W_Kᵀ W_Q (score(i, j) = e_iᵀ KQ e_j) and OV = W_O W_V (key i writes OV e_i times its
+    score), iclab.models.base's convention."""
 
     def __init__(self, width: int, heads: int, std: float, generator: torch.Generator | None = None):
         super().__init__()
         shape = (heads, width, width)
-        for name in ("W_Q", "W_K", "W_V", "P"):
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
             init = torch.randn(shape, generator=generator) * std
             setattr(self, name, nn.Parameter(init))
 
-    @property
-    def W_KQ(self) -> Tensor:
-        """[heads, D, D]: score(i, j) = e_iᵀ W_KQ e_j."""
-        return self.W_K.transpose(-1, -2) @ self.W_Q
-
-    @property
-    def W_PV(self) -> Tensor:
-        """[heads, D, D]: the update written by key i is W_PV e_i (times its score)."""
-        return self.P @ self.W_V
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the one weight convention call W_O by von Oswald's name, P
+        if prefix + "P" in state_dict and prefix + "W_O" not in state_dict:
+            state_dict[prefix + "W_O"] = state_dict.pop(prefix + "P")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AttentionHooks(nn.Module):
@@ -69,10 +68,10 @@ class AttentionHooks(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.hook_q = HookPoint()  # [B, H, T, D]
-        self.hook_k = HookPoint()  # [B, H, N, D]
-        self.hook_v = HookPoint()  # [B, H, N, D]
-        self.hook_pattern = HookPoint()  # [B, H, T, N] unnormalised scores
+        self.hook_q = HookPoint()  # [B, T, H, D] queries W_Q e_j of every token (batch, pos, head, d_head)
+        self.hook_k = HookPoint()  # [B, N, H, D] keys of the N context tokens
+        self.hook_v = HookPoint()  # [B, N, H, D] values of the N context tokens
+        self.hook_pattern = HookPoint()  # [B, H, T, N] unnormalised scores e_iᵀ KQ e_j (query_pos, key_pos)
 
 
 class LSABlock(HookedModule):
@@ -89,30 +88,31 @@ class LSABlock(HookedModule):
         h = z if self.ln is None else self.ln(z)
         a = self.attn
         observed = any(p._forward_hooks for p in (a.hook_q, a.hook_k, a.hook_v, a.hook_pattern))
-        update = self.update_naive(h, w, n_ctx) if (observed or not self.fast) else self.update_gram(h, w, n_ctx)
+        naive = observed or self.impl == "naive"
+        update = self.update_naive(h, w, n_ctx) if naive else self.update_gram(h, w, n_ctx)
         return self.hook_resid_post(z + self.hook_attn_out(update))
 
-    fast = True  # use the Gram form unless q/k/v/pattern are being observed
+    impl: Impl = "fast"  # "fast": the Gram form (unless q/k/v/pattern are observed); "naive": the attention written out
 
     def update_naive(self, h: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
         """The attention written out: queries, keys, values and the [T, N] score matrix per head."""
         ctx = h[:, :n_ctx]  # [B, N, D]
-        q = self.attn.hook_q(torch.einsum("btd,hed->bhte", h, w.W_Q))  # [B, H, T, D]
-        k = self.attn.hook_k(torch.einsum("bnd,hed->bhne", ctx, w.W_K))  # [B, H, N, D]
-        v = self.attn.hook_v(torch.einsum("bnd,hed->bhne", ctx, w.W_V))  # [B, H, N, D]
-        scores = self.attn.hook_pattern(q @ k.transpose(-1, -2))  # [B, H, T, N]
-        heads_out = scores @ v  # [B, H, T, D]
-        return torch.einsum("bhte,hfe->btf", heads_out, w.P)  # [B, T, D]
+        q = self.attn.hook_q(torch.einsum("btd,hed->bthe", h, w.W_Q))  # [B, T, H, D]
+        k = self.attn.hook_k(torch.einsum("bnd,hed->bnhe", ctx, w.W_K))  # [B, N, H, D]
+        v = self.attn.hook_v(torch.einsum("bnd,hed->bnhe", ctx, w.W_V))  # [B, N, H, D]
+        scores = self.attn.hook_pattern(torch.einsum("bthe,bnhe->bhtn", q, k))  # [B, H, T, N]
+        heads_out = torch.einsum("bhtn,bnhe->bthe", scores, v)  # [B, T, H, D]
+        return torch.einsum("bthe,hfe->btf", heads_out, w.W_O)  # [B, T, D]
 
     @staticmethod
     def update_gram(h: Tensor, w: LSAWeights, n_ctx: int) -> Tensor:
-        """Same update, reassociated: Σ_h P_h Σ_i (W_V e_i)(W_K e_i)ᵀ W_Q e_j = Σ_h W_PV,h G W_KQ,h e_j with the
+        """Same update, reassociated: Σ_h W_O,h Σ_i (W_V e_i)(W_K e_i)ᵀ W_Q e_j = Σ_h OV_h G KQ_h e_j with the
         context Gram matrix G = Σ_i e_i e_iᵀ. One [D, D] matrix per prompt instead of a [T, N] score matrix per
         head: faster on the CPU in the vO setting (`iclab bench` measures it; tests compare it with the naive form).
         """
         ctx = h[:, :n_ctx]  # [B, N, D]
         gram = ctx.transpose(1, 2) @ ctx  # [B, D, D]
-        m = torch.einsum("hfe,bed,hdc->bfc", w.W_PV, gram, w.W_KQ)  # [B, D, D]
+        m = torch.einsum("hfe,bed,hdc->bfc", w.OV, gram, w.KQ)  # [B, D, D]
         return h @ m.transpose(1, 2)  # [B, T, D]
 
 
@@ -138,6 +138,7 @@ class LSA(ICLModel):
                 block.ln = self.blocks[1].ln
 
     def layer_weights(self, layer: int) -> LSAWeights:
+        """Layer `layer`'s weights (W_Q, W_K, W_V, W_O; KQ, OV: iclab.models.base's convention)."""
         return self.weights[0 if self.config.tied else layer]
 
     def forward(self, tokens: Tensor, n_ctx: int) -> Tensor:

@@ -3,13 +3,15 @@
 Tokens (iclab.tokens.SeparateLayout, pair positions): x token [x_i, 0, p(i)], y token [0, y_i, p(i)], query token
 [x_qj, 0, p(n + j)], width D = d + 1 + P; the first 2n tokens are the context (keys and values of every layer).
 Positions are one-hot over P = config.max_points pair indices by default, so x_i and y_i share p(i) and a head
-with a large positional W_KQ block attends from y_i to its own pair {x_i, y_i}.
+with a large positional KQ block attends from y_i to its own pair {x_i, y_i}.
 
 Layer 0 ("copy"): multi-head softmax attention with learned per-head W_Q, W_K, W_V [H, D, D] and W_O [H, D, D],
     e_j ← e_j + Σ_h W_O,h Σ_{i<2n} softmax_i((W_Q,h e_j)ᵀ(W_K,h e_i) / √D) W_V,h e_i
 (no bias, no LayerNorm, no 1/N); keys/values from the 2n context tokens only.
 Layers 1..K: the K-layer LSA of iclab.models.lsa on the resulting width-D tokens, keys/values from the same 2n
     context tokens (config.layers = K counts the LSA layers; tied, heads, layernorm, init_scale as for LSA).
+Weights: `model.copy` and `model.layer_weights(l)` (LSA layer l) both answer W_Q, W_K, W_V, W_O and KQ, OV, scale
+in iclab.models.base's convention.
 Readout: ŷ_j = −(y-slot of query token j after the last layer), the vO/LSA sign convention.
 
 After the copy, each pair's y_i token holds ≈ (x_i, y_i), i.e. a concat token, and one LSA layer can do a GD step.
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import AttentionWeights, ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, LSAConfig, LSAWeights
 from iclab.models.softmax import SoftmaxAttentionLayer
@@ -63,11 +65,11 @@ class SeparateConfig(LSAConfig):
 PATTERN = "copy.attn.hook_pattern"
 
 
-class SoftmaxCopyLayer(HookedModule):
+class SoftmaxCopyLayer(AttentionWeights, HookedModule):
     """Multi-head softmax attention over the context tokens (iclab.models.softmax.SoftmaxAttentionLayer, scores
     scaled by 1/√D) with a residual update; weights [heads, D, D].
 
-    Hook points: ``attn.hook_q`` [B, H, T, D], ``attn.hook_k`` / ``attn.hook_v`` [B, H, 2n, D],
+    Hook points: ``attn.hook_q`` [B, T, H, D], ``attn.hook_k`` / ``attn.hook_v`` [B, 2n, H, D],
     ``attn.hook_pattern`` [B, H, T, 2n] (softmax probabilities; each row sums to 1), ``hook_attn_out`` and
     ``hook_resid_post`` [B, T, D]. Initialisation: W_Q, W_K entries ~ N(0, 1/D); W_V, W_O entries ~ N(0, 0.01/D),
     so the layer starts close to the identity and its random mixing does not drown the tokens (with N(0, 1/D)
@@ -88,16 +90,7 @@ class SoftmaxCopyLayer(HookedModule):
     W_K = property(lambda self: self.attn.W_K)
     W_V = property(lambda self: self.attn.W_V)
     W_O = property(lambda self: self.attn.W_O)
-
-    @property
-    def W_KQ(self) -> Tensor:
-        """[heads, D, D]: score(i, j) = e_iᵀ W_KQ e_j / √D (key i, query j)."""
-        return self.attn.W_KQ
-
-    @property
-    def W_OV(self) -> Tensor:
-        """[heads, D, D]: key i writes W_OV e_i times its attention weight."""
-        return self.attn.W_OV
+    scale = property(lambda self: self.attn.scale, doc="1/√D: score(key i, query j) = e_iᵀ KQ e_j / √D")
 
     def forward(self, z: Tensor, n_keys: int) -> Tensor:
         """z [B, T, D] → [B, T, D]; the first n_keys tokens are keys and values."""

@@ -7,6 +7,7 @@ every token j (context and query alike) from the context tokens only, so queries
 
 with no 1/√D score scaling (the bilinear form is free: score(i, j) = e_iᵀ KQ_h e_j, KQ_h = W_K,hᵀ W_Q,h) and no
 biases. Each head writes OV_h = W_O,h W_V,h times its attention-weighted mean of context tokens. Head width is D.
+KQ_h and OV_h are `layer_weights(l).KQ` / `.OV` (iclab.models.base's weight convention, the same for every model).
 
 Readout (the concat layout's): ŷ = −(query's final y-slot). For one layer the query's y-slot starts at 0, so
     ŷ = −Σ_h Σ_i p_{h,i} (OV_h e_i)_y,   p_{h,i} = softmax_i(e_iᵀ KQ_h e_q).
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_int, check_real
@@ -68,11 +69,12 @@ class SoftmaxConfig(ModelConfig):
         check_int("model.max_points", self.max_points, 1)
 
 
-class SoftmaxAttentionLayer(HookedModule):
-    """One layer's attention: per-head W_Q, W_K, W_V [H, D_head, D] and W_O [H, D, D_head] (D_head = D), and
-    the hook points blocks.{l}.attn.hook_q / hook_k / hook_v / hook_pattern."""
+class SoftmaxAttentionLayer(AttentionWeights, HookedModule):
+    """One layer's attention: per-head W_Q, W_K, W_V [H, D_head, D] and W_O [H, D, D_head] (D_head = D; column
+    vectors, q = W_Q e), KQ = W_Kᵀ W_Q and OV = W_O W_V (iclab.models.base), and the hook points
+    blocks.{l}.attn.hook_q / hook_k / hook_v / hook_pattern."""
 
-    fast = True  # scaled_dot_product_attention unless the pattern is observed (set False for the naive form)
+    impl: Impl = "fast"  # "fast": scaled_dot_product_attention (unless the pattern is observed); "naive": written out
 
     def __init__(
         self, width: int, heads: int, std: float, generator: torch.Generator | None = None, scale: float = 1.0
@@ -82,28 +84,19 @@ class SoftmaxAttentionLayer(HookedModule):
         for name in ("W_Q", "W_K", "W_V", "W_O"):
             init = torch.randn((heads, width, width), generator=generator) * std
             setattr(self, name, nn.Parameter(init))
-        self.hook_q = HookPoint()  # [B, H, T, D_head]
-        self.hook_k = HookPoint()  # [B, H, N, D_head]
-        self.hook_v = HookPoint()  # [B, H, N, D_head]
-        self.hook_pattern = HookPoint()  # [B, H, T, N] softmax probabilities (rows sum to 1)
-
-    @property
-    def W_KQ(self) -> Tensor:
-        """[H, D, D]: score(i, j) = scale · e_iᵀ W_KQ e_j (key token i, query token j)."""
-        return self.W_K.transpose(-1, -2) @ self.W_Q
-
-    @property
-    def W_OV(self) -> Tensor:
-        """[H, D, D]: head h adds W_OV,h Σ_i p_{h,i} e_i to the residual stream."""
-        return self.W_O @ self.W_V
+        self.hook_q = HookPoint()  # [B, T, H, D_head] queries of every token (batch, pos, head, d_head)
+        self.hook_k = HookPoint()  # [B, N, H, D_head] keys of the N context tokens
+        self.hook_v = HookPoint()  # [B, N, H, D_head] values of the N context tokens
+        self.hook_pattern = HookPoint()  # [B, H, T, N] softmax probabilities (query_pos, key_pos; rows sum to 1)
 
     def forward(self, h: Tensor, n_ctx: int) -> Tensor:
         """h [B, T, D] (first n_ctx tokens are context) → the update [B, T, D] summed over heads."""
         ctx = h[:, :n_ctx]  # [B, N, D]
-        q = self.hook_q(torch.einsum("btd,hed->bhte", h, self.W_Q))  # [B, H, T, D_head]
-        k = self.hook_k(torch.einsum("bnd,hed->bhne", ctx, self.W_K))  # [B, H, N, D_head]
-        v = self.hook_v(torch.einsum("bnd,hed->bhne", ctx, self.W_V))  # [B, H, N, D_head]
-        if self.fast and not self.hook_pattern._forward_hooks:
+        q = self.hook_q(torch.einsum("btd,hed->bthe", h, self.W_Q))  # [B, T, H, D_head]
+        k = self.hook_k(torch.einsum("bnd,hed->bnhe", ctx, self.W_K))  # [B, N, H, D_head]
+        v = self.hook_v(torch.einsum("bnd,hed->bnhe", ctx, self.W_V))  # [B, N, H, D_head]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, ·, D_head] views for attention
+        if self.impl == "fast" and not self.hook_pattern._forward_hooks:
             heads_out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # [B, H, T, D_head]
         else:
             heads_out = self.naive_attention(q, k, v)
@@ -177,7 +170,7 @@ class SoftmaxAttention(ICLModel):
             self.pos_embed = nn.Parameter(0.02 * torch.randn((config.max_points, width), generator=generator))
 
     def layer_weights(self, layer: int) -> SoftmaxAttentionLayer:
-        """Layer `layer`'s attention (W_Q, W_K, W_V, W_O, W_KQ, W_OV)."""
+        """Layer `layer`'s attention (W_Q, W_K, W_V, W_O; KQ, OV, scale: iclab.models.base's convention)."""
         return self.blocks[layer].attn
 
     def forward(self, tokens: Tensor, n_ctx: int) -> Tensor:

@@ -15,7 +15,7 @@ E = 2W (EXPAND), state size N = config.state_dim per inner channel, Δ-rank R = 
 The recurrence has two implementations that tests compare: `scan_recurrent` (a loop over time) and
 `scan_parallel` (a Hillis–Steele associative scan over the pairs (decay, input) with
 (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂): ⌈log₂ L⌉ elementwise steps, no exp of a growing cumulative sum, so
-no overflow). The model uses the parallel form unless `SSMBlock.parallel` is False.
+no overflow). The model uses the parallel form unless `SSMBlock.impl` is "naive".
 
 The model (`SelectiveSSM`) reads Garg's interleaved stream x_1, y_1, x_2, y_2, … (iclab.tokens): a linear read-in
 W_embed [W, max(d, 1)], the blocks, a final LayerNorm and a linear read-out W_unembed [1, W]; the prediction for
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
-from iclab.models.base import ICLModel, seeded_generator
+from iclab.models.base import ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout
 from iclab.validation import check_int
@@ -105,7 +105,7 @@ class SSMBlock(HookedModule):
     D [E], W_out [W, E].
     """
 
-    parallel = True  # False: the loop over time (the reference)
+    impl: Impl = "fast"  # "fast": `scan_parallel`; "naive": `scan_recurrent`, the loop over time (the reference)
 
     def __init__(
         self, width: int, state_dim: int, layers: int, conv_kernel: int, generator: torch.Generator | None = None
@@ -160,7 +160,7 @@ class SSMBlock(HookedModule):
         B, C = self.hook_B(B), self.hook_C(C)  # [B, L, N]
         decay = torch.exp(delta.unsqueeze(-1) * self.A)  # exp(Δ_t A): [B, L, E, N]
         inp = (delta * x).unsqueeze(-1) * B.unsqueeze(2)  # Δ_t B_t x_t: [B, L, E, N]
-        h = (scan_parallel if self.parallel else scan_recurrent)(decay, inp)  # [B, L, E, N]
+        h = (scan_recurrent if self.impl == "naive" else scan_parallel)(decay, inp)  # [B, L, E, N]
         self.hook_state(h[:, -1])
         y = torch.einsum("blen,bln->ble", h, C) + self.D * x  # [B, L, E]
         out = self.hook_mixer_out((y * F.silu(z)) @ self.W_out.T)  # [B, L, W]

@@ -191,6 +191,10 @@ class MeanVarianceModel(ICLModel):
             return self.inner.predict(x_ctx, y_ctx, x_q, mask)
         return self.inner.predict(*self._masked(x_ctx, y_ctx, mask), x_q)
 
+    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+        """x [B, T, d], y [B, T] → means [B, T], the trunk's prefix predictions (causal trunks only)."""
+        return self.inner.predict_prefixes(x, y)
+
     def predict_prefixes_with_variance(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, d], y [B, T] → (mean [B, T], var [B, T]); prediction t sees points < t (causal trunks only)."""
         if not self.prefix_training:
