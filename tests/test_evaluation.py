@@ -106,7 +106,7 @@ def test_error_rate_of_averaging_is_the_angle_over_pi():
 
 def _at(p, t: int):
     """The prompts with only point t left (as pointwise_errors sees one column of predictions)."""
-    return dataclasses.replace(p, x=p.x[:, t : t + 1], y=p.y[:, t : t + 1], f=p.f[:, t : t + 1])
+    return dataclasses.replace(p, x=p.x[:, t : t + 1], y=p.y[:, t : t + 1], f=p.f[:, t : t + 1], n_ctx=0)
 
 
 def test_error_rate_conventions():

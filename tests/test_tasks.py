@@ -137,7 +137,7 @@ def test_scaled_semantics():
         torch.testing.assert_close(q.f, torch.einsum("btd,bd->bt", q.x, q.w))
     unchanged = p.scaled()
     assert torch.equal(unchanged.x, p.x) and torch.equal(unchanged.y, p.y)
-    with pytest.raises(AssertionError, match="noiseless"):
+    with pytest.raises(ValueError, match="noiseless values f"):
         Prompts(x=p.x, y=p.y, n_ctx=4).scaled(input_scale=2.0)
 
 

@@ -1,4 +1,4 @@
-"""The prompt container every task returns and every learner consumes, and the base class of task families.
+"""The base class of task families (the batch contract they return, `Prompts`, lives in iclab.prompts).
 
 A task family is three random choices and a function: inputs x (`sample_x`), the parameters of one function per
 prompt (`sample_params`, e.g. w, the teacher net's weights, the tree), and the function itself (`evaluate`), plus
@@ -10,95 +10,17 @@ Raventós et al.) draws M parameter sets once from `pool_seed` and gives every p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
 
 from iclab.config import TaskConfig
+from iclab.prompts import Prompts
 
 __all__ = ["Prompts", "Task"]
 
 C = TypeVar("C", bound=TaskConfig)
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """A batch of in-context prompts: n_ctx context pairs followed by queries.
-
-    Shapes: x [batch, n_ctx + n_queries, d]; y [batch, n_ctx + n_queries] (noisy targets);
-    w [batch, d] the task vector; f [batch, n_ctx + n_queries] the noiseless targets wᵀx.
-    Vector-valued families (softmax regression, linear dynamics) have y, f [batch, n_ctx + n_queries, k].
-    `params` holds every parameter of each prompt's function (leading dimension batch), `w` among them where the
-    family is linear; `Task.targets` reads it.
-    """
-
-    x: Tensor
-    y: Tensor
-    n_ctx: int
-    w: Tensor | None = None
-    f: Tensor | None = None
-    params: dict[str, Tensor] | None = None
-
-    @property
-    def x_ctx(self) -> Tensor:
-        """[batch, n_ctx, d]"""
-        return self.x[:, : self.n_ctx]
-
-    @property
-    def y_ctx(self) -> Tensor:
-        """[batch, n_ctx]"""
-        return self.y[:, : self.n_ctx]
-
-    @property
-    def x_q(self) -> Tensor:
-        """[batch, n_queries, d]"""
-        return self.x[:, self.n_ctx :]
-
-    @property
-    def y_q(self) -> Tensor:
-        """[batch, n_queries]"""
-        return self.y[:, self.n_ctx :]
-
-    @property
-    def f_q(self) -> Tensor | None:
-        """[batch, n_queries] noiseless query targets, where known."""
-        return None if self.f is None else self.f[:, self.n_ctx :]
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Prompts:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device=device, dtype=dtype)
-
-        params = None if self.params is None else {k: _move_param(v, device, dtype) for k, v in self.params.items()}
-        return replace(self, x=move(self.x), y=move(self.y), w=move(self.w), f=move(self.f), params=params)
-
-    def scaled(self, *, input_scale: float = 1.0, target_scale: float = 1.0) -> Prompts:
-        """Out-of-distribution copy for linear families: x → αx (y = wᵀ(αx) + ε), or w → βw (y scales with β).
-        Other families: `iclab.shifts` (scale_x, scale_y) re-evaluates their functions.
-
-        Noise is kept as drawn; only the signal part of y changes.
-        """
-        assert self.f is not None, "scaling needs the noiseless targets f"
-        noise = self.y - self.f
-        f = self.f * input_scale * target_scale
-        w = None if self.w is None else self.w * target_scale
-        params = self.params
-        if params is not None and target_scale != 1.0:
-            # only a linear family's function scales with its w; for any other family the scaled targets are no
-            # longer f(x; params), so the params are dropped rather than left silently wrong
-            params = {"w": w} if set(params) == {"w"} else None
-        return replace(self, x=self.x * input_scale, y=f + noise, f=f, w=w, params=params)
-
-    def __getitem__(self, index: slice) -> Prompts:
-        def take(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t[index]
-
-        params = None if self.params is None else {k: v[index] for k, v in self.params.items()}
-        return replace(self, x=self.x[index], y=self.y[index], w=take(self.w), f=take(self.f), params=params)
 
 
 def _move_param(t: Tensor, device, dtype) -> Tensor:
