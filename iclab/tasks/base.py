@@ -10,7 +10,7 @@ Raventós et al.) draws M parameter sets once from `pool_seed` and gives every p
 from __future__ import annotations
 
 import math
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -18,9 +18,19 @@ from torch import Tensor
 from iclab.config import TaskConfig
 from iclab.prompts import Prompts
 
-__all__ = ["Prompts", "Task"]
+__all__ = ["Draw", "Prompts", "Task"]
 
 C = TypeVar("C", bound=TaskConfig)
+
+
+class Draw(NamedTuple):
+    """How `Task.draw` draws: from `generator`, on `device`, in `dtype`, with the first `d_active` input
+    coordinates active (None: all; Garg's curriculum)."""
+
+    generator: torch.Generator
+    device: torch.device
+    dtype: torch.dtype
+    d_active: int | None
 
 
 def _move_param(t: Tensor, device, dtype) -> Tensor:
@@ -161,10 +171,18 @@ class Task(Generic[C]):
 
         `n_points` overrides the configured context length (prompt-length shift, curricula). `d_active` (curricula,
         Garg et al.) zeroes the input coordinates >= d_active before the functions are evaluated.
+
+        The prompts come from `draw`; a family that does not draw i.i.d. points (sequences) overrides `draw`.
         """
-        c = self.config
         device = generator.device if device is None else torch.device(device)
-        n = c.n_points if n_points is None else n_points
+        n = self.config.n_points if n_points is None else n_points
+        return self.draw(batch, n, Draw(generator, device, dtype, d_active))
+
+    def draw(self, batch: int, n: int, how: Draw) -> Prompts:
+        """`batch` prompts of n context points and the configured queries: i.i.d. inputs (`sample_x`), one function
+        per prompt (`prompt_params`), noise (`add_noise`)."""
+        generator, device, dtype, d_active = how
+        c = self.config
         x = self.sample_x(batch, n + c.n_queries, generator=generator, device=device, dtype=dtype)
         x = self.zero_inactive(x, d_active)
         params = self.prompt_params(batch, generator=generator, device=device, dtype=dtype)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from iclab.config import TaskConfig, task_config
-from iclab.tasks.base import Prompts, Task
+from iclab.tasks.base import Draw, Prompts, Task
 from iclab.validation import ConfigError, check_choice, fail
 
 __all__ = ["MixtureConfig", "MixtureTask"]
@@ -156,20 +156,10 @@ class MixtureTask(Task[MixtureConfig]):
     def evaluate(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return self._select(self._component_targets(x, params), params["component"])
 
-    def sample(
-        self,
-        batch: int,
-        *,
-        generator: torch.Generator,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        n_points: int | None = None,
-        d_active: int | None = None,
-    ) -> Prompts:
+    def draw(self, batch: int, n: int, how: Draw) -> Prompts:
         """As `Task.sample`, with component-specific inputs (where families differ) and label noise."""
+        generator, device, dtype, d_active = how
         c = self.config
-        device = generator.device if device is None else torch.device(device)
-        n = c.n_points if n_points is None else n_points
         shape = (batch, n + c.n_queries)
         samplers = {type(t).sample_x for t in self.components}
         if len(samplers) == 1:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from iclab.config import TaskConfig
-from iclab.tasks.base import Prompts, Task
+from iclab.tasks.base import Draw, Prompts, Task
 from iclab.validation import check_real, fail
 
 __all__ = [
@@ -134,24 +134,14 @@ class AutoregressiveTask(Task[ARConfig]):
     def evaluate(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return torch.einsum("btp,bp->bt", x, params["w"])  # [B, T]
 
-    def sample(
-        self,
-        batch: int,
-        *,
-        generator: torch.Generator,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        n_points: int | None = None,
-        d_active: int | None = None,
-    ) -> Prompts:
+    def draw(self, batch: int, n: int, how: Draw) -> Prompts:
         """`batch` prompts of T = n + m consecutive points: x [B, T, p], y and f [B, T], params {"w": [B, p]}.
 
         d_active = k < p (curricula) draws AR(k) processes (a's last p − k lags zero) and zeroes the window's lags
         > k (the inactive coordinates, as in Garg's curriculum), so f = aᵀx still; not with a finite pool.
         """
+        generator, device, dtype, d_active = how
         c = self.config
-        device = generator.device if device is None else torch.device(device)
-        n = c.n_points if n_points is None else n_points
         p, T, burn = c.d, n + c.n_queries, self.burn_in
         k = _check_d_active(self, d_active)
         if k < p:
@@ -191,24 +181,14 @@ class LinearDynamicsTask(Task[LinearDynamicsConfig]):
     def evaluate(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return torch.einsum("bij,btj->bti", params["W"], x)  # [B, T, d] = x @ Wᵀ
 
-    def sample(
-        self,
-        batch: int,
-        *,
-        generator: torch.Generator,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        n_points: int | None = None,
-        d_active: int | None = None,
-    ) -> Prompts:
+    def draw(self, batch: int, n: int, how: Draw) -> Prompts:
         """`batch` trajectories of T = n + m steps: x [B, T, d], y and f [B, T, d], params {"W": [B, d, d]}.
 
         d_active = k < d (curricula) runs k-dimensional systems in the first k coordinates (W = ρ·diag(Q_k, 0),
         the other coordinates of s and ε zero); not with a finite pool.
         """
+        generator, device, dtype, d_active = how
         c = self.config
-        device = generator.device if device is None else torch.device(device)
-        n = c.n_points if n_points is None else n_points
         d, T = c.d, n + c.n_queries
         k = _check_d_active(self, d_active)
         if k < d:
