@@ -1,4 +1,8 @@
-"""Shared test set-up: one torch thread per xdist worker (2-core CI machines), deterministic algorithms."""
+"""Shared test set-up: shape contracts on (iclab.shapes), one torch thread per xdist worker (2-core CI machines)."""
+
+import os
+
+os.environ["ICLAB_SHAPE_CHECKS"] = "1"  # before iclab is imported: every @shape_checked boundary is checked
 
 import torch
 

@@ -27,6 +27,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from iclab.shapes import Bool, Float, shape_checked
+
 __all__ = ["Learner", "MaskedLearner", "expand_prefixes", "prefix_mask"]
 
 
@@ -92,8 +94,15 @@ class MaskedLearner:
         """x_ctx [B, n, d] and y_ctx [B, n] with masked slots zeroed, x_q [B, m, d], mask [B, n] bool → [B, m]."""
         raise NotImplementedError
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor | None = None) -> Tensor:
-        """[B, m] predictions for the queries from the (optionally masked) context."""
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+        mask: Bool[Tensor, "batch n_ctx"] | None = None,
+    ) -> Float[Tensor, "batch n_q *k"]:
+        """[B, m] (or [B, m, k]) predictions for the queries from the (optionally masked) context."""
         if y_ctx.dim() == 3:  # vector targets [B, n, d_y]: each output coordinate is its own scalar problem
             return _per_output(self.predict, x_ctx, y_ctx, x_q, mask)
         if mask is None:
@@ -103,7 +112,10 @@ class MaskedLearner:
             y_ctx = y_ctx * mask.to(y_ctx.dtype)
         return self.predict_masked(x_ctx, y_ctx, x_q, mask)
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T]: prediction t from points < t (generic masked path, chunked over B)."""
         if y.dim() == 3:
             B, T, k = y.shape
