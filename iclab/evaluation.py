@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from iclab.algorithms.base import expand_prefixes
+from iclab.errors import SpecError
 from iclab.tasks.base import Prompts
 
 __all__ = [
@@ -107,12 +108,12 @@ def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = N
 def pointwise_errors(pred: Tensor, prompts: Prompts, metric: str, target: Tensor | None = None) -> Tensor:
     """[B, T] errors of predictions [B, T] (or [B, T, k]) under `metric` (see the module docstring), float64."""
     if metric not in METRICS:
-        raise ValueError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
+        raise SpecError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
     noiseless = metric.endswith("_noiseless")
     if target is None:
         target = prompts.f if noiseless else prompts.y
         if target is None:
-            raise ValueError(f"metric: {metric!r} needs the noiseless targets f, which this task does not provide")
+            raise SpecError(f"metric: {metric!r} needs the noiseless targets f, which this task does not provide")
     base = metric.removesuffix("_noiseless")
     if base == "error_rate":
         if target.dim() == 3:  # [B, T, k]
