@@ -51,6 +51,11 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     """Returns (summary dict, printable table). Uses the run's own held-out set (eval.seed)."""
     run = RunDir.open(path)
     config = config_from_dict(run.config())
+    if config.target_dim is not None:
+        raise ConfigError(
+            f"run: {str(path)!r} was trained on vector targets (task {config.task.name!r}, k = {config.target_dim}); "
+            f"the references ({', '.join(REFERENCES)}) predict one value per query; use iclab eval --learners"
+        )
     model = load_model(run).double()
     task = make_task(config.task)
     learner, construction, description = _reference(against, task, config.model.layers, config.model.tied)
@@ -58,7 +63,12 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     metrics = compare_learners(model, learner, prompts)
     summary: dict[str, Any] = {"run": str(path), "against": description, **metrics}
     row = {"run": Path(path).name, "against": description, **metrics}
-    if construction is not None and config.model.heads == 1 and not config.model.layernorm:
+    if (
+        construction is not None
+        and config.model.heads == 1
+        and not config.model.layernorm
+        and hasattr(model, "layer_weights")
+    ):
         wm = weight_match(model, construction)
         summary["weight_match"] = [{k: v for k, v in r.items() if not k.startswith("W_")} for r in wm]
         row["weight dist KQ/PV"] = " ".join(f"{r['kq_distance']:.3f}/{r['pv_distance']:.3f}" for r in wm)
