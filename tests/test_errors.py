@@ -27,7 +27,8 @@ from iclab.errors import (
 from iclab.runs import RunDir
 
 TINY = ["--task.d", "3", "--task.n-points", "5", "--train.steps", "4", "--train.batch-size", "32",
-        "--train.eval-every", "2", "--train.checkpoint-every", "2", "--eval.n-prompts", "32", "--train.no-progress"]  # fmt: skip
+        "--train.eval-every", "2", "--train.checkpoint-every", "2", "--eval.n-prompts", "32",
+        "--train.no-progress"]  # fmt: skip
 
 
 def _one_line(capsys, code: int, expected: int) -> str:
@@ -86,7 +87,7 @@ def test_run_errors_are_user_errors(tmp_path):
     run = RunDir.create(tmp_path / "run", {"train": {"steps": 1}})
     with pytest.raises(NoCheckpointError):
         run.load_checkpoint()
-    with pytest.raises(ResumeError, match="'train.lr'"):
+    with pytest.raises(ResumeError, match=r"'train\.lr'"):
         RunDir.create(tmp_path / "run", {"train": {"steps": 1, "lr": 1}}, resume=True)
     with pytest.raises(ResumeError, match="mutually exclusive"):
         RunDir.create(tmp_path / "run", {}, force=True, resume=True)
@@ -225,3 +226,25 @@ def test_unwritable_log_prints_the_traceback_and_no_second_one(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert err.count("Traceback") == 1 and "During handling" not in err
     assert err.splitlines()[-1].startswith("error: internal error in iclab bench (RuntimeError: bench broke); could")
+
+
+def test_failures_a_user_can_fix_are_user_errors(tmp_path, monkeypatch, capsys):
+    from iclab.algorithms.registry import make_learner
+    from iclab.config import TaskConfig
+    from iclab.tasks import make_task
+
+    with pytest.raises(LearnerSpecError, match="scalar targets"):
+        make_learner("gd:1", make_task(TaskConfig(name="softmax_regression", d=3, n_points=6)))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--task.name", "softmax_regression", "--model.name", "gpt", "--model.width", "8"]
+    argv += ["--model.max-points", "8", *TINY, "--out", "vec"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    line = _one_line(capsys, main(["compare", "vec"]), 2)
+    assert "vector targets" in line and "iclab eval" in line
+    line = _one_line(capsys, main(["eval", "--d", "3", "--n-points", "5", "--learners", "vec", "--out", "o"]), 2)
+    assert "run 'vec' was trained on vector targets (k = 3)" in line
+    argv = ["eval", "--task", "softmax_regression", "--d", "3", "--n-points", "5", "--n-prompts", "8"]
+    line = _one_line(capsys, main([*argv, "--learners", "vec", "--shifts", "length:20", "--out", "o"]), 2)
+    assert "model.max_points" in line
+    assert not (tmp_path / "runs").exists()  # no error logs: none of these is a bug
