@@ -15,6 +15,7 @@ import torch
 
 from iclab.algorithms.gd import gd_predict
 from iclab.config import ModelConfig, TaskConfig
+from iclab.metrics import half_mse
 from iclab.models.lsa import LSA
 from iclab.tasks import make_task
 
@@ -64,7 +65,7 @@ def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) 
 
         def step(model=model, opt=opt) -> None:
             prompts = task.sample(batch, generator=gen, device=device)
-            loss = 0.5 * ((model.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+            loss = half_mse(model.predict_prompts(prompts), prompts.y_q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

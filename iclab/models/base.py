@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from iclab.metrics import half_mse
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
 
@@ -50,7 +51,8 @@ class ICLModel(HookedModule):
 
     def training_loss(self, prompts: Prompts) -> Tensor:
         """Scalar loss of one training batch: ½·mean squared error at the queries, or, for models that predict
-        every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt."""
+        every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt
+        (iclab.metrics.half_mse: summed over the outputs of vector targets, averaged over prompts and queries)."""
         if hasattr(self, "predict_prefixes"):
-            return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()
-        return 0.5 * ((self.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+            return half_mse(self.predict_prefixes(prompts.x, prompts.y), prompts.y)
+        return half_mse(self.predict_prompts(prompts), prompts.y_q)
