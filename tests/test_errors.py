@@ -248,3 +248,15 @@ def test_failures_a_user_can_fix_are_user_errors(tmp_path, monkeypatch, capsys):
     line = _one_line(capsys, main([*argv, "--learners", "vec", "--shifts", "length:20", "--out", "o"]), 2)
     assert "model.max_points" in line
     assert not (tmp_path / "runs").exists()  # no error logs: none of these is a bug
+
+
+def test_compare_and_analyze_on_models_they_only_partly_read(tmp_path, capsys):
+    """compare matches weights of plain LSA runs only (softmax runs used to crash in the match); alignment refuses a
+    variance-head model in one line (it used to fail inside layer_activations)."""
+    soft, var = tmp_path / "softmax", tmp_path / "var"
+    assert main(["train", *TINY, "--model.name", "softmax", "--out", str(soft)]) == 0
+    assert main(["train", *TINY, "--model.name", "lsa", "--model.variance-head", "--out", str(var)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(soft)]) == 0, capsys.readouterr().err
+    line = _one_line(capsys, main(["analyze", str(var), "--what", "alignment", "--n-prompts", "40"]), 2)
+    assert "variance_head" in line

@@ -63,11 +63,12 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     metrics = compare_learners(model, learner, prompts)
     summary: dict[str, Any] = {"run": str(path), "against": description, **metrics}
     row = {"run": Path(path).name, "against": description, **metrics}
+    # The constructions are LSA weights: only a plain LSA run has weights of their shape to match.
     if (
         construction is not None
+        and config.model.name == "lsa"
         and config.model.heads == 1
         and not config.model.layernorm
-        and hasattr(model, "layer_weights")
     ):
         wm = weight_match(model, construction)
         summary["weight_match"] = [{k: v for k, v in r.items() if not k.startswith("W_")} for r in wm]
