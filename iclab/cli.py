@@ -294,7 +294,7 @@ def _cmd_eval(args: list[str]) -> int:
     out = opts.out or Path("runs") / f"eval-{opts.task.name}-d{opts.task.d}-{opts.metric}"
     if out.exists() and any(out.iterdir()) and not opts.force:
         raise UsageError(f"out: {str(out)!r} exists; pass --force to overwrite it or choose another --out")
-    _log_errors_under(out, ".")
+    _log_errors_under(out, ".")  # out is eval's once it exists (empty or --force, checked above)
     results, text = run_eval(
         opts.task,
         opts.learners,
