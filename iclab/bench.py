@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from iclab.algorithms.gd import gd_predict
+from iclab.metrics import half_mse
 from iclab.models.base import IMPLS
 from iclab.models.lsa import LSA, LSAConfig
 from iclab.tasks import make_task
@@ -64,7 +65,7 @@ def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) 
 
         def step(model=model, opt=opt) -> None:
             prompts = task.sample(batch, generator=gen, device=device)
-            loss = 0.5 * ((model.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+            loss = half_mse(model.predict_prompts(prompts), prompts.y_q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -10,17 +10,25 @@
     iclab bench [--device cpu|cuda] [--repeats 10] [--threads 1] [--json PATH]
     iclab presets
 
-Every user error (bad value, unknown field or option, existing output) is one line on stderr and exit code 2.
+Every user error (bad value, unknown field or option, existing output; iclab.errors.UserError) is one line on
+stderr and exit code 2. Anything else is a bug: its traceback is saved to RUN/logs/error-<UTC time>.log (the run or
+output directory of the command, once it exists) or else runs/errors/, one line on stderr says where, exit code 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import datetime
 import io
 import json
+import os
+import platform
 import re
 import sys
+import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -28,7 +36,6 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import tyro
 
 from iclab.config import (
-    ConfigError,
     ExperimentConfig,
     TaskConfig,
     change_family,
@@ -36,16 +43,24 @@ from iclab.config import (
     load_config,
     task_config,
 )
+from iclab.errors import UsageError, UserError
 from iclab.experiments import PAPERS
-from iclab.runs import RunDir, RunExistsError, atomic_write_bytes
+from iclab.runs import RunDir, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
 
 COMMANDS = ("train", "compare", "reproduce", "eval", "analyze", "learners", "bench", "presets")
 
 
-class UsageError(Exception):
-    """A one-line user error (exit code 2)."""
+# Where a bug's traceback goes: (directory, a file that must exist in it to make it ours) set by a command once it
+# knows its run / output directory; the log is written to DIRECTORY/logs/ only if that file exists by then, so a
+# failed command never leaves a directory that a rerun would refuse as "not an iclab run".
+_ERROR_DIR: contextvars.ContextVar[tuple[Path, str] | None] = contextvars.ContextVar("_ERROR_DIR", default=None)
+
+
+def _log_errors_under(path: Path, marker: str) -> None:
+    """A bug from here on logs its traceback to PATH/logs/ (if PATH/MARKER exists when it happens)."""
+    _ERROR_DIR.set((Path(path), marker))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -131,6 +146,7 @@ def _cmd_train(args: list[str]) -> int:
     resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
     out = opts.out or Path("runs") / cfg.name
     run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
+    _log_errors_under(run.path, "config.json")
     result = train(cfg, run, resume=opts.resume)
     draw_training_curve(run.path)
     print(
@@ -202,6 +218,7 @@ def _cmd_compare(args: list[str]) -> int:
     from iclab.experiments.compare_run import compare_run
 
     opts = _tyro(CompareOptions, args, prog="iclab compare")
+    _log_errors_under(opts.run, "config.json")
     summary, table = compare_run(opts.run, opts.against)
     print(table)
     if opts.json is not None:
@@ -237,6 +254,7 @@ class ReproduceOptions:
 
 def _cmd_reproduce(args: list[str]) -> int:
     from iclab.experiments import reproduce, reproduction
+    from iclab.experiments.common import MARKER
     from iclab.report import Claim, claims_table
 
     help_asked = "-h" in args or "--help" in args
@@ -259,6 +277,7 @@ def _cmd_reproduce(args: list[str]) -> int:
     own = _tyro(repro.Options, rest, prog=prog)
     options = dataclasses.asdict(own)
     out = opts.out or Path("runs") / repro.out_name(opts.scale, own)
+    _log_errors_under(out, MARKER)
     results = reproduce(
         opts.paper,
         device=opts.device,
@@ -343,6 +362,7 @@ def _cmd_eval(args: list[str]) -> int:
     out = opts.out or Path("runs") / f"eval-{opts.task.name}-d{opts.task.d}-{opts.metric}"
     if out.exists() and any(out.iterdir()) and not opts.force:
         raise UsageError(f"out: {str(out)!r} exists; pass --force to overwrite it or choose another --out")
+    _log_errors_under(out, ".")  # out is eval's once it exists (empty or --force, checked above)
     results, text = run_eval(
         opts.task,
         opts.learners,
@@ -394,6 +414,7 @@ def _cmd_analyze(args: list[str]) -> int:
             f"n_prompts: must be an integer >= 20 (probes split it in train/validation/test), got {opts.n_prompts}"
         )
     what = [w.strip() for w in opts.what.split(",") if w.strip()]
+    _log_errors_under(opts.run, "config.json")
     _, text = analyze_run(opts.run, what, n_prompts=opts.n_prompts, seed=opts.seed, out=opts.out)
     print(text)
     return 0
@@ -476,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
         "presets": _cmd_presets,
     }
+    token = _ERROR_DIR.set(None)
     try:
         if command not in handlers:
             raise UsageError(f"command: unknown value {command!r}; choose one of: {', '.join(COMMANDS)}")
@@ -484,11 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code in (0, None):
             return 0
         raise
-    except (UsageError, ConfigError, RunExistsError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # e.g. a resumed run whose config differs
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # bad option or value, unknown name, missing / existing / mismatched run, …
+        print(f"error: {_one_line_message(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # an output path that cannot be written (a file where a directory belongs, …)
         print(f"error: {exc.filename or 'path'}: {exc.strerror or exc}", file=sys.stderr)
@@ -496,6 +515,80 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: keep the traceback, say where in one line
+        log = _save_traceback(exc, argv)
+        where = f"traceback in {log}" if log is not None else "could not save the traceback (printed above)"
+        what = _one_line_message(exc, limit=300)
+        print(f"error: internal error in iclab {command} ({type(exc).__name__}: {what}); {where}", file=sys.stderr)
+        return 1
+    finally:
+        _ERROR_DIR.reset(token)
+
+
+def _one_line_message(exc: BaseException, *, limit: int | None = None) -> str:
+    """The exception's message on one line (its lines joined, cut at `limit` characters); never raises."""
+    try:
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    except Exception:  # a __str__ that fails
+        text = ""
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text or type(exc).__name__
+
+
+def _error_log_dirs() -> list[Path]:
+    """Where to try to save a traceback, in order: the command's run / output directory, runs/errors, the temp dir."""
+    dirs = []
+    registered = _ERROR_DIR.get()
+    if registered is not None:
+        path, marker = registered
+        with contextlib.suppress(OSError):
+            if path.is_dir() and (path / marker).exists():
+                dirs.append(path / "logs")
+    dirs.append(Path("runs") / "errors")
+    dirs.append(Path(tempfile.gettempdir()) / "iclab-errors")
+    return dirs
+
+
+def _save_traceback(exc: BaseException, argv: list[str]) -> Path | None:
+    """Write exc's traceback (with the command line and versions) to a new log file; its path, or None if no
+    directory would take it, in which case the traceback goes to stderr. Never raises."""
+    try:
+        now = datetime.datetime.now(datetime.UTC)
+        header = [
+            f"command: iclab {' '.join(argv)}",
+            f"time: {now.isoformat(timespec='seconds')}",
+            f"cwd: {os.getcwd()}",
+            f"python {platform.python_version()} on {platform.platform()}",
+        ]
+        with contextlib.suppress(Exception):
+            import torch
+
+            header.append(f"torch {torch.__version__}")
+        text = "\n".join(header) + "\n\n" + "".join(traceback.format_exception(exc))
+    except Exception:  # the header failed (e.g. the working directory is gone): the traceback alone
+        now = None
+        try:
+            text = "".join(traceback.format_exception(exc))
+        except Exception:
+            text = f"{type(exc).__name__} (its traceback could not be formatted)\n"
+    stamp = now.strftime("%Y%m%dT%H%M%SZ") if now is not None else "unknown-time"
+    for directory in _error_log_dirs():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for n in range(100):
+                path = directory / f"error-{stamp}{f'-{n}' if n else ''}.log"
+                try:
+                    with open(path, "x", encoding="utf-8") as f:
+                        f.write(text)
+                    return path
+                except FileExistsError:
+                    continue
+        except Exception:  # unwritable, a file in the way, …: try the next place
+            continue
+    with contextlib.suppress(Exception):
+        sys.stderr.write(text)
+    return None
 
 
 def entrypoint() -> None:

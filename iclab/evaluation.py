@@ -6,12 +6,13 @@ points before t as its context and x_t (or a shifted query, see `iclab.shifts`) 
 algorithms) use their own `predict_prefixes`; any other learner is evaluated on one masked problem per prefix,
 batched over prompts and prefixes (`iclab.algorithms.base.expand_prefixes`), never in a Python loop over prompts.
 
-Metric names say what they measure (DESIGN "Conventions"):
+Metric names say what they measure (DESIGN "Conventions"; computed by `iclab.metrics`, whose docstring states the
+one reduction rule: squared errors summed over the outputs of vector targets, averaged over prompts and queries):
   ``half_mse``   ½(ŷ − y)²                   von Oswald's loss
   ``mse``        (ŷ − y)²                     summed over output coordinates for vector targets
   ``nmse``       (ŷ − y)² / d                 Garg's "normalised squared error" (d = input dimension)
   ``error_rate`` 1[sign ŷ ≠ sign y] (sign 0 := +1) for ±1 labels (classification); for vector targets,
-                 1[argmax ŷ ≠ argmax y] (softmax regression: the most probable class)
+                 1[argmax ŷ ≠ argmax y] (softmax regression: the most probable class); a NaN prediction is an error
   ``…_noiseless``  the same against the noiseless target f (Raventós)
 Confidence bands are percentile bootstrap intervals over prompts (the prompts are the independent units).
 """
@@ -25,7 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from iclab import metrics
 from iclab.algorithms.base import expand_prefixes
+from iclab.errors import SpecError
 from iclab.tasks.base import Prompts
 
 __all__ = [
@@ -109,26 +112,21 @@ def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = N
 def pointwise_errors(pred: Tensor, prompts: Prompts, metric: str, target: Tensor | None = None) -> Tensor:
     """[B, T] errors of predictions [B, T] (or [B, T, k]) under `metric` (see the module docstring), float64."""
     if metric not in METRICS:
-        raise ValueError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
+        raise SpecError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
     noiseless = metric.endswith("_noiseless")
     if target is None:
         target = prompts.f if noiseless else prompts.y
         if target is None:
-            raise ValueError(f"metric: {metric!r} needs the noiseless targets f, which this task does not provide")
+            raise SpecError(f"metric: {metric!r} needs the noiseless targets f, which this task does not provide")
     base = metric.removesuffix("_noiseless")
     if base == "error_rate":
-        if target.dim() == 3:  # [B, T, k]
-            wrong = pred.argmax(-1) != target.argmax(-1)
-            return (wrong | pred.isnan().any(-1)).double()
-        return (((pred >= 0) != (target >= 0)) | pred.isnan()).double()  # a NaN prediction is an error
-    sq = (pred.double() - target.double()) ** 2
-    if sq.dim() == 3:
-        sq = sq.sum(-1)
+        return metrics.misclassified(pred, target)  # a NaN prediction is an error
+    pred, target = pred.double(), target.double()
     if base == "half_mse":
-        return 0.5 * sq
+        return metrics.half_mse(pred, target, reduction="none")
     if base == "nmse":
-        return sq / prompts.x.shape[-1]
-    return sq
+        return metrics.nmse(pred, target, prompts.x.shape[-1], reduction="none")
+    return metrics.mse(pred, target, reduction="none")
 
 
 def bootstrap_band(errors: Tensor, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
+from iclab.errors import NoCheckpointError, NotARunError, ResumeError, RunExistsError, RunNotFoundError
+
 __all__ = [
     "RESUME_MUTABLE_KEYS",
     "RunDir",
@@ -48,10 +50,6 @@ StrPath: TypeAlias = str | os.PathLike[str]
 CHECKPOINT_KEEP = 3
 OPTIM_PREFIX = "optim/"
 _CKPT_GLOB = "step_*.safetensors"
-
-
-class RunExistsError(Exception):
-    """The run directory already exists and neither ``force`` nor ``resume`` was given."""
 
 
 def atomic_write_bytes(path: StrPath, data: bytes) -> Path:
@@ -217,14 +215,16 @@ def _check_resumed_length(run: RunDir, config: dict[str, Any]) -> None:
     if old.get("steps") == new.get("steps"):
         return
     if new.get("schedule", "constant") != "constant":
-        raise ValueError(
+        raise ResumeError(
             f"train.steps: can change on --resume only with train.schedule constant (the {new.get('schedule')} "
             f"schedule's shape depends on its length); stored {old.get('steps')}, given {new.get('steps')}"
         )
     latest = run.latest_checkpoint()
     done = int(latest.stem.split("_")[1]) if latest is not None else 0
     if isinstance(new.get("steps"), int) and new["steps"] < done:
-        raise ValueError(f"train.steps: must be >= {done}, the step of the run's latest checkpoint, got {new['steps']}")
+        raise ResumeError(
+            f"train.steps: must be >= {done}, the step of the run's latest checkpoint, got {new['steps']}"
+        )
 
 
 class RunDir:
@@ -239,12 +239,12 @@ class RunDir:
         """Create a run at ``path`` for ``config`` (JSON-serialisable), or reopen it with ``resume``.
 
         An existing run (a directory with config.json) is reopened when ``resume`` is set, provided its
-        stored config equals ``config`` apart from :data:`RESUME_MUTABLE_KEYS` (else ValueError naming
-        the first differing dotted key); it is deleted and recreated when ``force`` is set; otherwise
+        stored config equals ``config`` apart from :data:`RESUME_MUTABLE_KEYS` (else :class:`ResumeError`, a
+        ValueError, naming the first differing dotted key); it is deleted and recreated when ``force`` is set; otherwise
         :class:`RunExistsError` is raised. A non-empty directory that is not a run is never deleted.
         """
         if force and resume:
-            raise ValueError("--force and --resume are mutually exclusive")
+            raise ResumeError("--force and --resume are mutually exclusive")
         path = Path(path)
         # The JSON round trip normalises tuples to lists so a resumed config compares equal to the stored one.
         config = json.loads(json.dumps(config))
@@ -253,7 +253,7 @@ class RunDir:
                 run = cls.open(path)
                 diff = _first_config_difference(run.config(), config)
                 if diff is not None:
-                    raise ValueError(diff)
+                    raise ResumeError(diff)
                 _check_resumed_length(run, config)
                 record = dict(run._record, config=config)
                 record["resumed"] = [*record.get("resumed", []), {"time": _now(), "git_sha": _git_sha()}]
@@ -285,12 +285,19 @@ class RunDir:
 
     @classmethod
     def open(cls, path: StrPath) -> RunDir:
-        """Open an existing run; FileNotFoundError if ``path`` has no config.json."""
+        """Open an existing run; :class:`RunNotFoundError` (a FileNotFoundError) if ``path`` has no config.json,
+        :class:`NotARunError` if its config.json is not a JSON object."""
         path = Path(path)
         config_file = path / "config.json"
         if not config_file.is_file():
-            raise FileNotFoundError(f"no iclab run at {path} (missing config.json)")
-        return cls(path, json.loads(config_file.read_text(encoding="utf-8")))
+            raise RunNotFoundError(f"no iclab run at {path} (missing config.json)")
+        try:
+            record = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NotARunError(f"run: {config_file} is not valid JSON ({exc}); not an iclab run") from None
+        if not isinstance(record, dict):
+            raise NotARunError(f"run: {config_file} is not a JSON object; not an iclab run")
+        return cls(path, record)
 
     def _write_record(self, record: dict[str, Any]) -> None:
         self.write_json("config.json", record)
@@ -304,7 +311,7 @@ class RunDir:
     def config(self) -> dict[str, Any]:
         """The resolved experiment config stored in config.json."""
         if "config" not in self._record:
-            raise ValueError(f'run: {self.path / "config.json"} has no "config" entry; not an iclab run')
+            raise NotARunError(f'run: {self.path / "config.json"} has no "config" entry; not an iclab run')
         return self._record["config"]
 
     @property
@@ -387,7 +394,7 @@ class RunDir:
         if path is None:
             path = self.latest_checkpoint()
             if path is None:
-                raise FileNotFoundError(f"no checkpoints in {self.path / 'checkpoints'}")
+                raise NoCheckpointError(f"no checkpoints in {self.path / 'checkpoints'}")
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = json.loads((f.metadata() or {}).get("meta", "{}"))
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from iclab.errors import SpecError
 from iclab.tasks.base import Prompts
 from iclab.tasks.sequences import haar_orthogonal
 
@@ -72,12 +73,12 @@ def parse_shift(spec: str) -> tuple[str, float | None]:
     """``"scale_x:2"`` → ("scale_x", 2.0); unknown names and bad values fail in one line."""
     name, _, value = spec.strip().partition(":")
     if name not in SHIFTS:
-        raise ValueError(f"shift: unknown value {name!r}; choose one of: {', '.join(SHIFTS)}")
+        raise SpecError(f"shift: unknown value {name!r}; choose one of: {', '.join(SHIFTS)}")
     if name in _NEEDS_VALUE:
         try:
             v = float(value)
         except ValueError:
-            raise ValueError(f"shift {spec!r}: needs {_NEEDS_VALUE[name]}, e.g. {name}:2") from None
+            raise SpecError(f"shift {spec!r}: needs {_NEEDS_VALUE[name]}, e.g. {name}:2") from None
         ok = {
             "scale_x": v > 0,
             "scale_y": math.isfinite(v),
@@ -86,10 +87,10 @@ def parse_shift(spec: str) -> tuple[str, float | None]:
             "length": v >= 1 and v == int(v),
         }[name]
         if not (ok and math.isfinite(v)):
-            raise ValueError(f"shift {spec!r}: needs {_NEEDS_VALUE[name]}, got {value}")
+            raise SpecError(f"shift {spec!r}: needs {_NEEDS_VALUE[name]}, got {value}")
         return name, v
     if value:
-        raise ValueError(f"shift {spec!r}: {name} takes no value")
+        raise SpecError(f"shift {spec!r}: {name} takes no value")
     return name, None
 
 
@@ -115,7 +116,7 @@ def apply_shift(spec: str, prompts: Prompts, task, *, generator: torch.Generator
     """Apply the shift named by `spec` to prompts of `task` (x [B, T, d]); random choices come from `generator`."""
     name, v = parse_shift(spec)
     if prompts.f is None:
-        raise ValueError("shift: needs prompts with noiseless targets f")
+        raise SpecError("shift: needs prompts with noiseless targets f")
     x = prompts.x
     B, T, d = x.shape
     gen = generator

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any, NoReturn
 
+from iclab.errors import UserError
+
 __all__ = [
     "ConfigError",
     "check_bool",
@@ -20,8 +22,8 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value; the message is one line naming the field."""
+class ConfigError(UserError, ValueError):
+    """An invalid configuration value; the message is one line naming the field (a user error: exit code 2)."""
 
 
 def fail(name: str, allowed: str, got: Any) -> NoReturn:

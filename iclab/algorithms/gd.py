@@ -217,6 +217,8 @@ def _tuned(task: Any, steps: int, plus_plus: bool) -> Any:
 
     if task is None or not hasattr(task, "x_second_moment") or not hasattr(getattr(task, "config", None), "n_points"):
         raise ValueError("tuned steps need a linear-regression task; give eta=… for a fixed step")
+    if task.config.target_dim is not None:
+        raise ValueError(f"tuned steps need scalar targets; task {task.config.name!r} has vector targets")
     key = (type(task), task.config, steps, plus_plus)
     if key not in _TUNED:
         _TUNED[key] = tune_steps(task, steps, plus_plus=plus_plus)

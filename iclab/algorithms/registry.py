@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from iclab.errors import SpecError
+
 __all__ = [
     "LearnerSpec",
     "LearnerSpecError",
@@ -46,7 +48,7 @@ MODULES = (
 )
 
 
-class LearnerSpecError(ValueError):
+class LearnerSpecError(SpecError):
     """A bad learner name or argument; one line, naming the learner and what is allowed."""
 
 

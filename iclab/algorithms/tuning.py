@@ -15,6 +15,7 @@ import torch
 
 from iclab import theory
 from iclab.algorithms.gd import gd_predict, gdpp_predict
+from iclab.metrics import half_mse
 from iclab.tasks.base import Prompts
 from iclab.tasks.linear import LinearRegressionTask
 
@@ -58,7 +59,7 @@ def tune_steps(
     eta0 = closed_form_gd1_eta(task)
     if steps == 1 and not plus_plus and eta0 is not None:
         pred = gd_predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q, [eta0])
-        loss = 0.5 * ((pred - prompts.y_q) ** 2).mean().item()
+        loss = half_mse(pred, prompts.y_q).item()
         return StepSizes((eta0,), (0.0,), loss, "closed form")
     if eta0 is None:  # Gaussian-optimal step for the average input variance, a safe start
         m2 = task.x_second_moment().mean().item()
@@ -113,7 +114,7 @@ def _lbfgs(
             pred = gdpp_predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q, expand(etas), expand(gammas))
         else:
             pred = gd_predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q, expand(etas))
-        return 0.5 * ((pred - prompts.y_q) ** 2).mean()
+        return half_mse(pred, prompts.y_q)
 
     opt = torch.optim.LBFGS(
         params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"

@@ -37,6 +37,7 @@ from iclab.algorithms.base import expand_prefixes
 from iclab.algorithms.least_squares import prefix_stats
 from iclab.algorithms.newton import newton_weights
 from iclab.analysis.probes import fit_ridge
+from iclab.metrics import nmse as nmse_of
 from iclab.plotting import plot_curves, save_figure
 
 __all__ = [
@@ -231,7 +232,7 @@ def align_activations(
     flat = lambda p: p[:, :, t].reshape(p.shape[0], -1)  # noqa: E731  [·, B', T] → [·, N]
     newton = similarity_matrix(flat(layer_pred), flat(newton_predictions(x_ev, y_ev, newton_iters)), similarity, target)
     gd = similarity_matrix(flat(layer_pred), flat(gd_predictions(x_ev, y_ev, gd_steps, gd_eta)), similarity, target)
-    nmse = ((flat(layer_pred) - target) ** 2).mean(-1) / x.shape[-1]  # [K]
+    nmse = nmse_of(flat(layer_pred), target, x.shape[-1], dim=-1, vector=False)  # [K]
     meta = {"n_prompts_fit": n_fit, "n_prompts_eval": B - n_fit, "prefixes": [min_prefix, T - 1], "ridge": ridge}
     return Alignment(
         names, list(newton_iters), list(gd_steps), newton.cpu().numpy(), gd.cpu().numpy(),

@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from iclab import metrics
 from iclab.models.lsa import LSA
 from iclab.tasks.base import Prompts
 
@@ -49,9 +50,10 @@ def _predict(learner: Learner, prompts: Prompts, chunk: int = 8192) -> Tensor:
 
 
 def half_mse(learner: Learner, prompts: Prompts, *, noiseless: bool = False) -> float:
-    """½·mean (ŷ − y_q)² over prompts and queries (against the noiseless f_q if `noiseless`)."""
+    """½·mean (ŷ − y_q)² over prompts and queries (against the noiseless f_q if `noiseless`; iclab.metrics.half_mse
+    of the learner's predictions, averaged in float64)."""
     target = prompts.f_q if noiseless else prompts.y_q
-    return 0.5 * ((_predict(learner, prompts) - target) ** 2).double().mean().item()
+    return metrics.half_mse(_predict(learner, prompts), target, dtype=torch.float64).item()
 
 
 def implicit_linear_map(learner: Learner, prompts: Prompts) -> Tensor:
@@ -73,8 +75,8 @@ def compare_learners(model: Learner, reference: Learner, prompts: Prompts, chunk
         g_m, g_r = implicit_linear_map(model, part), implicit_linear_map(reference, part)
         cos_parts.append(torch.nn.functional.cosine_similarity(g_m.double(), g_r.double(), dim=-1).flatten())
     return {
-        "model_half_mse": 0.5 * ((pred_m - prompts.y_q) ** 2).double().mean().item(),
-        "reference_half_mse": 0.5 * ((pred_r - prompts.y_q) ** 2).double().mean().item(),
+        "model_half_mse": metrics.half_mse(pred_m, prompts.y_q, dtype=torch.float64).item(),
+        "reference_half_mse": metrics.half_mse(pred_r, prompts.y_q, dtype=torch.float64).item(),
         "preds_diff": diff.abs().mean().item(),
         "preds_diff_normalised": (diff.norm() / pred_r.double().norm()).item(),
         "model_cos": torch.cat(cos_parts).mean().item(),

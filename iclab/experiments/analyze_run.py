@@ -70,6 +70,8 @@ def _alignment(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen
         raise ConfigError(
             f"what: 'alignment' reads per-layer predictions of gpt and lsa models, not {config.model.name!r}"
         )
+    if config.model.variance_head:
+        raise ConfigError("what: 'alignment' reads per-layer predictions of a model without model.variance_head")
     result = align(model, prompts.x, prompts.y)
     figures = plot_alignment(result, out / "figures", title=f"{config.name}: layer ↔ iteration alignment")
     return {**result.to_dict(), "figures": {k: str(v) for k, v in figures.items()}}

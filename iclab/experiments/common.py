@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
+from iclab.metrics import half_mse
 from iclab.report import Claim, write_report
 from iclab.runs import RunDir, atomic_write_bytes
 from iclab.training import TrainResult, train
@@ -72,7 +73,7 @@ def train_run(cfg: ExperimentConfig, out: Path, resume: bool) -> tuple[TrainResu
 def standard_error(learner, prompts) -> float:
     """Standard error of a held-out ½·MSE estimate (per-prompt losses, queries averaged within a prompt)."""
     with torch.no_grad():
-        per_prompt = 0.5 * ((learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q) - prompts.y_q) ** 2).mean(1)
+        per_prompt = half_mse(learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q), prompts.y_q, dim=1)
     return (per_prompt.std() / len(prompts) ** 0.5).item()
 
 

@@ -52,6 +52,11 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     """Returns (summary dict, printable table). Uses the run's own held-out set (eval.seed)."""
     run = RunDir.open(path)
     config = config_from_dict(run.config())
+    if config.target_dim is not None:
+        raise ConfigError(
+            f"run: {str(path)!r} was trained on vector targets (task {config.task.name!r}, k = {config.target_dim}); "
+            f"the references ({', '.join(REFERENCES)}) predict one value per query; use iclab eval --learners"
+        )
     model = load_model(run).double()
     task = make_task(config.task)
     tied = isinstance(config.model, LSAConfig) and config.model.tied
@@ -60,6 +65,7 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     metrics = compare_learners(model, learner, prompts)
     summary: dict[str, Any] = {"run": str(path), "against": description, **metrics}
     row = {"run": Path(path).name, "against": description, **metrics}
+    # The constructions are LSA weights: only a plain LSA run has weights of their shape to match.
     plain_lsa = type(config.model) is LSAConfig and config.model.heads == 1 and not config.model.layernorm
     if construction is not None and plain_lsa:
         wm = weight_match(model, construction)

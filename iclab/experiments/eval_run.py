@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from iclab import plotting
-from iclab.algorithms.registry import make_learner, split_learner_list
+from iclab.algorithms.registry import LearnerSpecError, make_learner, split_learner_list
 from iclab.config import TaskConfig, config_from_dict, config_to_dict
+from iclab.errors import SpecError
 from iclab.evaluation import METRICS, curves_table, error_curves
 from iclab.report import format_table
 from iclab.runs import RunDir, atomic_write_bytes
@@ -23,6 +24,10 @@ from iclab.shifts import apply_shift, parse_shift
 from iclab.tasks import Prompts, make_task
 
 __all__ = ["eval_prompts", "resolve_learners", "run_eval"]
+
+
+def _targets(k: int | None) -> str:
+    return "scalar targets" if k is None else f"vector targets (k = {k})"
 
 
 def resolve_learners(specs: list[str], task) -> dict[str, Any]:
@@ -36,8 +41,13 @@ def resolve_learners(specs: list[str], task) -> dict[str, Any]:
             run = RunDir.open(path)
             config = config_from_dict(run.config())
             if config.task.d != task.d:
-                raise ValueError(
+                raise LearnerSpecError(
                     f"learners: run {spec!r} was trained with d = {config.task.d}, the task has d = {task.d}"
+                )
+            if config.target_dim != task.config.target_dim:
+                raise LearnerSpecError(
+                    f"learners: run {spec!r} was trained on {_targets(config.target_dim)}, the task "
+                    f"{task.config.name!r} has {_targets(task.config.target_dim)}"
                 )
             learners[path.name or spec] = load_model(run)
         else:
@@ -76,7 +86,7 @@ def run_eval(
 ) -> tuple[dict[str, Any], str]:
     """Returns (JSON-ready results, printable text). Figures go to out/ when given."""
     if metric not in METRICS:
-        raise ValueError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
+        raise SpecError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
     task = make_task(task_config)
     shift_specs = split_learner_list(shifts)  # same comma grammar
     for s in shift_specs:

@@ -30,7 +30,7 @@ from iclab.algorithms.local import KNN, Averaging
 from iclab.analysis.alignment import align, plot_alignment
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.evaluation import Curve, error_curves
-from iclab.experiments.reproduction import Analysis, Context, NoOptions, Reproduction
+from iclab.experiments.driver import Analysis, Context, NoOptions, Reproduction
 from iclab.models.gpt import GPTConfig
 from iclab.report import Claim, format_table
 from iclab.tasks.linear import LinearConfig

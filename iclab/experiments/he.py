@@ -29,8 +29,8 @@ from iclab.analysis.compare import compare_learners, half_mse
 from iclab.analysis.patterns import circuit_statistics
 from iclab.config import ExperimentConfig, TrainConfig
 from iclab.experiments.common import standard_error
+from iclab.experiments.driver import Analysis, Context, NoOptions, Reproduction
 from iclab.experiments.he_claims import active_heads, he_claims, length_claim
-from iclab.experiments.reproduction import Analysis, Context, NoOptions, Reproduction
 from iclab.models.softmax import SoftmaxConfig
 from iclab.report import Claim, format_table
 from iclab.tasks import Prompts, make_task

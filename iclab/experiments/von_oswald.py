@@ -21,7 +21,7 @@ from iclab.algorithms.tuning import StepSizes, tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
 from iclab.config import ExperimentConfig, TrainConfig
 from iclab.experiments.common import standard_error
-from iclab.experiments.reproduction import Analysis, Context, Reproduction
+from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.models.features import FeatureLSAConfig
 from iclab.models.lsa import LSAConfig
 from iclab.models.separate import SeparateConfig

@@ -43,6 +43,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from iclab.metrics import half_mse
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
 
@@ -126,7 +127,8 @@ class ICLModel(HookedModule):
 
     def training_loss(self, prompts: Prompts) -> Tensor:
         """Scalar loss of one training batch: ½·mean squared error at the queries, or, for models that predict
-        every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt."""
+        every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt
+        (iclab.metrics.half_mse: summed over the outputs of vector targets, averaged over prompts and queries)."""
         if self.predicts_prefixes:
-            return 0.5 * ((self.predict_prefixes(prompts.x, prompts.y) - prompts.y) ** 2).mean()
-        return 0.5 * ((self.predict_prompts(prompts) - prompts.y_q) ** 2).mean()
+            return half_mse(self.predict_prefixes(prompts.x, prompts.y), prompts.y)
+        return half_mse(self.predict_prompts(prompts), prompts.y_q)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.gd import gd_predict
+from iclab.metrics import half_mse
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookPoint
 from iclab.models.lsa import LSA, LSAConfig, LSAWeights
@@ -186,7 +187,7 @@ def tune_feature_steps(
 
     def objective() -> Tensor:
         pred = gd_predict(f_ctx, y_ctx, f_q, etas.expand(steps) if tied else etas, precond=A)
-        return 0.5 * ((pred - y_q) ** 2).mean()
+        return half_mse(pred, y_q)
 
     opt = torch.optim.LBFGS([etas], lr=1.0, max_iter=200, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
 

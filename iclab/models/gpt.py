@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iclab.config import ModelConfig
+from iclab.config import ConfigError, ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import InterleavedLayout, causal_mask
@@ -230,7 +230,7 @@ class GPT(ICLModel):
         """
         L = tokens.shape[1]
         if self.W_pos.shape[0] < L:
-            raise ValueError(
+            raise ConfigError(  # the prompt is longer than the run's config allows: the user's to fix
                 f"GPT: {L} tokens exceed the {self.W_pos.shape[0]} learned positions (model.max_points = "
                 f"{self.config.max_points} points); raise model.max_points"
             )

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from iclab.config import ConfigError
 from iclab.models.base import AttentionWeights, ICLModel, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, LSAConfig, LSAWeights
@@ -147,7 +148,7 @@ class SeparateTokenModel(ICLModel):
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → tokens [B, 2n + m, D]."""
         points = x_ctx.shape[1] + x_q.shape[1]
         if self.layout.pos_kind == "onehot" and self.layout.positions == "pair" and points > self.layout.pos_dim:
-            raise ValueError(
+            raise ConfigError(  # the prompt is longer than the run's config allows: the user's to fix
                 f"model.max_points: prompts of {points} points (context + queries) need max_points ≥ {points}, "
                 f"got {self.layout.pos_dim}"
             )

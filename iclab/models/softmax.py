@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iclab.config import ModelConfig
+from iclab.config import ConfigError, ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.tokens import ConcatLayout
@@ -178,7 +178,7 @@ class SoftmaxAttention(ICLModel):
         z = tokens
         if self.pos_embed is not None:
             if n_ctx + 1 > self.pos_embed.shape[0]:
-                raise ValueError(
+                raise ConfigError(  # the prompt is longer than the run's config allows: the user's to fix
                     f"softmax positions cover {self.pos_embed.shape[0]} points (model.max_points); the prompt has "
                     f"{n_ctx} context points, which needs max_points ≥ {n_ctx + 1}"
                 )

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from iclab.config import ConfigError, ExperimentConfig
+from iclab.metrics import half_mse
 from iclab.models import make_model
 from iclab.runs import (
     RunDir,
@@ -73,11 +74,12 @@ def eval_prompts_for(config: ExperimentConfig, device: torch.device, dtype: torc
 
 @torch.no_grad()
 def evaluate_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> float:
-    """Held-out ½·MSE at the queries, in chunks to bound memory."""
+    """Held-out ½·MSE at the queries (iclab.metrics' reduction: summed over vector outputs, averaged over prompts
+    and queries), accumulated in float64 over chunks to bound memory."""
     total = 0.0
     for start in range(0, len(prompts), chunk):
         part = prompts[start : start + chunk]
-        total += 0.5 * ((model.predict_prompts(part) - part.y_q) ** 2).double().sum().item()
+        total += half_mse(model.predict_prompts(part), part.y_q, reduction="sum", dtype=torch.float64).item()
     return total / (len(prompts) * prompts.y_q.shape[1])
 
 
