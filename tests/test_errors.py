@@ -145,7 +145,7 @@ def test_bug_during_training_logs_under_the_run(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("deep inside the trainer")
 
-    monkeypatch.setattr(trainer, "evaluate_half_mse", broken)
+    monkeypatch.setattr(trainer, "member_half_mse", broken)
     run = tmp_path / "run"
     line = _one_line(capsys, main(["train", *TINY, "--out", str(run)]), 1)
     assert "internal error in iclab train" in line and "ValueError: deep inside the trainer" in line

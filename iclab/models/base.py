@@ -98,6 +98,8 @@ class ICLModel(HookedModule):
 
     takes_mask: ClassVar[bool] = False
     predicts_prefixes: ClassVar[bool] = False
+    members: int = 1
+    """E > 1: E independent members stacked on every parameter's leading dimension (iclab.training.trainer)"""
 
     def set_impl(self, impl: Impl) -> ICLModel:
         """Run every block with two implementations on its "fast" or its "naive" path (module docstring)."""

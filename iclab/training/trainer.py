@@ -1,5 +1,10 @@
 """The trainer: Adam(W) on ½·MSE at the queries, fixed held-out evaluation, checkpoints, bit-identical resume.
 
+One trainer for one model or for E models at once: a model that declares `members` = E holds E independent members
+on the leading dimension of every parameter, its `training_loss` returns the [E] losses and `predict_prompts`
+[E, B, m] predictions. The trainer backpropagates their sum (each member's gradient is its own), clips each member's
+gradient on its own, and logs every member's losses beside their means. An ordinary model is the case E = 1.
+
 A training step does no host synchronisation: prompts are sampled on the device from the run's generator,
 the loss is accumulated on the device, and metrics are pulled only every `eval_every` steps. Checkpoints are
 taken at evaluation steps (so the logged train loss is never split across a resume) and hold the model,
@@ -13,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from iclab.config import ConfigError, ExperimentConfig
@@ -32,9 +37,11 @@ from iclab.tasks.curriculum import Curriculum
 __all__ = [
     "TrainResult",
     "TrainingDiverged",
+    "clip_grad_norm_per_member",
     "curriculum_for",
     "evaluate_half_mse",
     "load_model",
+    "member_half_mse",
     "resolve_device",
     "train",
 ]
@@ -75,12 +82,42 @@ def eval_prompts_for(config: ExperimentConfig, device: torch.device, dtype: torc
 @torch.no_grad()
 def evaluate_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> float:
     """Held-out ½·MSE at the queries (iclab.metrics' reduction: summed over vector outputs, averaged over prompts
-    and queries), accumulated in float64 over chunks to bound memory."""
-    total = 0.0
+    and queries), accumulated in float64 over chunks to bound memory; the mean over members (`member_half_mse`)."""
+    return float(member_half_mse(model, prompts, chunk).mean())
+
+
+@torch.no_grad()
+def member_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> Tensor:
+    """[members] held-out ½·MSE of each member (a model with `members` = E predicts [E, B, m] at once; [1] for an
+    ordinary model), float64 on the CPU."""
+    members = getattr(model, "members", 1)
+    total = torch.zeros(members, dtype=torch.float64)
     for start in range(0, len(prompts), chunk):
+        if members == 1:  # one model: one float64 sum per chunk
+            part = prompts[start : start + chunk]
+            total += half_mse(model.predict_prompts(part), part.y_q, reduction="sum", dtype=torch.float64).item()
+            continue
         part = prompts[start : start + chunk]
-        total += half_mse(model.predict_prompts(part), part.y_q, reduction="sum", dtype=torch.float64).item()
+        pred = model.predict_prompts(part).reshape(members, *part.y_q.shape)  # [E, B, m(, k)]
+        pointwise = half_mse(pred, part.y_q.expand_as(pred), reduction="none", dtype=torch.float64)  # [E, B, m]
+        total += pointwise.reshape(members, -1).sum(1).cpu()
     return total / (len(prompts) * prompts.y_q.shape[1])
+
+
+def clip_grad_norm_per_member(params: list[nn.Parameter], max_norm: float, members: int) -> None:
+    """Clip each member's gradient to global norm max_norm on its own (torch's clip_grad_norm_ for one member):
+    every parameter of a model with E members carries them on its leading dimension, so member e's gradient is
+    the slices p.grad[e]. No host synchronisation."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if members == 1:
+        nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    sq = torch.stack([g.reshape(members, -1).pow(2).sum(1) for g in grads]).sum(0)  # [E]
+    scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # torch's formula, per member
+    for g in grads:
+        g.mul_(scale.view(members, *([1] * (g.dim() - 1))).to(g.dtype))
 
 
 def curriculum_for(config: ExperimentConfig) -> Curriculum | None:
@@ -141,10 +178,11 @@ def train(
     elif run is not None:
         run.truncate_metrics(after_step=-1)
         _save(run, 0, model, opt, gen)
-        run.log_metrics([{"step": 0, "eval_half_mse": evaluate_half_mse(model, eval_set)}])
+        run.log_metrics([{"step": 0, **_eval_columns(member_half_mse(model, eval_set))}])
 
     began = time.perf_counter()
-    running = torch.zeros((), device=device, dtype=torch.float64)
+    members = getattr(model, "members", 1)  # E independent members on every parameter's leading dimension
+    running = torch.zeros(members, device=device, dtype=torch.float64)
     # First step whose loss was non-finite, tracked on the device (no sync); -1 while all are finite.
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     since_eval = 0
@@ -160,18 +198,19 @@ def train(
             )
         loss = model.training_loss(prompts)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()  # members are independent: the sum's gradient is each member's own
         if t.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            clip_grad_norm_per_member(list(model.parameters()), t.grad_clip, members)
         opt.step()
         lr_used = opt.param_groups[0]["lr"]
         sched.step()
-        running += loss.detach()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        running += loss.detach().reshape(members)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()).all(), step, first_bad)
         since_eval += 1
         if step % t.eval_every == 0 or step == t.steps:
-            train_loss = (running / since_eval).item()
-            last_eval = evaluate_half_mse(model, eval_set)
+            train_losses = (running / since_eval).cpu()  # [members]
+            eval_losses = member_half_mse(model, eval_set)  # [members]
+            train_loss, last_eval = float(train_losses.mean()), float(eval_losses.mean())
             if not (math.isfinite(train_loss) and math.isfinite(last_eval)):
                 good = run.latest_checkpoint() if run is not None else None
                 bad = int(first_bad.item())
@@ -192,6 +231,9 @@ def train(
                     "lr": lr_used,
                     "wall_time_s": time.perf_counter() - began,
                 }
+                row.update(_eval_columns(eval_losses))
+                if members > 1:  # each member's own losses beside their means
+                    row.update({f"train_{model.loss_name}/member{e}": float(v) for e, v in enumerate(train_losses)})
                 run.log_metrics([row])
                 if step % t.checkpoint_every == 0 or step == t.steps:
                     _save(run, step, model, opt, gen)
@@ -201,6 +243,14 @@ def train(
     if start >= t.steps:
         last_eval = evaluate_half_mse(model, eval_set)
     return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set)
+
+
+def _eval_columns(losses: Tensor) -> dict[str, float]:
+    """The metric columns of held-out losses [members]: their mean, and each member's when there are several."""
+    columns = {"eval_half_mse": float(losses.mean())}
+    if len(losses) > 1:
+        columns.update({f"eval_half_mse/member{e}": float(v) for e, v in enumerate(losses)})
+    return columns
 
 
 def _save(run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
