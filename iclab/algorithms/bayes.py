@@ -21,6 +21,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
+from iclab.tasks.base import Task
 
 __all__ = ["DMMSE", "LEARNERS", "dmmse_log_posterior"]
 
@@ -115,9 +116,9 @@ class DMMSE(MaskedLearner):
 
 def _dmmse(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> DMMSE:
     check_args(args, kwargs, 1, ("float64",))
-    config = getattr(task, "config", None)
-    if config is None or not hasattr(task, "pool_params"):
+    if not isinstance(task, Task):
         raise ValueError("needs a task with a finite task pool (task.pool_size > 0)")
+    config = task.config
     if config.pool_size < 1:
         raise ValueError("the task has no finite pool (task.pool_size = 0); dMMSE is Bayes for a pool prior")
     pool = task.pool_params(dtype=torch.float64)

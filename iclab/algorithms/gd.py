@@ -21,6 +21,8 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import prefix_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, parse_real, spec_string
+from iclab.tasks.base import Task
+from iclab.tasks.linear import LinearRegressionTask
 from iclab.theory import debiased_gd_step
 
 __all__ = ["GD", "LEARNERS", "DebiasedGD", "GDPlusPlus", "gd_predict", "gdpp_predict"]
@@ -215,7 +217,7 @@ def _tuned(task: Any, steps: int, plus_plus: bool) -> Any:
     """tune_steps(task, steps, plus_plus), cached per (task class, config): tuning takes seconds."""
     from iclab.algorithms.tuning import tune_steps  # tuning imports this module
 
-    if task is None or not hasattr(task, "x_second_moment") or not hasattr(getattr(task, "config", None), "n_points"):
+    if not isinstance(task, Task):
         raise ValueError("tuned steps need a linear-regression task; give eta=… for a fixed step")
     if task.config.target_dim is not None:
         raise ValueError(f"tuned steps need scalar targets; task {task.config.name!r} has vector targets")
@@ -259,7 +261,7 @@ def _gd(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> GD:
 def _pgd(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> GD:
     check_args(args, kwargs, 1, ("eta",))
     k = _steps_arg("pgd", args)
-    if task is None or not hasattr(task, "x_second_moment"):
+    if not isinstance(task, Task):
         raise ValueError("needs a task: its preconditioner is the inverse input second moment")
     precond = torch.diag(1.0 / task.x_second_moment())
     etas = (
@@ -290,7 +292,7 @@ def _debiased(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Debia
     if args:
         learner = DebiasedGD(parse_real("ETA", args[0]))
     else:
-        if task is None or not hasattr(task, "x_second_moment") or not hasattr(task, "w_second_moment"):
+        if not isinstance(task, LinearRegressionTask):
             raise ValueError("without ETA it needs a linear-regression task (its optimal step uses σ², τ², m₂)")
         m2 = task.x_second_moment().mean().item()
         tau2 = task.w_second_moment().mean().item()

@@ -29,6 +29,8 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.ls_prefix import prefix_conditioning
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
+from iclab.tasks.base import Task
+from iclab.tasks.linear import LinearRegressionTask
 from iclab.theory import ridge_bayes_lambda
 
 __all__ = [
@@ -340,10 +342,9 @@ def _ridge(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Ridge | 
     if args:
         lam = parse_real("LAMBDA", args[0], low=0.0, strict=True)
     else:  # the task's Bayes λ = σ²/τ² (Raventós' "ridge"); its λ → 0⁺ limit is min-norm least squares
-        config = getattr(task, "config", None)
-        if config is None or not hasattr(config, "noise_var") or not hasattr(config, "w_scale"):
+        if not isinstance(task, Task):
             raise ValueError("LAMBDA: required without a task, a finite number > 0 (ridge:0.25)")
-        lam = ridge_bayes_lambda(float(config.noise_var), float(config.w_scale) ** 2)
+        lam = ridge_bayes_lambda(float(task.config.noise_var), float(task.config.w_scale) ** 2)
     learner = (Ridge(lam, dtype=parse_dtype(kwargs))) if lam > 0 else OLS(dtype=parse_dtype(kwargs))
     learner.name = spec_string("ridge", args, kwargs)
     return learner
@@ -356,12 +357,12 @@ def _bayes(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Bayes:
     if args:
         noise, prior = parse_real("SIGMA2", args[0], low=0.0), parse_real("TAU2", args[1], low=0.0, strict=True)
     else:
-        config = getattr(task, "config", None)
-        if config is None or not hasattr(config, "noise_var") or not hasattr(config, "w_scale"):
+        if not isinstance(task, Task):
             raise ValueError("without SIGMA2:TAU2 it needs a task with noise_var and w_scale")
-        noise = float(config.noise_var)
-        # w_second_moment is τ²·diag(w_cov_diag): the exact prior where the task has one
-        prior = task.w_second_moment() if hasattr(task, "w_second_moment") else float(config.w_scale) ** 2
+        noise = float(task.config.noise_var)
+        # w_second_moment is τ²·diag(w_cov_diag): the exact prior of a linear family
+        linear = isinstance(task, LinearRegressionTask)
+        prior = task.w_second_moment() if linear else float(task.config.w_scale) ** 2
     learner = Bayes(noise, prior, dtype=parse_dtype(kwargs))
     learner.name = spec_string("bayes", args, kwargs)
     return learner
