@@ -157,12 +157,14 @@ def layer_activations(model, x: Tensor, y: Tensor, names: Sequence[str] | None =
     with torch.no_grad():
         if isinstance(model, GPT):
             _, cache = model.run_with_cache(model.layout.encode_stream(x, y), names=names)
-            acts = torch.stack([cache[n][:, 0::2] for n in names])  # x tokens: [K, B, T, D]
+            at = model.layout.query_positions(0, T)  # every x token: each is the query of its prefix
+            acts = torch.stack([cache[n][:, at] for n in names])  # [K, B, T, D]
         else:
             x_ctx, y_ctx, x_q, _ = expand_prefixes(x, y)  # [B·T, S, d], [B·T, S], [B·T, 1, d]
             tokens = model.layout.encode_parts(x_ctx, y_ctx, x_q)  # [B·T, S + 1, d + 1]
             _, cache = model.run_with_cache(tokens, x_ctx.shape[1], names=names)
-            acts = torch.stack([cache[n][:, -1] for n in names]).reshape(len(names), B, T, -1)  # [K, B, T, D]
+            at = model.layout.query_positions(x_ctx.shape[1], 1)  # the one query token of each prefix problem
+            acts = torch.stack([cache[n][:, at] for n in names]).reshape(len(names), B, T, -1)  # [K, B, T, D]
     return names, acts
 
 
