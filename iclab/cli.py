@@ -142,6 +142,7 @@ def _cmd_train(args: list[str]) -> int:
         with contextlib.suppress(SystemExit):
             _tyro(_experiment_type(base), ["--help"], prog="iclab train", default=base)
         return 0
+    _check_family_fields(rest, base)
     cfg = _tyro(_experiment_type(base), rest, prog="iclab train", default=base)
     resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
     out = opts.out or Path("runs") / cfg.name
@@ -184,6 +185,22 @@ def _pop_family_names(args: list[str], sections: tuple[str, ...]) -> tuple[list[
         names[section] = value
         i += 1
     return out, names
+
+
+def _check_family_fields(args: list[str], cfg: ExperimentConfig) -> None:
+    """A --task.FIELD / --model.FIELD that the chosen family lacks is a one-line error naming the family and its
+    fields (tyro would only say "unrecognized option")."""
+    for arg in args:
+        section, dot, name = arg.partition("=")[0].removeprefix("--").partition(".")
+        if not dot or section not in ("task", "model") or name.startswith("no-"):
+            continue
+        family = getattr(cfg, section)
+        fields = [f.name for f in dataclasses.fields(family)]
+        if name.replace("-", "_") not in fields:
+            raise UsageError(
+                f"{section}.{name.replace('-', '_')}: not a field of {section} {family.name!r} "
+                f"(--{section}.name chooses another family); its fields: {', '.join(fields)}"
+            )
 
 
 def _experiment_type(cfg: ExperimentConfig) -> Any:

@@ -146,3 +146,10 @@ def test_a_new_family_through_the_cli(families, tmp_path, capsys):
 def test_registering_a_taken_name_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         TASKS.register(TASKS.config_class("linear"), ConstantTask)
+
+
+def test_a_field_of_another_family_is_named_on_the_command_line(capsys, tmp_path):
+    assert main(["train", "--model.name", "gpt", "--model.tied", "true", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model.tied: not a field of model 'gpt'") and "width" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
