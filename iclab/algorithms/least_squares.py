@@ -253,6 +253,7 @@ class Bayes(MaskedLearner):
     def _whitening(self, d: int) -> tuple[float, float, Tensor | None]:
         """(ν, scale, L): in w̃ = L⁻¹w the prior is N(0, I), the noise ν and variances come out in units of scale."""
         if self._sqrt is None:  # isotropic τ²: the posterior of (w/τ) with noise σ²/τ², variance rescaled by τ²
+            assert isinstance(self.prior_var, float)  # _prior_sqrt returns no root only for a scalar
             return self.noise_var / self.prior_var, self.prior_var, None
         if self._sqrt.shape[0] != d:
             raise ValueError(f"prior_var: has dimension {self._sqrt.shape[0]}, the inputs have d = {d}")

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from iclab.config import ConfigError, ExperimentConfig
 from iclab.metrics import half_mse
-from iclab.models import make_model
+from iclab.models import ICLModel, make_model
 from iclab.runs import (
     RunDir,
     generator_state,
@@ -49,7 +49,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    model: nn.Module
+    model: ICLModel
     run: RunDir | None
     final_eval_half_mse: float
     steps: int
@@ -73,7 +73,7 @@ def eval_prompts_for(config: ExperimentConfig, device: torch.device, dtype: torc
 
 
 @torch.no_grad()
-def evaluate_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> float:
+def evaluate_half_mse(model: ICLModel, prompts: Prompts, chunk: int = 8192) -> float:
     """Held-out ½·MSE at the queries (iclab.metrics' reduction: summed over vector outputs, averaged over prompts
     and queries), accumulated in float64 over chunks to bound memory."""
     total = 0.0
@@ -223,7 +223,7 @@ def _restore(run: RunDir, model: nn.Module, opt, sched, gen: torch.Generator) ->
     return step
 
 
-def load_model(run: RunDir) -> nn.Module:
+def load_model(run: RunDir) -> ICLModel:
     """The model of a run at its latest checkpoint (on the CPU, in the run's dtype)."""
     from iclab.config import config_from_dict
 
