@@ -28,6 +28,7 @@ run: install
 
 test: install-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n auto -q --durations=10; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 lint: install-test

@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -35,7 +36,7 @@ class BenchResult:
 
 
 def _median_ms(
-    fns: dict[str, Callable[[], None]], repeats: int, device: torch.device, warmup: int = 2
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 2
 ) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(warmup):
@@ -57,7 +58,7 @@ def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) 
     """One vO training step (sample, forward, backward, AdamW): Gram-form attention vs the written-out one."""
     task = make_task(LinearConfig())
     gen = torch.Generator(device=device).manual_seed(0)
-    steps = {}
+    steps: dict[str, Callable[[], object]] = {}
     for name in IMPLS:
         model = LSA(LSAConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
         model.set_impl(name)
@@ -132,8 +133,8 @@ def bench_eval_protocol(
         learner = make_learner(spec, task)
         ms = _median_ms(
             {
-                "fast": lambda learner=learner: prefix_predictions(learner, x, y),
-                "naive": lambda learner=learner: _one_problem_at_a_time(learner, x[:n_naive], y[:n_naive]),
+                "fast": partial(prefix_predictions, learner, x, y),
+                "naive": partial(_one_problem_at_a_time, learner, x[:n_naive], y[:n_naive]),
             },
             1,
             device,

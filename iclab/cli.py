@@ -31,7 +31,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, cast
 
 import tyro
 
@@ -98,7 +98,9 @@ def _tyro(cls, args: list[str], *, prog: str, default=None, unknown: bool = Fals
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            return tyro.cli(cls, args=args, prog=prog, default=default, return_unknown_args=unknown)
+            if unknown:  # two calls: tyro's overloads type the result by a literal return_unknown_args
+                return tyro.cli(cls, args=args, prog=prog, default=default, return_unknown_args=True)
+            return tyro.cli(cls, args=args, prog=prog, default=default)
     except SystemExit as exc:
         if exc.code in (0, None):
             sys.stdout.write(err.getvalue())
@@ -161,9 +163,10 @@ def _pop_family_names(args: list[str], sections: tuple[str, ...]) -> tuple[list[
     """Take ``--<section>.name NAME`` (or ``=NAME``) out of args: the family decides which fields the rest may set.
     Returns the other args and {section: NAME}; a missing or unknown NAME is a one-line error."""
     from iclab.models import MODELS
+    from iclab.registry import Registry
     from iclab.tasks import TASKS
 
-    registries = {"task": TASKS, "model": MODELS}
+    registries: dict[str, Registry[Any, Any]] = {"task": TASKS, "model": MODELS}
     names: dict[str, str] = {}
     out: list[str] = []
     i = 0
@@ -372,7 +375,8 @@ def _cmd_eval(args: list[str]) -> int:
     args, families = _pop_family_names(args, ("task",))
     task = change_family(_garg_task(), families.get("task", "linear"))
     default = EvalOptions(task=task)
-    opts = _tyro(EvalOptions[type(task)], _flat_task_args(args, task), prog="iclab eval", default=default)
+    options_class = cast(Any, EvalOptions)[type(task)]  # specialised at run time to the task's config class
+    opts = _tyro(options_class, _flat_task_args(args, task), prog="iclab eval", default=default)
     for name in ("n_prompts", "n_boot"):
         if getattr(opts, name) < 1:
             raise UsageError(f"{name}: must be an integer >= 1, got {getattr(opts, name)}")

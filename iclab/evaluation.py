@@ -94,19 +94,23 @@ def prefix_predictions(learner, x: Tensor, y: Tensor, x_query: Tensor | None = N
     B, T, d = x.shape
     if y.dim() == 3:  # vector targets: per output coordinate, folded into the batch
         k = y.shape[-1]
-        rep = lambda t: None if t is None else t.unsqueeze(1).expand(B, k, *t.shape[1:]).reshape(B * k, *t.shape[1:])  # noqa: E731
-        out = prefix_predictions(learner, rep(x), y.permute(0, 2, 1).reshape(B * k, T), rep(x_query), chunk)
+
+        def rep(t: Tensor) -> Tensor:  # [B, ...] → [B·k, ...]
+            return t.unsqueeze(1).expand(B, k, *t.shape[1:]).reshape(B * k, *t.shape[1:])
+
+        x_query_rep = None if x_query is None else rep(x_query)
+        out = prefix_predictions(learner, rep(x), y.permute(0, 2, 1).reshape(B * k, T), x_query_rep, chunk)
         return out.reshape(B, k, T).permute(0, 2, 1)
     takes_mask = accepts_mask(learner)
     step = max(1, chunk // (T * max(T - 1, 1) * max(d, 1)))
-    out = []
+    parts = []
     for s in range(0, B, step):
         x_ctx, y_ctx, x_q, mask = expand_prefixes(x[s : s + step], y[s : s + step])
         if x_query is not None:
             x_q = x_query[s : s + step].reshape(-1, 1, d)
         pred = learner.predict(x_ctx, y_ctx, x_q, mask) if takes_mask else learner.predict(x_ctx, y_ctx, x_q)
-        out.append(pred.reshape(-1, T))
-    return torch.cat(out)
+        parts.append(pred.reshape(-1, T))
+    return torch.cat(parts)
 
 
 def pointwise_errors(pred: Tensor, prompts: Prompts, metric: str, target: Tensor | None = None) -> Tensor:

@@ -238,7 +238,8 @@ def plot_curves(
         color = f"C{i % 10}"
         ax.plot(xs, y, color=color, lw=1.6, marker="o" if markers else None, ms=4, label=name)
         if name in lohi:
-            ax.fill_between(xs, *lohi[name], color=color, alpha=0.2, lw=0)
+            lo, hi = lohi[name]
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.2, lw=0)
     ax.set_yscale("log" if log_y else "linear")
     if ylim is not None:
         ax.set_ylim(*ylim)

@@ -19,6 +19,7 @@ no device synchronisation); it runs on construction.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -26,6 +27,12 @@ from torch import Tensor
 __all__ = ["Prompts"]
 
 
+@overload
+def _move(t: Tensor, device, dtype) -> Tensor: ...
+@overload
+def _move(t: None, device, dtype) -> None: ...
+@overload
+def _move(t: Tensor | None, device, dtype) -> Tensor | None: ...
 def _move(t: Tensor | None, device, dtype) -> Tensor | None:
     """t on `device`; cast to `dtype` only if it is floating (ids, labels and indices keep their dtype)."""
     if t is None:

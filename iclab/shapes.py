@@ -34,4 +34,4 @@ def shape_checked(fn: F) -> F:
         return fn
     from beartype import beartype
 
-    return jaxtyped(typechecker=beartype)(fn)  # type: ignore[return-value]
+    return jaxtyped(typechecker=beartype)(fn)

@@ -96,6 +96,7 @@ def parse_shift(spec: str) -> tuple[str, float | None]:
 
 def _with_inputs(task, prompts: Prompts, x: Tensor) -> Prompts:
     """Same tasks and noise draws, new inputs x [B, T, d]: f = task.targets(x), y = f + (old y − old f)."""
+    assert prompts.f is not None  # apply_shift requires noiseless targets
     f = task.targets(x, prompts)
     noise = prompts.y - prompts.f
     return replace(prompts, x=x, f=f, y=f + noise)
@@ -108,6 +109,7 @@ def _random_rotation(d: int, gen: torch.Generator, like: Tensor) -> Tensor:
 
 def _queries(task, prompts: Prompts, x_query: Tensor) -> tuple[Tensor, Tensor]:
     """(y_query, f_query) of new queries: the tasks' functions at x_query plus the original noise draws."""
+    assert prompts.f is not None  # apply_shift requires noiseless targets
     f_q = task.targets(x_query, prompts)
     return f_q + (prompts.y - prompts.f), f_q
 
@@ -123,14 +125,18 @@ def apply_shift(spec: str, prompts: Prompts, task, *, generator: torch.Generator
     if name == "none":
         return Shifted(spec, prompts)
     if name == "length":
+        assert v is not None  # parse_shift: every shift in _NEEDS_VALUE has one
         fresh = task.sample(B, generator=gen, dtype=x.dtype, device=gen.device, n_points=int(v))
         return Shifted(spec, fresh.to(x.device))
     if name == "scale_x":
+        assert v is not None  # parse_shift: every shift in _NEEDS_VALUE has one
         return Shifted(spec, _with_inputs(task, prompts, x * v))
     if name == "scale_y":
+        assert v is not None  # parse_shift: every shift in _NEEDS_VALUE has one
         f = prompts.f * v
         return Shifted(spec, replace(prompts, f=f, y=f + (prompts.y - prompts.f)))
     if name == "noisy_labels":
+        assert v is not None  # parse_shift: every shift in _NEEDS_VALUE has one
         noise = torch.randn(prompts.y.shape, generator=gen, device=gen.device, dtype=torch.float64).to(prompts.y) * v
         return Shifted(spec, replace(prompts, y=prompts.y + noise))
     if name == "skewed":
@@ -139,6 +145,7 @@ def apply_shift(spec: str, prompts: Prompts, task, *, generator: torch.Generator
         eig = eig * math.sqrt(d / float((eig**2).sum()))  # E‖xA‖² = E‖x‖² for isotropic x
         return Shifted(spec, _with_inputs(task, prompts, x @ (u * eig) @ u.T))
     if name == "covariance":
+        assert v is not None  # parse_shift: every shift in _NEEDS_VALUE has one
         lam = torch.logspace(0, -math.log10(v), d, dtype=torch.float64)
         lam = (lam / lam.mean()).to(x)
         return Shifted(spec, _with_inputs(task, prompts, x * lam.sqrt()))

@@ -124,8 +124,8 @@ def gd1_optimal_eta(*, d: int, n: int, m2: float, m4: float, tau2: float = 1.0, 
 
 def gd1_optimal_half_mse(*, d: int, n: int, m2: float, m4: float, tau2: float = 1.0, sigma2: float = 0.0) -> float:
     """``gd1_half_mse`` at η*: ½[τ² d m₂ (1 − η* m₂) + σ²] (½·MSE units, query noise included)."""
-    kw = dict(d=d, n=n, m2=m2, m4=m4, tau2=tau2, sigma2=sigma2)
-    return gd1_half_mse(gd1_optimal_eta(**kw), **kw)
+    eta = gd1_optimal_eta(d=d, n=n, m2=m2, m4=m4, tau2=tau2, sigma2=sigma2)
+    return gd1_half_mse(eta, d=d, n=n, m2=m2, m4=m4, tau2=tau2, sigma2=sigma2)
 
 
 def _gdk_coeffs(k, d, n, tau2, sigma2, x_dist, scale) -> list[Fraction]:

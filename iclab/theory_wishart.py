@@ -62,7 +62,7 @@ def wishart_trace_moments(j_max: int, d: int, n: int) -> tuple[int, ...]:
 
 def _set_partitions(j: int) -> list[tuple[int, ...]]:
     """Set partitions of range(j) as restricted-growth strings (block label of each position)."""
-    out = [()]
+    out: list[tuple[int, ...]] = [()]
     for _ in range(j):
         out = [(*s, b) for s in out for b in range(max(s, default=-1) + 2)]
     return out

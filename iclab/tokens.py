@@ -91,7 +91,7 @@ class ConcatLayout:
         self.k = k
         if k is not None:
             # readout stays a staticmethod (callers use ConcatLayout.readout(tokens, n_ctx)); a vector instance binds k
-            self.readout = partial(ConcatLayout.readout, k=k)
+            self.readout = partial(ConcatLayout.readout, k=k)  # type: ignore[method-assign]  # per-instance k, on purpose
 
     def width(self, d: int) -> int:
         return d + (1 if self.k is None else self.k)

@@ -125,11 +125,11 @@ class MaskedLearner:
         B, T, d = x.shape
         per_prompt = T * max(T - 1, 1) * max(d, 1)
         step = max(1, self.chunk_elements // per_prompt)
-        out = []
+        parts = []
         for s in range(0, B, step):
             x_ctx, y_ctx, x_q, mask = expand_prefixes(x[s : s + step], y[s : s + step])
-            out.append(self.predict_masked(x_ctx, y_ctx, x_q, mask).reshape(-1, T))
-        return torch.cat(out)
+            parts.append(self.predict_masked(x_ctx, y_ctx, x_q, mask).reshape(-1, T))
+        return torch.cat(parts)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -255,6 +255,7 @@ class Bayes(MaskedLearner):
     def _whitening(self, d: int) -> tuple[float, float, Tensor | None]:
         """(ν, scale, L): in w̃ = L⁻¹w the prior is N(0, I), the noise ν and variances come out in units of scale."""
         if self._sqrt is None:  # isotropic τ²: the posterior of (w/τ) with noise σ²/τ², variance rescaled by τ²
+            assert isinstance(self.prior_var, float)  # _prior_sqrt returns no root only for a scalar
             return self.noise_var / self.prior_var, self.prior_var, None
         if self._sqrt.shape[0] != d:
             raise ValueError(f"prior_var: has dimension {self._sqrt.shape[0]}, the inputs have d = {d}")
@@ -354,6 +355,7 @@ def _bayes(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Bayes:
     check_args(args, kwargs, 2, ("float64",))
     if len(args) == 1:
         raise ValueError("give both SIGMA2 and TAU2 (bayes:0.1:1) or neither (the task's noise and prior)")
+    prior: float | Tensor
     if args:
         noise, prior = parse_real("SIGMA2", args[0], low=0.0), parse_real("TAU2", args[1], low=0.0, strict=True)
     else:
@@ -361,8 +363,7 @@ def _bayes(args: tuple[str, ...], kwargs: dict[str, str], task: Any) -> Bayes:
             raise ValueError("without SIGMA2:TAU2 it needs a task with noise_var and w_scale")
         noise = float(task.config.noise_var)
         # w_second_moment is τ²·diag(w_cov_diag): the exact prior of a linear family
-        linear = isinstance(task, LinearRegressionTask)
-        prior = task.w_second_moment() if linear else float(task.config.w_scale) ** 2
+        prior = task.w_second_moment() if isinstance(task, LinearRegressionTask) else float(task.config.w_scale) ** 2
     learner = Bayes(noise, prior, dtype=parse_dtype(kwargs))
     learner.name = spec_string("bayes", args, kwargs)
     return learner

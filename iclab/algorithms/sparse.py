@@ -44,6 +44,14 @@ __all__ = ["LEARNERS", "Lasso", "lasso_duality_gap", "lasso_objective", "lasso_p
 CHECK_EVERY = 10  # iterations between duality-gap checks (each costs a float64 pass over S)
 EXACT_GAP = 1e-12  # homotopy: a duality gap above this × yᵀy is not round-off; the reference path solves again
 
+Stats = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # (S, b, yᵀy, n, α) of a batch of problems [P, ...]
+
+
+def _rows(stats: Stats, idx: Tensor) -> Stats:
+    """The statistics of the problems `idx` only."""
+    S, b, yy, n, alpha = stats
+    return S[idx], b[idx], yy[idx], n[idx], alpha[idx]
+
 
 def lasso_objective(S: Tensor, b: Tensor, yy: Tensor, n: Tensor, alpha: Tensor | float, w: Tensor) -> Tensor:
     """P(w) = (1/(2n))‖y − Xw‖² + α‖w‖₁ from S [..., d, d], b [..., d], yy = yᵀy [...], n [...], w [..., d] → [...]
@@ -73,9 +81,7 @@ def _soft(v: Tensor, thr: Tensor) -> Tensor:
     return v.sign() * (v.abs() - thr).clamp_min(0)
 
 
-def _fista(
-    A: Tensor, c: Tensor, alpha: Tensor, w: Tensor, stats64: tuple[Tensor, ...], iters: int, tol: float
-) -> Tensor:
+def _fista(A: Tensor, c: Tensor, alpha: Tensor, w: Tensor, stats64: Stats, iters: int, tol: float) -> Tensor:
     """FISTA with adaptive restart from w: A = S/n [P, d, d], c = b/n [P, d], α [P], w [P, d] (all in the working
     dtype), stats64 = (S, b, yᵀy, n, α) in float64 for the stopping test → w [P, d]."""
     d = A.shape[-1]
@@ -97,7 +103,7 @@ def _fista(
         if it % CHECK_EVERY and it != iters:
             continue
         out[idx] = w
-        stats = [v[idx] for v in stats64]
+        stats = _rows(stats64, idx)
         keep = lasso_duality_gap(*stats, w.double()) > tol * stats[2]  # [P']: not converged yet
         if not bool(keep.any()):
             break
@@ -105,7 +111,7 @@ def _fista(
     return out
 
 
-def _certified(stats64: tuple[Tensor, ...], w: Tensor, tol: float, dt: torch.dtype) -> Tensor:
+def _certified(stats64: Stats, w: Tensor, tol: float, dt: torch.dtype) -> Tensor:
     """[P] bool: w [P, d] (float64) solves its problem exactly up to round-off (duality gap ≤ EXACT_GAP·yᵀy), and
     the dt-rounded copy passes the tolerance (gap ≤ tol·yᵀy). stats64 = (S, b, yᵀy, n, α) in float64."""
     yy = stats64[2]
@@ -115,9 +121,7 @@ def _certified(stats64: tuple[Tensor, ...], w: Tensor, tol: float, dt: torch.dty
     return ok
 
 
-def _finish(
-    stats64: tuple[Tensor, ...], w: Tensor, reached: Tensor, iters: int, tol: float, dt: torch.dtype, exact: bool
-) -> Tensor:
+def _finish(stats64: Stats, w: Tensor, reached: Tensor, iters: int, tol: float, dt: torch.dtype, exact: bool) -> Tensor:
     """The last stage of both entry points: stats64 = (S, b, yᵀy, n, α) in float64 [P, ...], w [P, d] float64 from
     the fast path, reached [P] → w [P, d] in dt.
 
@@ -131,7 +135,7 @@ def _finish(
     if exact:
         redo = (~reached | (lasso_duality_gap(*stats64, w) > EXACT_GAP * yy64)).nonzero().squeeze(-1)
         if redo.numel():
-            sub, s = tuple(v[redo] for v in stats64), scale[redo]
+            sub, s = _rows(stats64, redo), scale[redo]
             ref = homotopy_reference(sub[0] / s[:, None, None], sub[1] / s[:, None], sub[4], 4 * w.shape[-1])[0]
             cand = torch.stack([w[redo], ref, torch.zeros_like(ref)])  # [3, R, d]
             best = lasso_objective(*sub, cand).argmin(0)  # [R]
@@ -139,7 +143,7 @@ def _finish(
     w = w.to(dt)
     todo = (lasso_duality_gap(*stats64, w.double()) > tol * yy64).nonzero().squeeze(-1)  # [P'']
     if todo.numel():
-        sub, s = tuple(v[todo] for v in stats64), scale[todo]
+        sub, s = _rows(stats64, todo), scale[todo]
         w = w.clone() if w.dtype == torch.float64 else w
         w[todo] = _fista(
             (sub[0] / s[:, None, None]).to(dt), (sub[1] / s[:, None]).to(dt), sub[4].to(dt), w[todo], sub, iters, tol
@@ -166,7 +170,7 @@ def lasso_weights(
     """
     batch = torch.broadcast_shapes(S.shape[:-2], b.shape[:-1], yy.shape, n.shape, torch.as_tensor(alpha).shape)
     d, dt = S.shape[-1], dtype or S.dtype
-    f64 = dict(dtype=torch.float64, device=S.device)
+    f64: dict[str, Any] = dict(dtype=torch.float64, device=S.device)
     S64 = S.to(**f64).expand(*batch, d, d).reshape(-1, d, d)  # [P, d, d]: one problem per (batch element, α)
     b64 = b.to(**f64).expand(*batch, d).reshape(-1, d)  # [P, d]
     yy64 = yy.to(**f64).expand(batch).reshape(-1)  # [P]
@@ -199,7 +203,7 @@ def lasso_prefix_weights(
     """
     B, T, d = x.shape
     dt = dtype or x.dtype
-    f64 = dict(dtype=torch.float64, device=x.device)
+    f64: dict[str, Any] = dict(dtype=torch.float64, device=x.device)
     w_all = torch.zeros(B, T, d, **f64)  # [B, T, d]: the paths' end points
     reached = torch.ones(B, T, dtype=torch.bool, device=x.device)
     ok = reached.clone()  # reached and `_certified`; the rest go through `_finish`

@@ -242,6 +242,8 @@ class DecisionTree(_Chunked):
 class GradientBoosting(_Chunked):
     """Gradient-boosted trees for squared loss (module docstring): n_estimators stages of depth-max_depth trees."""
 
+    max_depth: int  # always a depth here (no unlimited trees in boosting)
+
     def __init__(self, n_estimators: int = 100, max_depth: int = 3, lr: float = 0.1):
         if n_estimators < 1 or max_depth < 1 or not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"gbt: needs n_estimators >= 1, depth >= 1, lr > 0; got {n_estimators}, {max_depth}, {lr}")

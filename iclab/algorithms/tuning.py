@@ -16,8 +16,7 @@ import torch
 from iclab import theory
 from iclab.algorithms.gd import gd_predict, gdpp_predict
 from iclab.metrics import half_mse
-from iclab.tasks.base import Prompts
-from iclab.tasks.linear import LinearRegressionTask
+from iclab.tasks.base import Prompts, Task
 
 __all__ = ["StepSizes", "closed_form_gd1_eta", "tune_steps"]
 
@@ -32,7 +31,7 @@ class StepSizes:
     method: str
 
 
-def closed_form_gd1_eta(task: LinearRegressionTask) -> float | None:
+def closed_form_gd1_eta(task: Task) -> float | None:
     """Optimal one-step η for i.i.d.-coordinate inputs and isotropic w; None where no closed form applies."""
     c = task.config
     if c.x_cov_diag is not None or getattr(c, "w_cov_diag", None) is not None:
@@ -42,7 +41,7 @@ def closed_form_gd1_eta(task: LinearRegressionTask) -> float | None:
 
 
 def tune_steps(
-    task: LinearRegressionTask,
+    task: Task,  # a linear-regression task; only the input distribution and TaskConfig's fields are read
     steps: int,
     *,
     plus_plus: bool = False,

@@ -15,13 +15,13 @@ A learner is anything with predict(x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d])
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor
 
 from iclab import metrics
-from iclab.models.lsa import LSA
+from iclab.models.lsa import LSA, LSAWeights
 from iclab.tasks.base import Prompts
 
 __all__ = [
@@ -53,6 +53,8 @@ def half_mse(learner: Learner, prompts: Prompts, *, noiseless: bool = False) -> 
     """½·mean (ŷ − y_q)² over prompts and queries (against the noiseless f_q if `noiseless`; iclab.metrics.half_mse
     of the learner's predictions, averaged in float64)."""
     target = prompts.f_q if noiseless else prompts.y_q
+    if target is None:
+        raise ValueError("noiseless: the prompts carry no noiseless targets f")
     return metrics.half_mse(_predict(learner, prompts), target, dtype=torch.float64).item()
 
 
@@ -103,7 +105,7 @@ def weight_match(model: LSA, construction: LSA) -> list[dict[str, float | list]]
     if model.config.heads != 1:
         raise ValueError("model.heads: weight match reads one (KQ, OV) pair per layer; needs heads = 1")
     d = model.d
-    rows = []
+    rows: list[dict[str, float | list]] = []
     for layer in range(model.config.layers):
         w_t, w_c = model.layer_weights(layer), construction.layer_weights(layer)
         kq, pv, s = _rescaled(w_t.KQ[0].detach().double(), w_t.OV[0].detach().double(), d)
@@ -130,21 +132,23 @@ def _with_effective_weights(model: LSA, kqs: Sequence[Tensor], pvs: Sequence[Ten
     clone.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
     eye = torch.eye(model.d + 1, dtype=dtype, device=device)
     with torch.no_grad():
-        for weights, kq, pv in zip(clone.weights, kqs, pvs):
+        for module, kq, pv in zip(clone.weights, kqs, pvs):
+            weights = cast(LSAWeights, module)
             weights.W_K[0], weights.W_Q[0], weights.W_O[0], weights.W_V[0] = eye, kq, eye, pv
     return clone
 
 
-def interpolation_curve(
-    model: LSA, construction: LSA, prompts: Prompts, ts: Sequence[float] = tuple(i / 10 for i in range(11))
-) -> list[float]:
+_T_GRID = tuple(i / 10 for i in range(11))  # 0, 0.1, …, 1 (not inline: mypy 2.4 rejects a comprehension as a default)
+
+
+def interpolation_curve(model: LSA, construction: LSA, prompts: Prompts, ts: Sequence[float] = _T_GRID) -> list[float]:
     """½·MSE of the model whose (rescaled) KQ, OV are (1 − t)·trained + t·constructed, for each t."""
     if model.config.heads != 1:
         raise ValueError("model.heads: interpolation needs heads = 1")
     d = model.d
     pairs = []
     for layer in range(len(model.weights)):
-        w_t, w_c = model.weights[layer], construction.weights[layer]
+        w_t, w_c = cast(LSAWeights, model.weights[layer]), cast(LSAWeights, construction.weights[layer])
         kq, pv, _ = _rescaled(w_t.KQ[0].detach().double(), w_t.OV[0].detach().double(), d)
         kq_c, pv_c = w_c.KQ[0].detach().double().to(kq.device), w_c.OV[0].detach().double().to(kq.device)
         pairs.append((kq, pv, kq_c, pv_c))
@@ -182,7 +186,7 @@ def effective_preconditioner(model: LSA) -> Tensor:
     if model.config.layers != 1 or model.config.heads != 1:
         raise ValueError("model: the effective preconditioner is defined for one layer with one head")
     d = model.d
-    w = model.weights[0]
+    w = cast(LSAWeights, model.weights[0])
     c = w.OV[0, d, d].detach().double()
     m = w.KQ[0, :d, :d].detach().double()
     return -c * m.T

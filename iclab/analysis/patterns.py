@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,11 @@ from torch import nn
 
 from iclab.plotting import index_labels, new_figure, save_figure, symmetric_limits
 from iclab.tasks.base import Prompts
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from iclab.models.base import AttentionWeights, ICLModel
 
 __all__ = ["attention_patterns", "circuit_statistics", "circuits", "kq_statistics", "ov_statistics", "plot_circuits"]
 
@@ -42,8 +47,9 @@ def circuits(model: nn.Module) -> list[dict[str, np.ndarray]]:
     """Per layer {"KQ": [H, D, D], "OV": [H, D, D]} float64 arrays, read from `model.layer_weights(layer)` (the same
     accessors on every attention model, iclab.models.base)."""
     out = []
-    for layer in range(len(model.blocks)):
-        w = model.layer_weights(layer)
+    layer_weights = cast("Callable[[int], AttentionWeights]", model.layer_weights)  # every attention model has it
+    for layer in range(len(cast(nn.ModuleList, model.blocks))):
+        w = layer_weights(layer)
         out.append({"KQ": w.KQ.detach().double().cpu().numpy(), "OV": w.OV.detach().double().cpu().numpy()})
     return out
 
@@ -97,7 +103,7 @@ def ov_statistics(ov: np.ndarray) -> dict[str, Any]:
         "min_last_row_mass": min(last_row),
         "min_last_entry_mass": min(last_entry),
         "zero_sum": _ratio(abs(v.sum()), np.abs(v).sum()),
-        "zero_sum_matrix": _ratio(np.linalg.norm(ov.sum(0)), sum(np.linalg.norm(o) for o in ov)),
+        "zero_sum_matrix": _ratio(float(np.linalg.norm(ov.sum(0))), sum(float(np.linalg.norm(o)) for o in ov)),
     }
 
 
@@ -145,7 +151,7 @@ def _fit_through_origin(z: np.ndarray, s: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def attention_patterns(
-    model: nn.Module, prompts: Prompts, path: str | Path, *, max_prompts: int = 24, title: str = ""
+    model: ICLModel, prompts: Prompts, path: str | Path, *, max_prompts: int = 24, title: str = ""
 ) -> dict[str, Any]:
     """The queries' attention rows per layer and head, and how well β·x_iᵀx_q explains them.
 
@@ -158,19 +164,19 @@ def attention_patterns(
     over context index i, and a scatter of the explained quantity against x_iᵀx_q with the fitted line.
     """
     n_ctx = prompts.n_ctx
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(len(model.blocks))]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(len(cast(nn.ModuleList, model.blocks)))]
     _, cache = model.run_with_cache(model.layout.encode(prompts), n_ctx, names=names)
     x = prompts.x.double()
-    s = torch.einsum("bnd,bmd->bmn", x[:, :n_ctx], x[:, n_ctx:])  # [B, m, N]: x_iᵀ x_q
-    s = (s - s.mean(-1, keepdim=True)).cpu().numpy()
+    xx = torch.einsum("bnd,bmd->bmn", x[:, :n_ctx], x[:, n_ctx:])  # [B, m, N]: x_iᵀ x_q
+    s = (xx - xx.mean(-1, keepdim=True)).cpu().numpy()
     layers = []
     panels = []  # (layer, head, rows [P, N], s [B·m·N], z [B·m·N], slope, kind)
     for layer, name in enumerate(names):
         pattern = cache[name][:, :, n_ctx:].double()  # [B, H, m, N] the query rows
         probs = bool((pattern >= 0).all() and torch.allclose(pattern.sum(-1), torch.ones((), dtype=pattern.dtype)))
-        z = pattern.clamp_min(1e-300).log() if probs else pattern
-        z = (z - z.mean(-1, keepdim=True)).cpu().numpy()  # [B, H, m, N]
-        heads = {"slope": [], "r2": [], "entropy": []}
+        zt = pattern.clamp_min(1e-300).log() if probs else pattern
+        z = (zt - zt.mean(-1, keepdim=True)).cpu().numpy()  # [B, H, m, N]
+        heads: dict[str, list[float]] = {"slope": [], "r2": [], "entropy": []}
         for h in range(pattern.shape[1]):
             slope, r2 = _fit_through_origin(z[:, h], s)
             heads["slope"].append(slope)

@@ -161,7 +161,8 @@ def probe_model(
     tr, va, te = slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, B)
     fit_part = slice(0, n_train + n_val)
     feats = collect_features(model, prompts, names=names, token=token)
-    rows, table = [], {k: [] for k in tmap}
+    rows: list[dict[str, Any]] = []
+    table: dict[str, list[float]] = {k: [] for k in tmap}
     for hook, f in feats.items():
         for tname, t in tmap.items():
             t = t.to(f.device)

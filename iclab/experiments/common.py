@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from iclab.training.trainer import resolve_device
 __all__ = ["MARKER", "finish", "pick_scale", "prepare_out", "standard_error", "train_run"]
 
 
-def pick_scale(scales: dict[str, Any], scale: str, device: str) -> Any:
+def pick_scale(scales: Mapping[str, Any], scale: str, device: str) -> Any:
     """scales[scale], after checking the scale's name and that `device` exists (a missing GPU fails here, before
     anything is written)."""
     if scale not in scales:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.construct import construct_gd, construct_gdpp
 from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.least_squares import OLS, Ridge
 from iclab.algorithms.tuning import tune_steps
 from iclab.analysis.compare import compare_learners, half_mse, weight_match
 from iclab.config import ConfigError, config_from_dict
-from iclab.models.lsa import LSAConfig
+from iclab.models.lsa import LSA, LSAConfig
 from iclab.report import format_table
 from iclab.runs import RunDir
 from iclab.tasks import make_task
@@ -29,6 +30,7 @@ def _reference(name: str, task, layers: int, tied: bool):
     """(learner, construction or None, description) for a reference name."""
     if name in ("gd", "gd++"):
         steps = tune_steps(task, layers, plus_plus=name == "gd++", tied=tied)
+        learner: MaskedLearner
         if name == "gd":
             learner, construction = GD(steps.etas), construct_gd(task.d, task.config.n_points, steps.etas)
         else:
@@ -68,7 +70,7 @@ def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
     # The constructions are LSA weights: only a plain LSA run has weights of their shape to match.
     plain_lsa = type(config.model) is LSAConfig and config.model.heads == 1 and not config.model.layernorm
     if construction is not None and plain_lsa:
-        wm = weight_match(model, construction)
+        wm = weight_match(cast(LSA, model), construction)  # an LSA (or its variance wrapper, which delegates)
         summary["weight_match"] = [{k: v for k, v in r.items() if not k.startswith("W_")} for r in wm]
         row["weight dist KQ/PV"] = " ".join(f"{r['kq_distance']:.3f}/{r['pv_distance']:.3f}" for r in wm)
     return summary, format_table([row])

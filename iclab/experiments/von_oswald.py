@@ -10,6 +10,7 @@ Every trained model is a run under OUT/runs/<name>; OUT holds results.json, repo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,12 +19,12 @@ from iclab import plotting, theory
 from iclab.algorithms.construct import construct_gd, construct_gdpp
 from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.tuning import StepSizes, tune_steps
-from iclab.analysis.compare import compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
+from iclab.analysis.compare import Learner, compare_learners, half_mse, interpolation_curve, ood_curves, weight_match
 from iclab.config import ExperimentConfig, TrainConfig
 from iclab.experiments.common import standard_error
 from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.models.features import FeatureLSAConfig
-from iclab.models.lsa import LSAConfig
+from iclab.models.lsa import LSA, LSAConfig
 from iclab.models.separate import SeparateConfig
 from iclab.report import Claim, format_table
 from iclab.tasks import make_task
@@ -125,6 +126,9 @@ class Options:
         check_int("layers", self.layers, 1)
 
 
+_Options = Options  # the class attribute VonOswald.Options shadows the name inside the class body
+
+
 class VonOswald(Reproduction):
     """von Oswald et al.: one LSA layer against one GD step (loss, predictions, implicit model, weights against the
     construction, interpolation, OOD scales); with layers K > 1, untied and tied LSA against K steps of GD / GD++."""
@@ -138,10 +142,10 @@ class VonOswald(Reproduction):
         k = ctx.options.layers
         return f"von Oswald et al. — LSA learns GD ({ctx.scale_name} scale, {k} layer{'s' * (k > 1)})"
 
-    def out_name(self, scale_name: str, options: Options) -> str:
+    def out_name(self, scale_name: str, options: _Options) -> str:
         return f"reproduce-{self.name}-{options.layers}-{scale_name}"
 
-    def configs(self, scale: Scale, options: Options) -> list[ExperimentConfig]:
+    def configs(self, scale: Scale, options: _Options) -> list[ExperimentConfig]:
         return [_model_config(1, False, scale)] + [
             _model_config(k, tied, scale) for k in range(2, options.layers + 1) for tied in (False, True)
         ]
@@ -170,7 +174,7 @@ class VonOswald(Reproduction):
         gd_learner = GD(gd1.etas)
         # All analysis in float64 on the CPU, on the same held-out prompts (drawn in float64 on the CPU).
         eval64 = eval_set.to("cpu", torch.float64)
-        model = model.cpu().double()
+        model = cast(LSA, model.cpu().double())  # the "lsa-1" run
         cmp1 = compare_learners(model, gd_learner, eval64)
         construction = construct_gd(base.task.d, base.task.n_points, gd1.etas)
         wm = weight_match(model, construction)[0]
@@ -223,15 +227,15 @@ class VonOswald(Reproduction):
             plotting.plot_weight_heatmaps(
                 {"W_KQ (rescaled)": np.array(wm["W_KQ"]), "W_PV (rescaled)": np.array(wm["W_PV"])},
                 {
-                    "W_KQ (rescaled)": construction.weights[0].KQ[0].detach().numpy(),
-                    "W_PV (rescaled)": construction.weights[0].OV[0].detach().numpy(),
+                    "W_KQ (rescaled)": construction.layer_weights(0).KQ[0].detach().numpy(),
+                    "W_PV (rescaled)": construction.layer_weights(0).OV[0].detach().numpy(),
                 },
                 out / "figures" / "weights.png",
                 title="trained (left) vs constructed (right)",
             )
         )
         alphas = list(base.eval.alphas)
-        learners = {"LSA (1 layer)": model, "GD (1 step)": gd_learner}
+        learners: dict[str, Learner] = {"LSA (1 layer)": model, "GD (1 step)": gd_learner}
         for kind, xlabel in (("input", "input scale α (x → αx)"), ("target", "target scale α (w → αw)")):
             ood = ood_curves(learners, eval64, alphas, kind=kind)
             metrics[f"ood_{kind}_scale"] = {"alphas": alphas, **ood}

@@ -38,7 +38,7 @@ this convention all the same, so analyses read every model alike.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -46,6 +46,10 @@ from torch import Tensor
 from iclab.metrics import half_mse
 from iclab.models.hooks import HookedModule
 from iclab.tasks.base import Prompts
+
+if TYPE_CHECKING:
+    from iclab.config import ModelConfig
+    from iclab.tokens import Layout
 
 __all__ = ["IMPLS", "AttentionWeights", "ICLModel", "Impl", "seeded_generator", "set_impl"]
 
@@ -67,16 +71,20 @@ class AttentionWeights:
     """
 
     scale: float = 1.0  # score(key i, query j) = scale · e_iᵀ KQ_h e_j
+    W_Q: Tensor  # the factors: parameters registered by the layer (or views of them, gpt.Attention)
+    W_K: Tensor
+    W_V: Tensor
+    W_O: Tensor
 
     @property
     def KQ(self) -> Tensor:
         """[H, D, D]: score(key i, query j) = scale · e_iᵀ KQ_h e_j."""
-        return self.W_K.transpose(-1, -2) @ self.W_Q  # type: ignore[attr-defined]
+        return self.W_K.transpose(-1, -2) @ self.W_Q
 
     @property
     def OV(self) -> Tensor:
         """[H, D, D]: head h adds OV_h e_i times the attention (LSA: the score) it pays key i."""
-        return self.W_O @ self.W_V  # type: ignore[attr-defined]
+        return self.W_O @ self.W_V
 
 
 def set_impl(module: torch.nn.Module, impl: Impl) -> int:
@@ -85,7 +93,7 @@ def set_impl(module: torch.nn.Module, impl: Impl) -> int:
         raise ValueError(f"impl: choose one of {', '.join(IMPLS)}, got {impl!r}")
     blocks = [m for m in module.modules() if isinstance(getattr(type(m), "impl", None), str)]
     for m in blocks:
-        m.impl = impl
+        m.impl = impl  # type: ignore[assignment]  # nn.Module.__setattr__'s stub admits only Tensor | Module values
     return len(blocks)
 
 
@@ -100,6 +108,9 @@ class ICLModel(HookedModule):
     predicts_prefixes: ClassVar[bool] = False
     members: int = 1
     """E > 1: E independent members stacked on every parameter's leading dimension (iclab.training.trainer)"""
+    config: ModelConfig  # set by every family's constructor (its own ModelConfig subclass)
+    d: int  # input dimension, set by every family's constructor
+    layout: Layout  # how prompts become tokens (a class attribute, or set by the constructor)
 
     def set_impl(self, impl: Impl) -> ICLModel:
         """Run every block with two implementations on its "fast" or its "naive" path (module docstring)."""
@@ -113,7 +124,7 @@ class ICLModel(HookedModule):
 
     @property
     def name(self) -> str:
-        return self.config.name  # type: ignore[attr-defined]
+        return self.config.name
 
     def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +194,8 @@ class GPT(ICLModel):
     """
 
     predicts_prefixes = True
+    config: GPTConfig
+    layout: InterleavedLayout
 
     def __init__(self, config: GPTConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None):
         super().__init__()
@@ -220,7 +222,7 @@ class GPT(ICLModel):
 
     def layer_weights(self, layer: int) -> Attention:
         """Layer `layer`'s attention (W_Q, W_K, W_V, W_O and KQ, OV, scale: iclab.models.base's convention)."""
-        return self.blocks[layer].attn
+        return cast(Block, self.blocks[layer]).attn
 
     def forward(self, tokens: Tensor, *, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
         """tokens [B, L, D] (interleaved, L ≤ 2·max_points) → outputs [B, L, k_out] (k_out = 1, or k for vector

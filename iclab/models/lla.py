@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -117,7 +117,7 @@ def lla_naive(q: Tensor, k: Tensor, v: Tensor, ridge: float, mask: Tensor | None
         if mask is None
         else mask.expand(*lead, N).reshape(-1, N)
     )
-    opts = dict(dtype=q.dtype, device=q.device)
+    opts: dict[str, Any] = dict(dtype=q.dtype, device=q.device)
     penalty = torch.cat([torch.zeros(D, 1, **opts), math.sqrt(ridge) * torch.eye(D, **opts)], dim=1)  # [D, 1 + D]
     out = torch.zeros(qf.shape[0], T, Dv, **opts)
     for l in range(qf.shape[0]):
@@ -226,7 +226,7 @@ class LocalLinearAttentionModel(ICLModel):
 
     def layer_weights(self, layer: int) -> LLAWeights:
         """Layer `layer`'s weights (W_Q, W_K, W_V, W_O; KQ, OV, scale: iclab.models.base's convention)."""
-        return self.weights[layer]
+        return cast(LLAWeights, self.weights[layer])
 
     def forward(self, tokens: Tensor, n_ctx: int, mask: Tensor | None = None) -> Tensor:
         """tokens [B, n_ctx + m, d + 1], mask [B, n_ctx] bool or None → tokens of the same shape after all layers."""

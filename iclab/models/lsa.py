@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -120,6 +120,7 @@ class LSA(ICLModel):
     """K-layer linear self-attention on the concat layout; also a Learner (predict, predict_prompts)."""
 
     layout = ConcatLayout()
+    config: LSAConfig
 
     def __init__(self, config: LSAConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
@@ -139,7 +140,7 @@ class LSA(ICLModel):
 
     def layer_weights(self, layer: int) -> LSAWeights:
         """Layer `layer`'s weights (W_Q, W_K, W_V, W_O; KQ, OV: iclab.models.base's convention)."""
-        return self.weights[0 if self.config.tied else layer]
+        return cast(LSAWeights, self.weights[0 if self.config.tied else layer])
 
     def forward(self, tokens: Tensor, n_ctx: int) -> Tensor:
         """tokens [B, n_ctx + m, d + 1] → tokens of the same shape after all layers."""

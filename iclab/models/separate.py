@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -113,6 +112,8 @@ class SeparateTokenModel(ICLModel):
     `layout`: another SeparateLayout (e.g. sinusoidal positions, ``positions="token"``) with scalar targets
     and the y-slot readout. Hook points: ``copy.*`` (SoftmaxCopyLayer) and ``lsa.blocks.{l}.*`` (LSA).
     """
+
+    layout: SeparateLayout
 
     def __init__(
         self,
@@ -206,7 +207,7 @@ def plot_copy_pattern(model: SeparateTokenModel, prompts: Prompts, path: str | P
     labels = [f"{c}{i + 1}" for i in range(n) for c in ("x", "y")]
     row_labels = labels + [f"q{j + 1}" for j in range(rows - 2 * n)]
     fig = new_figure(0.5 + 4.2 * heads, 4.4)
-    axes = np.atleast_1d(fig.subplots(1, heads))
+    axes = fig.subplots(1, heads, squeeze=False)[0]
     for h, ax in enumerate(axes):
         image = ax.imshow(mean[h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"copy layer, head {h}", fontsize="medium")

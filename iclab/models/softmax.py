@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -171,7 +171,7 @@ class SoftmaxAttention(ICLModel):
 
     def layer_weights(self, layer: int) -> SoftmaxAttentionLayer:
         """Layer `layer`'s attention (W_Q, W_K, W_V, W_O; KQ, OV, scale: iclab.models.base's convention)."""
-        return self.blocks[layer].attn
+        return cast(SoftmaxBlock, self.blocks[layer]).attn
 
     def forward(self, tokens: Tensor, n_ctx: int) -> Tensor:
         """tokens [B, n_ctx + m, d + 1] → tokens of the same shape after all layers."""

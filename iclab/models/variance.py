@@ -34,7 +34,7 @@ Design choices (and why):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,12 @@ __all__ = ["FLOOR", "MeanVarianceModel", "VarianceHead", "gaussian_nll", "query_
 
 FLOOR = 1e-4  # smallest predicted variance: keeps log var and 1/var finite when a noiseless target is fitted exactly
 INIT_VAR = 1.0  # the head starts at var ≈ 1 whatever h is (small output weights, bias softplus⁻¹(1))
+
+
+class _MaskedPredict(Protocol):
+    """A trunk that declares `takes_mask` (lla): its predict accepts the context mask."""
+
+    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor | None = None) -> Tensor: ...
 
 
 def gaussian_nll(mean: Tensor, var: Tensor, y: Tensor) -> Tensor:
@@ -176,7 +182,7 @@ class MeanVarianceModel(ICLModel):
         mask [B, n] (True: present) goes to a trunk that takes one (lla); other trunks see absent points as zero
         tokens, as `iclab.evaluation.prefix_predictions` does for them.
         """
-        args = (x_ctx, y_ctx, x_q)
+        args: tuple[Tensor, ...] = (x_ctx, y_ctx, x_q)
         if mask is not None:
             args = (x_ctx, y_ctx, x_q, mask) if accepts_mask(self.inner) else (*self._masked(x_ctx, y_ctx, mask), x_q)
         mean, cache = self.inner.run_with_cache(*args, names=[self.hook], detach=False, method="predict")
@@ -188,7 +194,7 @@ class MeanVarianceModel(ICLModel):
         if mask is None:
             return self.inner.predict(x_ctx, y_ctx, x_q)
         if accepts_mask(self.inner):
-            return self.inner.predict(x_ctx, y_ctx, x_q, mask)
+            return cast(_MaskedPredict, self.inner).predict(x_ctx, y_ctx, x_q, mask)
         return self.inner.predict(*self._masked(x_ctx, y_ctx, mask), x_q)
 
     def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:

@@ -93,8 +93,8 @@ class Task(Generic[C]):
         if c.x_dist == "uniform":
             return (torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2 - 1) * c.x_scale
         x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * c.x_scale
-        if self.x_cov_diag() is not None:
-            x = x * self._cached(("x_sqrt", device, dtype), lambda: self.x_cov_diag().sqrt().to(device, dtype))
+        if (diag := self.x_cov_diag()) is not None:
+            x = x * self._cached(("x_sqrt", device, dtype), lambda: diag.sqrt().to(device, dtype))
         return x
 
     def sample_params(
@@ -152,9 +152,9 @@ class Task(Generic[C]):
 
     def zero_inactive(self, x: Tensor, d_active: int | None) -> Tensor:
         """x [B, T, d] with coordinates >= d_active set to zero (Garg's curriculum); None: x unchanged."""
-        if self.check_d_active(d_active) == self.d:
+        if (d_on := self.check_d_active(d_active)) == self.d:
             return x
-        inactive = torch.arange(x.shape[-1], device=x.device) >= d_active  # [d], built on the device: no host copy
+        inactive = torch.arange(x.shape[-1], device=x.device) >= d_on  # [d], built on the device: no host copy
         return x.masked_fill(inactive, 0.0)
 
     def sample(

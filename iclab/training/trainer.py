@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from iclab.config import ConfigError, ExperimentConfig
 from iclab.metrics import half_mse
-from iclab.models import make_model
+from iclab.models import ICLModel, make_model
 from iclab.runs import (
     RunDir,
     generator_state,
@@ -56,7 +56,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    model: nn.Module
+    model: ICLModel
     run: RunDir | None
     final_eval_half_mse: float
     steps: int
@@ -80,17 +80,17 @@ def eval_prompts_for(config: ExperimentConfig, device: torch.device, dtype: torc
 
 
 @torch.no_grad()
-def evaluate_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> float:
+def evaluate_half_mse(model: ICLModel, prompts: Prompts, chunk: int = 8192) -> float:
     """Held-out ½·MSE at the queries (iclab.metrics' reduction: summed over vector outputs, averaged over prompts
     and queries), accumulated in float64 over chunks to bound memory; the mean over members (`member_half_mse`)."""
     return float(member_half_mse(model, prompts, chunk).mean())
 
 
 @torch.no_grad()
-def member_half_mse(model: nn.Module, prompts: Prompts, chunk: int = 8192) -> Tensor:
+def member_half_mse(model: ICLModel, prompts: Prompts, chunk: int = 8192) -> Tensor:
     """[members] held-out ½·MSE of each member (a model with `members` = E predicts [E, B, m] at once; [1] for an
     ordinary model), float64 on the CPU."""
-    members = getattr(model, "members", 1)
+    members = model.members
     total = torch.zeros(members, dtype=torch.float64)
     for start in range(0, len(prompts), chunk):
         if members == 1:  # one model: one float64 sum per chunk
@@ -273,7 +273,7 @@ def _restore(run: RunDir, model: nn.Module, opt, sched, gen: torch.Generator) ->
     return step
 
 
-def load_model(run: RunDir) -> nn.Module:
+def load_model(run: RunDir) -> ICLModel:
     """The model of a run at its latest checkpoint (on the CPU, in the run's dtype)."""
     from iclab.config import config_from_dict
 
