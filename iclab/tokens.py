@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from iclab.config import ConfigError
+from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Prompts
 
 __all__ = ["LAYOUTS", "ConcatLayout", "InterleavedLayout", "Layout", "SeparateLayout", "causal_mask", "make_layout"]
@@ -102,7 +103,10 @@ class ConcatLayout:
         return self.encode_parts(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
 
     @staticmethod
-    def encode_parts(x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def encode_parts(
+        x_ctx: Float[Tensor, "batch n_ctx d"], y_ctx: Float[Tensor, "batch n_ctx *k"], x_q: Float[Tensor, "batch n_q d"]
+    ) -> Float[Tensor, "batch L D"]:
         """x_ctx [B, n, d], y_ctx [B, n] (or [B, n, k]), x_q [B, m, d] → tokens [B, n + m, d + k_out] (query y 0)."""
         y = y_ctx.unsqueeze(-1) if y_ctx.dim() == 2 else y_ctx  # [B, n, k_out]
         ctx = torch.cat([x_ctx, y], dim=-1)  # [B, n, d+k_out]
@@ -110,7 +114,8 @@ class ConcatLayout:
         return torch.cat([ctx, qry], dim=1)
 
     @staticmethod
-    def readout(tokens: Tensor, n_ctx: int, k: int | None = None) -> Tensor:
+    @shape_checked
+    def readout(tokens: Float[Tensor, "batch L D"], n_ctx: int, k: int | None = None) -> Float[Tensor, "batch n_q *k"]:
         """tokens [B, n + m, d + k_out] → predictions [B, m] = −(query y-slot), or [B, m, k] = −(last k slots)."""
         return -tokens[:, n_ctx:, -1] if k is None else -tokens[:, n_ctx:, -k:]
 
@@ -177,14 +182,21 @@ class InterleavedLayout:
         y_tok = F.pad(y, (0, width - self.out_dim))  # [B, T, D]
         return torch.stack([x_tok, y_tok], dim=2).reshape(b, 2 * t, width)  # [B, T, 2, D] → [B, 2T, D]
 
-    def encode_parts(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def encode_parts(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch L D"]:
         """x_ctx [B, n, d], y_ctx [B, n] (or [..., k]), x_q [B, m, d] → tokens [B, 2(n + m), D], query y tokens 0."""
         y_ctx = _as_vector(y_ctx, self.k)  # [B, n, k_out]
         y_q = y_ctx.new_zeros((*x_q.shape[:-1], self.out_dim))  # [B, m, k_out]
         y = torch.cat([y_ctx, y_q], dim=1)  # [B, n+m, k_out]
         return self.encode_stream(torch.cat([x_ctx, x_q], dim=1), _squeeze(y, self.k))
 
-    def readout(self, outputs: Tensor, n_ctx: int = 0) -> Tensor:
+    @shape_checked
+    def readout(self, outputs: Float[Tensor, "batch L D"], n_ctx: int = 0) -> Float[Tensor, "batch n_q *k"]:
         """outputs [B, 2T, k_out] → [B, T − n_ctx] (or [B, T − n_ctx, k]): positions 2·n_ctx, 2·n_ctx + 2, …"""
         if outputs.shape[-1] != self.out_dim or outputs.shape[1] % 2:
             raise ValueError(
@@ -312,7 +324,13 @@ class SeparateLayout:
         _as_vector(prompts.y, self.k)
         return self.encode_parts(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
 
-    def encode_parts(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def encode_parts(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch L D"]:
         """x_ctx [B, n, d], y_ctx [B, n] (or [..., k]), x_q [B, m, d] → tokens [B, 2n + m, d + k_out + P]."""
         y_ctx = _as_vector(y_ctx, self.k)  # [B, n, k_out]
         (b, n, d), m = x_ctx.shape, x_q.shape[1]
@@ -327,7 +345,8 @@ class SeparateLayout:
         pos = self.encoding(self.position_index(n, m, x_ctx.device), x_ctx.dtype)  # [2n+m, P]
         return torch.cat([seq, pos.expand(b, -1, -1)], dim=-1)  # [B, 2n+m, d+k_out+P]
 
-    def readout(self, outputs: Tensor, n_ctx: int) -> Tensor:
+    @shape_checked
+    def readout(self, outputs: Float[Tensor, "batch L D"], n_ctx: int) -> Float[Tensor, "batch n_q *k"]:
         """outputs at the query tokens → [B, m] (or [B, m, k]); see the class docstring for the two conventions."""
         qry = outputs[:, 2 * n_ctx :]  # [B, m, ·]
         if self.readout_from == "head":

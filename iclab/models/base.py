@@ -45,6 +45,7 @@ from torch import Tensor
 
 from iclab.metrics import half_mse
 from iclab.models.hooks import HookedModule
+from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Prompts
 
 if TYPE_CHECKING:
@@ -126,19 +127,30 @@ class ICLModel(HookedModule):
     def name(self) -> str:
         return self.config.name
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
         raise NotImplementedError
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T], prediction t from points < t (models that declare `predicts_prefixes`)."""
         raise NotImplementedError(f"model {self.name!r} does not predict prefixes in one pass")
 
-    def predict_prompts(self, prompts: Prompts) -> Tensor:
+    @shape_checked
+    def predict_prompts(self, prompts: Prompts) -> Float[Tensor, "batch n_q *k"]:
         """[B, n_queries] predictions for the prompts' queries."""
         return self.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
 
-    def training_loss(self, prompts: Prompts) -> Tensor:
+    @shape_checked
+    def training_loss(self, prompts: Prompts) -> Float[Tensor, ""]:
         """Scalar loss of one training batch: ½·mean squared error at the queries, or, for models that predict
         every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt
         (iclab.metrics.half_mse: summed over the outputs of vector targets, averaged over prompts and queries)."""

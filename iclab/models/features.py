@@ -26,6 +26,7 @@ from iclab.metrics import half_mse
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookPoint
 from iclab.models.lsa import LSA, LSAConfig, LSAWeights
+from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Prompts
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_int
@@ -108,7 +109,13 @@ class FeatureLSA(ICLModel):
         tokens = self.layout.encode_parts(feats[:, :n], y_ctx, feats[:, n:])  # [B, n+m, F+1]
         return self.layout.readout(self.lsa(tokens, n), n)  # [B, m]
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
         return self(x_ctx, y_ctx, x_q)
 

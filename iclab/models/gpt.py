@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from iclab.config import ConfigError, ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
+from iclab.shapes import Float, shape_checked
 from iclab.tokens import InterleavedLayout, causal_mask
 from iclab.validation import check_int, fail
 
@@ -242,11 +243,20 @@ class GPT(ICLModel):
             resid = block(resid, mask)
         return self.ln_final(resid) @ self.W_U + self.b_U  # [B, L, k_out]
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T] in one causal pass: prediction t (at x_t's token) sees points < t."""
         return self.layout.readout(self(self.layout.encode_stream(x, y)), 0)
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → [B, m]; each query is answered as if it were point n + 1.
 
         One pass over 2(n + m) tokens: the layout's query mask hides the queries from each other, and every query

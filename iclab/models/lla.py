@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from iclab.config import ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
+from iclab.shapes import Bool, Float, shape_checked
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_int, check_real
 
@@ -235,7 +236,14 @@ class LocalLinearAttentionModel(ICLModel):
             z = block(z, w, n_ctx, self.ridge, mask)
         return z
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor | None = None) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+        mask: Bool[Tensor, "batch n_ctx"] | None = None,
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d], mask [B, n] bool or None → predictions [B, m]."""
         tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)  # [B, n + m, d + 1]
         return self.layout.readout(self(tokens, x_ctx.shape[1], mask), x_ctx.shape[1])

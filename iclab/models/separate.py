@@ -34,6 +34,7 @@ from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lsa import LSA, LSAConfig, LSAWeights
 from iclab.models.softmax import SoftmaxAttentionLayer
 from iclab.plotting import new_figure, save_figure
+from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Prompts
 from iclab.tokens import SeparateLayout
 from iclab.validation import check_int
@@ -155,7 +156,13 @@ class SeparateTokenModel(ICLModel):
             )
         return self.layout.encode_parts(x_ctx, y_ctx, x_q)
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m] = −(query y-slots)."""
         n = x_ctx.shape[1]
         return self.layout.readout(self(self.encode(x_ctx, y_ctx, x_q), n), n)

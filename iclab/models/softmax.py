@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from iclab.config import ConfigError, ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
+from iclab.shapes import Float, shape_checked
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_int, check_real
 
@@ -188,7 +189,13 @@ class SoftmaxAttention(ICLModel):
             z = block(z, n_ctx)
         return z
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m] = −(queries' final y-slots)."""
         tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)
         return self.layout.readout(self(tokens, x_ctx.shape[1]), x_ctx.shape[1])

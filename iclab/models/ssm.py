@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from iclab.config import ModelConfig
 from iclab.models.base import ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
+from iclab.shapes import Float, shape_checked
 from iclab.tokens import InterleavedLayout
 from iclab.validation import check_int
 
@@ -209,11 +210,20 @@ class SelectiveSSM(ICLModel):
             r = block(r)
         return self.ln_final(r) @ self.W_unembed.T + self.b_unembed  # [B, L, 1]
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T]; prediction t sees x_1..x_t and y_1..y_{t−1} (one pass)."""
         return self.layout.readout(self(self.layout.encode_stream(x, y)))
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → [B, m]: each query's x token after the 2n context tokens.
 
         The context is run once per query (B·m sequences of 2n + 1 tokens; the hook cache has that batch).

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from iclab.evaluation import accepts_mask
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.hooks import HookPoint
+from iclab.shapes import Bool, Float, shape_checked
 from iclab.tasks.base import Prompts
 
 __all__ = ["FLOOR", "MeanVarianceModel", "VarianceHead", "gaussian_nll", "query_stream"]
@@ -189,7 +190,14 @@ class MeanVarianceModel(ICLModel):
         h = query_stream(cache[self.hook], self.token_layout, x_ctx.shape[1], x_q.shape[1])  # [B, m, W]
         return mean, self.var_head(h)
 
-    def predict(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor, mask: Tensor | None = None) -> Tensor:
+    @shape_checked
+    def predict(
+        self,
+        x_ctx: Float[Tensor, "batch n_ctx d"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        x_q: Float[Tensor, "batch n_q d"],
+        mask: Bool[Tensor, "batch n_ctx"] | None = None,
+    ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] (mask [B, n] as `predict_with_variance`) → means [B, m]."""
         if mask is None:
             return self.inner.predict(x_ctx, y_ctx, x_q)
@@ -197,7 +205,10 @@ class MeanVarianceModel(ICLModel):
             return cast(_MaskedPredict, self.inner).predict(x_ctx, y_ctx, x_q, mask)
         return self.inner.predict(*self._masked(x_ctx, y_ctx, mask), x_q)
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → means [B, T], the trunk's prefix predictions (causal trunks only)."""
         return self.inner.predict_prefixes(x, y)
 
@@ -209,7 +220,8 @@ class MeanVarianceModel(ICLModel):
         h = cache[self.hook][:, 0::2]  # [B, 2T, W] → [B, T, W] at the x tokens (interleaved layout)
         return mean, self.var_head(h)
 
-    def training_loss(self, prompts: Prompts) -> Tensor:
+    @shape_checked
+    def training_loss(self, prompts: Prompts) -> Float[Tensor, ""]:
         """Mean Gaussian NLL: at every prefix for causal trunks (gpt, ssm), else at the queries."""
         if self.prefix_training:
             mean, var = self.predict_prefixes_with_variance(prompts.x, prompts.y)
