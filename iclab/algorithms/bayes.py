@@ -21,6 +21,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
+from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Task
 
 __all__ = ["DMMSE", "LEARNERS", "dmmse_log_posterior"]
@@ -88,7 +89,10 @@ class DMMSE(MaskedLearner):
         w = log_p.exp() @ self._pool(log_p)  # [B, d]
         return torch.einsum("bmd,bd->bm", x_q.to(ct), w).to(x_q.dtype)
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T]: prediction t from points < t (t = 0: the pool mean), cumulative sums."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)

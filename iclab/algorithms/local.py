@@ -20,6 +20,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, spec_string
+from iclab.shapes import Float, shape_checked
 
 __all__ = ["KNN", "LEARNERS", "Averaging", "knn_from_distances"]
 
@@ -45,7 +46,10 @@ class Averaging(MaskedLearner):
         k = mask.sum(-1).clamp_min(1).to(b.dtype)  # [B]; an empty context has b = 0, hence ŷ = 0
         return torch.einsum("bmd,bd->bm", x_q, b / k.unsqueeze(-1))
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T]: ŷ_t = x_tᵀ b_t / t with b_t = Σ_{i<t} y_i x_i (0 at t = 0)."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)
@@ -104,7 +108,10 @@ class KNN(MaskedLearner):
         present = mask.unsqueeze(1).expand(-1, x_q.shape[1], -1)  # [B, m, n]
         return knn_from_distances(_distances(x_q, x_ctx), y_ctx, present, self.k)
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T]: query x_t among the points i < t, from one [B, T, T] distance matrix."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner, expand_prefixes
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, parse_real, spec_string
+from iclab.shapes import Float, shape_checked
 
 __all__ = ["LEARNERS", "ReluNet", "fit_relu_net", "init_relu_net", "relu_net_forward"]
 
@@ -168,7 +169,10 @@ class ReluNet(MaskedLearner):
         ]
         return torch.cat(out).to(x_q.dtype)
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T]: one net per (prompt, prefix), trained on points < t, chunked over B."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)

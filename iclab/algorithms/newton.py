@@ -19,6 +19,7 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import gram_stats, prefix_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, spec_string
+from iclab.shapes import Float, shape_checked
 
 __all__ = [
     "LEARNERS",
@@ -103,7 +104,10 @@ class Newton(MaskedLearner):
         w = newton_weights(S, b, self.steps)  # [B, d]
         return torch.einsum("bmd,bd->bm", x_q.to(ct), w).to(x_q.dtype)
 
-    def predict_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+    @shape_checked
+    def predict_prefixes(
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+    ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T] from the cumulative S_t, b_t."""
         if y.dim() == 3:
             return super().predict_prefixes(x, y)
