@@ -1,4 +1,4 @@
-"""Comparison metrics (DESIGN "Comparison metrics") against closed forms and numpy recomputations."""
+"""Comparison metrics (docs/conventions.md §5) against closed forms and numpy recomputations."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Reproduction: *Transformers learn in-context by gradient descent* (von Oswald et al.), REFERENCE §1.
+"""Reproduction: *Transformers learn in-context by gradient descent* (von Oswald et al.), docs/papers.md §1.
 
 One layer: trained LSA ≈ one step of GD with the tuned step (loss, preds diff, model cos, weights ≈ the
 construction up to scale, interpolation, OOD input scale). K layers: untied LSA beats K tuned GD steps and
@@ -293,7 +293,7 @@ class VonOswald(Reproduction):
             Claim(
                 "gd_closed_form",
                 "Monte Carlo ½·MSE of the tuned GD step on the held-out prompts agrees with the closed form "
-                "(REFERENCE §6)",
+                "(docs/papers.md §6)",
                 one["gd_half_mse_closed_form"],
                 one["reference_half_mse"],
                 f"3 SE = {3 * one['gd_half_mse_standard_error']:.2g}",

@@ -60,7 +60,7 @@ IMPLS: tuple[Impl, ...] = ("fast", "naive")
 
 def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
     """`generator`, or a fresh CPU generator seeded 0 when None: a model built without one is reproducible and
-    never draws from (or advances) the global RNG (DESIGN: every random draw takes an explicit generator)."""
+    never draws from (or advances) the global RNG (docs/conventions.md §6: every draw takes an explicit generator)."""
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
