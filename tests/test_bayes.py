@@ -77,7 +77,7 @@ def test_dmmse_prefix_fast_path_matches_generic_path_and_naive_loop(T, d, M):
     learner = DMMSE(_t(pool), 0.25)
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
     if T > 1:  # the generic path answers T = 1 with 0 without asking the learner
-        _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+        _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
     _close(expected[:, 0], x[:, 0] @ pool.mean(0))  # t = 0: the pool mean
     learner.chunk_elements = 1  # one prompt per chunk: the same numbers
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)

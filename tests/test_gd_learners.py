@@ -133,7 +133,7 @@ def test_gd_prefix_fast_path_matches_generic_path_and_naive_loop(T, d, etas, pre
     learner = GD(etas, precond=None if A is None else _t(A))
     expected = _per_prefix(naive_gd(etas, A), x, y)
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
 
 
 def test_gd_vector_targets_are_independent_columns():
@@ -189,7 +189,7 @@ def test_gdpp_prefixes_match_naive_loop(T, d):
     learner = GDPlusPlus(*GDPP["per-step"])
     expected = _per_prefix(naive_gdpp(*GDPP["per-step"]), x, y)
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
 
 
 def test_gdpp_rejects_mismatched_gammas():
@@ -230,7 +230,7 @@ def test_debiased_gd_prefix_fast_path_matches_generic_path_and_naive_loop(T, d, 
     learner = make()
     expected = _per_prefix(naive_debiased(step), x, y)
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
 
 
 def test_debiased_gd_default_step_is_the_theory_step():

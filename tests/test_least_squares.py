@@ -108,7 +108,7 @@ def test_ols_prefix_fast_path_matches_generic_path_and_naive_loop(T, d):
     expected = _per_prefix(naive_ols, x, y)
     learner = OLS()
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
     _close(np.einsum("btd,btd->bt", x, ols_prefix_weights_eigh(_t(x), _t(y)).numpy()), expected)  # eigh reference
 
 
@@ -182,7 +182,7 @@ def test_ridge_prefix_fast_path_matches_generic_path_and_naive_loop(T, d):
     learner = Ridge(0.3)
     expected = _per_prefix(naive_ridge(0.3), x, y)
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
 
 
 def test_prefix_stats_are_exclusive_cumulative_sums():
@@ -249,7 +249,7 @@ def test_bayes_prefix_fast_path_matches_generic_path_and_naive_loop(T, d, sigma2
     _close(mean, ref_mean)
     _close(var, ref_var)
     _close(learner.predict_prefixes(_t(x), _t(y)), ref_mean)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), ref_mean)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), ref_mean)
 
 
 def test_bayes_isotropic_mean_is_ridge_and_vector_targets():

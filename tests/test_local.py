@@ -75,7 +75,7 @@ def test_averaging_prefix_fast_path_matches_generic_path_and_naive_loop(T, d):
     learner = Averaging()
     fast = learner.predict_prefixes(_t(x), _t(y))
     _close(fast, expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
     assert torch.count_nonzero(fast[:, 0]) == 0
     # float32 in, float32 out, close to the float64 reference on the same rounded inputs
     x32, y32 = _t(x).float(), _t(y).float()
@@ -105,7 +105,7 @@ def test_knn_prefix_fast_path_matches_generic_path_and_scikit_learn(T, d, k):
     expected = _per_prefix(naive_knn(k), x, y)
     learner = KNN(k)
     _close(learner.predict_prefixes(_t(x), _t(y)), expected)
-    _close(MaskedLearner.predict_prefixes(learner, _t(x), _t(y)), expected)
+    _close(MaskedLearner.scalar_prefixes(learner, _t(x), _t(y)), expected)
     x32, y32 = _t(x).float(), _t(y).float()
     out32 = learner.predict_prefixes(x32, y32)
     assert out32.dtype == torch.float32

@@ -91,7 +91,7 @@ def test_relu_net_prefix_path_is_one_net_per_prefix():
             weights = [init[k][b * T + t] for k in ("W", "b", "a", "c")]
             expected[b, t] = naive_relu_net(weights, x[b, :t], y[b, :t], x[b, t : t + 1], 40, 1e-2)[0]
     _close(learner.predict_prefixes(x, y), expected)
-    _close(MaskedLearner.predict_prefixes(learner, x, y), expected)  # the generic path: the same problems
+    _close(MaskedLearner.scalar_prefixes(learner, x, y), expected)  # the generic path: the same problems
     learner.chunk_elements = 1
     _close(learner.predict_prefixes(x, y), expected)
 

@@ -134,7 +134,7 @@ def test_tree_prefixes_match_per_prefix_fits(T, d):
     out = learner.predict_prefixes(_t(X), _t(y)).numpy()
     expected = [[naive_predict(naive_tree(X[b, :t], y[b, :t], 3), X[b, t]) for t in range(T)] for b in range(3)]
     np.testing.assert_allclose(out, np.array(expected), rtol=0, atol=1e-9 * _scale(y))
-    np.testing.assert_allclose(MaskedLearner.predict_prefixes(learner, _t(X), _t(y)).numpy(), out, rtol=0, atol=0)
+    np.testing.assert_allclose(MaskedLearner.scalar_prefixes(learner, _t(X), _t(y)).numpy(), out, rtol=0, atol=0)
 
 
 def test_tree_chunking_dtype_and_degenerate_inputs():

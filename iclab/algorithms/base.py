@@ -116,12 +116,18 @@ class MaskedLearner:
     def predict_prefixes(
         self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
     ) -> Float[Tensor, "batch T *k"]:
-        """x [B, T, d], y [B, T] → [B, T]: prediction t from points < t (generic masked path, chunked over B)."""
+        """x [B, T, d], y [B, T] (or [B, T, k]) → [B, T] (or [B, T, k]): prediction t from points < t. Vector
+        targets are k scalar problems folded into the batch; each scalar problem goes to `scalar_prefixes`."""
         if y.dim() == 3:
             B, T, k = y.shape
             x_rep = x.unsqueeze(1).expand(B, k, *x.shape[1:]).reshape(B * k, *x.shape[1:])
-            out = self.predict_prefixes(x_rep, y.permute(0, 2, 1).reshape(B * k, T))  # [B·k, T]
+            out = self.scalar_prefixes(x_rep, y.permute(0, 2, 1).reshape(B * k, T))  # [B·k, T]
             return out.reshape(B, k, T).permute(0, 2, 1)
+        return self.scalar_prefixes(x, y)
+
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
+        """x [B, T, d], y [B, T] → [B, T], scalar targets: the generic masked path, one masked problem per prefix
+        (chunked over B). Learners with a faster form (cumulative sums, QR updates) override this."""
         B, T, d = x.shape
         per_prompt = T * max(T - 1, 1) * max(d, 1)
         step = max(1, self.chunk_elements // per_prompt)

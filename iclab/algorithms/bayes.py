@@ -21,7 +21,6 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
-from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Task
 
 __all__ = ["DMMSE", "LEARNERS", "dmmse_log_posterior"]
@@ -89,13 +88,8 @@ class DMMSE(MaskedLearner):
         w = log_p.exp() @ self._pool(log_p)  # [B, d]
         return torch.einsum("bmd,bd->bm", x_q.to(ct), w).to(x_q.dtype)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]: prediction t from points < t (t = 0: the pool mean), cumulative sums."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         self._check(x.shape[-1])
         out_dtype, ct = x.dtype, self.dtype or x.dtype
         x, y = x.to(ct), y.to(ct)

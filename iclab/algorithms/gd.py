@@ -21,7 +21,6 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import prefix_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, parse_real, spec_string
-from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Task
 from iclab.tasks.linear import LinearRegressionTask
 from iclab.theory import debiased_gd_step
@@ -134,13 +133,8 @@ class GD(MaskedLearner):
         self._check(x_ctx.shape[-1])
         return gd_predict(x_ctx, y_ctx, x_q, self.etas, n=mask.sum(-1), precond=self.precond)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]: GD on the cumulative S_t, b_t with N_t = t (no expanded contexts)."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         self._check(x.shape[-1])
         S, b = prefix_stats(x, y)  # [B, T, d, d], [B, T, d]
         n = torch.arange(x.shape[1], device=x.device)
@@ -197,13 +191,8 @@ class DebiasedGD(MaskedLearner):
         sum_yx = torch.einsum("bnd,bn->bd", x_ctx, y_ctx)
         return self._predict(sum_yx, x_ctx.sum(1), y_ctx.sum(1), mask.sum(-1), x_q)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T] from exclusive cumulative sums of y_i x_i, x_i, y_i."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
 
         def excl(t: Tensor) -> Tensor:  # Σ_{i<t} along dim 1
             return torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1].cumsum(1)], dim=1)

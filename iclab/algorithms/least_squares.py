@@ -29,7 +29,6 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.ls_prefix import prefix_conditioning
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_real, spec_string
-from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Task
 from iclab.tasks.linear import LinearRegressionTask
 from iclab.theory import ridge_bayes_lambda
@@ -130,14 +129,9 @@ class OLS(MaskedLearner):
         w = ols_weights(x_ctx.to(ct), y_ctx.to(ct))
         return torch.einsum("bmd,bd->bm", x_q.to(ct), w).to(x_q.dtype)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]; QR fast path in float64 whatever `dtype` (`ls_prefix`), every prefix it
         does not trust recomputed by the pseudo-inverse."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         x64, y64 = x.double(), y.double()
         mean, _, trusted = prefix_conditioning(x64, y64, 0.0)
         pb, pt = (~trusted).nonzero().unbind(-1)
@@ -313,13 +307,8 @@ class Bayes(MaskedLearner):
             mean[b, t], var[b, t] = (v.squeeze(-1) for v in self._posterior(*stats, x64[b, t, None], t, exact=True))
         return mean.to(x.dtype), var.to(x.dtype)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T] posterior means (QR fast path, see `predict_prefixes_with_variance`)."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         return self.predict_prefixes_with_variance(x, y)[0]
 
 

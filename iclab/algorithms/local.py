@@ -20,7 +20,6 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, spec_string
-from iclab.shapes import Float, shape_checked
 
 __all__ = ["KNN", "LEARNERS", "Averaging", "knn_from_distances"]
 
@@ -46,13 +45,8 @@ class Averaging(MaskedLearner):
         k = mask.sum(-1).clamp_min(1).to(b.dtype)  # [B]; an empty context has b = 0, hence ŷ = 0
         return torch.einsum("bmd,bd->bm", x_q, b / k.unsqueeze(-1))
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]: ŷ_t = x_tᵀ b_t / t with b_t = Σ_{i<t} y_i x_i (0 at t = 0)."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         yx = y.unsqueeze(-1) * x  # [B, T, d]
         # Exclusive sum by padding (not by subtracting the inclusive one): exactly 0 at t = 0.
         b = torch.cat([torch.zeros_like(yx[:, :1]), yx[:, :-1].cumsum(1)], dim=1)  # [B, T, d]
@@ -108,13 +102,8 @@ class KNN(MaskedLearner):
         present = mask.unsqueeze(1).expand(-1, x_q.shape[1], -1)  # [B, m, n]
         return knn_from_distances(_distances(x_q, x_ctx), y_ctx, present, self.k)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]: query x_t among the points i < t, from one [B, T, T] distance matrix."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         T = x.shape[1]
         i = torch.arange(T, device=x.device)
         present = (i.unsqueeze(0) < i.unsqueeze(1)).unsqueeze(0).expand(x.shape[0], T, T)  # [B, T (query), T]

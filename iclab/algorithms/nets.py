@@ -28,7 +28,6 @@ from torch import Tensor
 
 from iclab.algorithms.base import MaskedLearner, expand_prefixes
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, parse_real, spec_string
-from iclab.shapes import Float, shape_checked
 
 __all__ = ["LEARNERS", "ReluNet", "fit_relu_net", "init_relu_net", "relu_net_forward"]
 
@@ -169,13 +168,8 @@ class ReluNet(MaskedLearner):
         ]
         return torch.cat(out).to(x_q.dtype)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]: one net per (prompt, prefix), trained on points < t, chunked over B."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         ct = self.dtype or x.dtype
         B, T, d = x.shape
         step = max(1, self._step(max(T - 1, 1), d) // max(T, 1))

@@ -19,7 +19,6 @@ from torch import Tensor
 from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.least_squares import gram_stats, prefix_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, spec_string
-from iclab.shapes import Float, shape_checked
 
 __all__ = [
     "LEARNERS",
@@ -104,13 +103,8 @@ class Newton(MaskedLearner):
         w = newton_weights(S, b, self.steps)  # [B, d]
         return torch.einsum("bmd,bd->bm", x_q.to(ct), w).to(x_q.dtype)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T] from the cumulative S_t, b_t."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         ct = self.dtype or x.dtype
         S, b = prefix_stats(x.to(ct), y.to(ct))  # [B, T, d, d], [B, T, d]
         w = newton_weights(S, b, self.steps)

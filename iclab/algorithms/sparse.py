@@ -38,7 +38,6 @@ from iclab.algorithms.base import MaskedLearner
 from iclab.algorithms.lasso_path import Paths, cold_paths, homotopy_path, homotopy_reference, refine, segment
 from iclab.algorithms.least_squares import gram_stats
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_dtype, parse_int, parse_real, spec_string
-from iclab.shapes import Float, shape_checked
 
 __all__ = ["LEARNERS", "Lasso", "lasso_duality_gap", "lasso_objective", "lasso_prefix_weights", "lasso_weights"]
 
@@ -315,14 +314,9 @@ class Lasso(MaskedLearner):
         w = self.weights_from_stats(S, b, y64.square().sum(-1), mask.sum(-1), x_q.dtype)  # [B, d]
         return torch.einsum("bmd,bd->bm", x_q.to(w.dtype), w).to(x_q.dtype)
 
-    @shape_checked
-    def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
-    ) -> Float[Tensor, "batch T *k"]:
+    def scalar_prefixes(self, x: Tensor, y: Tensor) -> Tensor:
         """x [B, T, d], y [B, T] → [B, T]: prefix t from points < t, each prefix warm-started from the one before
         (`lasso_prefix_weights`; chunked over B by `chunk_elements`, counting B·d·(d + T) elements of state)."""
-        if y.dim() == 3:
-            return super().predict_prefixes(x, y)
         B, T, d = x.shape
         step = max(1, self.chunk_elements // max(d * (d + T), 1))
         out = []
