@@ -72,6 +72,12 @@ class AttentionWeights:
     """
 
     scale: float = 1.0  # score(key i, query j) = scale · e_iᵀ KQ_h e_j
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the one weight convention call W_O by von Oswald's name, P (lsa, lla)
+        if prefix + "P" in state_dict and prefix + "W_O" not in state_dict:
+            state_dict[prefix + "W_O"] = state_dict.pop(prefix + "P")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
     W_Q: Tensor  # the factors: parameters registered by the layer (or views of them, gpt.Attention)
     W_K: Tensor
     W_V: Tensor

@@ -153,11 +153,6 @@ class LLAWeights(AttentionWeights, nn.Module):
             setattr(self, name, nn.Parameter(torch.randn(shape, generator=generator) * math.sqrt(var)))
         self.scale = 1 / math.sqrt(width)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the one weight convention call W_O P
-        if prefix + "P" in state_dict and prefix + "W_O" not in state_dict:
-            state_dict[prefix + "W_O"] = state_dict.pop(prefix + "P")
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class LLAHooks(nn.Module):

@@ -57,11 +57,6 @@ class LSAWeights(AttentionWeights, nn.Module):
             init = torch.randn(shape, generator=generator) * std
             setattr(self, name, nn.Parameter(init))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the one weight convention call W_O by von Oswald's name, P
-        if prefix + "P" in state_dict and prefix + "W_O" not in state_dict:
-            state_dict[prefix + "W_O"] = state_dict.pop(prefix + "P")
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AttentionHooks(nn.Module):
