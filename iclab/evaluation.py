@@ -6,7 +6,7 @@ points before t as its context and x_t (or a shifted query, see `iclab.shifts`) 
 algorithms) use their own `predict_prefixes`; any other learner is evaluated on one masked problem per prefix,
 batched over prompts and prefixes (`iclab.algorithms.base.expand_prefixes`), never in a Python loop over prompts.
 
-Metric names say what they measure (DESIGN "Conventions"):
+Metric names say what they measure (docs/conventions.md §1):
   ``half_mse``   ½(ŷ − y)²                   von Oswald's loss
   ``mse``        (ŷ − y)²                     summed over output coordinates for vector targets
   ``nmse``       (ŷ − y)² / d                 Garg's "normalised squared error" (d = input dimension)

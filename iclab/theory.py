@@ -1,7 +1,7 @@
 """Closed-form risks for in-context linear regression: one and k GD steps, the optimal linear (one-layer LSA)
 predictor and Zhang–Frei–Bartlett's trained LSA, debiased GD, ridge (Bayes or any λ), OLS and min-norm.
 
-Setting (REFERENCE.md §6): a prompt has n context points x_i ∈ R^d (rows of X ∈ R^{n×d}) and a query x_q;
+Setting (docs/papers.md §6): a prompt has n context points x_i ∈ R^d (rows of X ∈ R^{n×d}) and a query x_q;
 y_i = wᵀx_i + ε_i with ε_i ~ N(0, σ²); w ~ N(0, τ²I) unless a covariance Σ_w is given. Ŝ = (1/n) XᵀX.
 
 Units differ between functions and every name says which:
@@ -97,7 +97,7 @@ def gd1_half_mse(eta, *, d: int, n: int, m2: float, m4: float, tau2: float = 1.0
         E‖I − ηŜ‖_F² = d − 2ηd m₂ + η²(d/n)(m₄ + (n + d − 2)m₂²)
     because E‖Ŝ‖_F² = n⁻²[n E‖x‖⁴ + n(n−1) E(x_iᵀx_j)²], E‖x‖⁴ = d m₄ + d(d−1)m₂², E(x_iᵀx_j)² = d m₂². Hence
         E[½(ŷ − y_q)²] = ½[τ² m₂ (d − 2ηd m₂ + η²(d/n)(m₄ + (n+d−2)m₂²)) + η²σ² d m₂²/n + σ²],
-    which is REFERENCE §6's formula for τ = 1, σ = 0.
+    which is docs/papers.md §6's formula for τ = 1, σ = 0.
 
     Args:
         eta: step size, a float or an array of them (evaluated elementwise).
@@ -210,7 +210,7 @@ def mahankali_excess_risk(d: int, n: int, sigma2: float, tau2: float = 1.0) -> f
 
 
 def debiased_gd_step(L, d: int, sigma2: float = 0.0, tau2: float = 1.0, m2: float = 1.0):
-    """Optimal step c_L = η/L of debiased GD ŷ = c_L Σ_i y_i (x_i − x̄)ᵀx_q (He et al.; REFERENCE §7) for
+    """Optimal step c_L = η/L of debiased GD ŷ = c_L Σ_i y_i (x_i − x̄)ᵀx_q (He et al.; docs/papers.md §7) for
     x ~ N(0, m₂I), w ~ N(0, τ²I), noise σ²:  c_L = 1/(m₂(L + d) + σ²/τ²)  (η/L = 1/(L + d + σ²/τ²) at m₂ = 1).
 
     L: a count or an array / tensor of counts (plain arithmetic: tensors stay tensors). Derived in the next function.
@@ -291,7 +291,7 @@ def optimal_preconditioner(Lambda, Sigma_w, n: int, sigma2: float) -> tuple[np.n
 
     Setting the gradient of R(A) to zero gives ΛA*G = ΛΣ_wΛ, so
         A* = Σ_wΛ G⁻¹,   G = (1 + 1/n)ΛΣ_wΛ + ((tr(Σ_wΛ) + σ²)/n)Λ,
-    and R(A*) = tr(ΛΣ_w) − tr(A*ΛΣ_wΛ) (REFERENCE §6). A* is symmetric although Σ_wΛ is not: with M = Σ_wΛ,
+    and R(A*) = tr(ΛΣ_w) − tr(A*ΛΣ_wΛ) (docs/papers.md §6). A* is symmetric although Σ_wΛ is not: with M = Σ_wΛ,
     b = 1 + 1/n, c = (tr M + σ²)/n, G = Λ(bM + cI) and A* = M(bM + cI)⁻¹Λ⁻¹ = (bΣ_wΛ + cI)⁻¹Σ_w, whose
     transpose Σ_w(bΛΣ_w + cI)⁻¹ is the same matrix (push-through identity). So the A-vs-Aᵀ orientation of
     ŷ = x_qᵀ A (1/n)Xᵀy does not matter at the optimum. Isotropic Λ = I, Σ_w = τ²I gives Mahankali's α*·I.

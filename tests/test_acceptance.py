@@ -17,7 +17,7 @@ from iclab.training import train
 @pytest.mark.slow
 @pytest.mark.parametrize(("d", "n", "noise_var"), [(4, 10, 0.25), (3, 12, 1.0)])
 def test_gaussian_one_layer_learns_optimal_preconditioner(d, n, noise_var):
-    """x, w ~ N(0, I), noise σ²: the trained preconditioner is n/(n + d + 1 + σ²)·I (REFERENCE §6), within 2 %."""
+    """x, w ~ N(0, I), noise σ²: the trained preconditioner is n/(n + d + 1 + σ²)·I (docs/papers.md §6), within 2 %."""
     cfg = preset("gaussian").replace(
         task={"d": d, "n_points": n, "noise_var": noise_var},
         train={"steps": 1500, "batch_size": 2048, "lr": 3e-3, "progress": False, "eval_every": 500},

@@ -1,6 +1,6 @@
 """Reference learners against naive numpy loops, the LSA construction against them, and step-size tuning.
 
-The naive references are written here, per prompt, from the math (DESIGN "The construction"):
+The naive references are written here, per prompt, from the math (docs/construction.md §1):
 * GD: W ← W − η (1/N) Σ_i (W x_i − y_i) x_i, from W = 0; ŷ = W x_q.
 * GD++: explicit per-token transforms x_j ← (I − γ_l G_l) x_j with G_l = Σ_i x_i x_iᵀ over the *current* context
   inputs, where the y-step of a layer uses the inputs before that layer's transform. Two independent forms: the

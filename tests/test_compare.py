@@ -1,4 +1,4 @@
-"""Comparison metrics (DESIGN "Comparison metrics") against closed forms and numpy recomputations."""
+"""Comparison metrics (docs/metrics.md) against closed forms and numpy recomputations."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
 """GD, preconditioned GD, GD++ and debiased GD learners against naive numpy references, one prompt (and one
 prefix) at a time.
 
-References, written from the math (REFERENCE §1, §7), not from iclab code:
+References, written from the math (docs/papers.md §1, §7), not from iclab code:
 * GD: K steps from w = 0 on L(w) = 1/(2N) Σ_i (wᵀx_i − y_i)², N = number of present points (at least 1),
   w ← w − η_l A ∇L with an optional [d, d] preconditioner A (non-symmetric here, to pin its orientation).
 * GD++: the LSA token stream. Context tokens carry y-slots r_i (start y_i), the query token a slot s (start 0);

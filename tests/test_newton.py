@@ -1,7 +1,7 @@
 """Iterative Newton learner against a naive numpy Newton–Schulz loop and against min-norm OLS, one prompt (and one
 prefix) at a time.
 
-Reference, written from the math (REFERENCE §5), not from iclab code: S = XᵀX over the present rows,
+Reference, written from the math (docs/papers.md §5), not from iclab code: S = XᵀX over the present rows,
 M₀ = αS with α = 2/‖SSᵀ‖_F (α = 0 for S = 0), M_{k+1} = 2M_k − M_k S M_k, ŷ = x_qᵀ M_K Xᵀy. With K = 20 on
 well-conditioned contexts (rank ≥ 2) this is numpy.linalg.lstsq's min-norm solution; rank-one contexts (one
 point, repeated points, d = 1) predict 0 for every K ≥ 1 (α λ² = 2 puts M₁ = 0), also for K up to 200 and in

@@ -78,7 +78,7 @@ def test_gd1_half_mse_matches_mc(setting, eta_factor):
 
 
 def test_gd1_matches_reference_formula():
-    # REFERENCE §6 (τ = 1, σ = 0): ½ m₂ d [η² N⁻¹(m₄ + (N + d − 2)m₂²) − 2η m₂ + 1].
+    # docs/papers.md §6 (τ = 1, σ = 0): ½ m₂ d [η² N⁻¹(m₄ + (N + d − 2)m₂²) − 2η m₂ + 1].
     d, n = 10, 10
     m2, m4 = theory.input_moments("uniform", 0.5)
     eta = np.linspace(0.0, 20.0, 11)
@@ -160,7 +160,7 @@ def test_linear_family_mse_matches_mc_and_orientation(d, n, sigma2):
     Lambda, Sigma_w = _random_spd(rng, d, 0.2, 3.0), _random_spd(rng, d, 0.1, 4.0)
     A_star, risk = theory.optimal_preconditioner(Lambda, Sigma_w, n, sigma2)
     assert theory.linear_family_mse(A_star, Lambda, Sigma_w, n, sigma2) == pytest.approx(risk, rel=1e-10)
-    # A* = Σ_wΛG⁻¹ (REFERENCE §6, computed here directly) is symmetric even though Σ_wΛ is not, so the
+    # A* = Σ_wΛG⁻¹ (docs/papers.md §6, computed here directly) is symmetric even though Σ_wΛ is not, so the
     # orientation of the optimum is moot ...
     G = (1 + 1 / n) * Lambda @ Sigma_w @ Lambda + (np.trace(Sigma_w @ Lambda) + sigma2) / n * Lambda
     assert np.abs(Sigma_w @ Lambda - Lambda @ Sigma_w).max() > 0.1

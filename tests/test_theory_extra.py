@@ -54,7 +54,7 @@ def test_moments_agree_three_ways(d, n):
 def test_uniform_moments_small_cases():
     # d = n = 1, x ~ U(−a, a): E tr Ŝ^j = E x^{2j} = a^{2j}/(2j + 1)
     assert sample_cov_trace_moments(3, 1, 1, "uniform", 0.5) == [1, Fraction(1, 12), Fraction(1, 80), Fraction(1, 448)]
-    # E tr Ŝ² = d(m₄ + (n + d − 2)m₂²)/n (REFERENCE §6)
+    # E tr Ŝ² = d(m₄ + (n + d − 2)m₂²)/n (docs/papers.md §6)
     d, n, a = 4, 3, 0.75
     m2, m4 = theory.input_moments("uniform", a)
     assert float(sample_cov_trace_moments(2, d, n, "uniform", a)[2]) == pytest.approx(

@@ -1,4 +1,4 @@
-"""dMMSE: the Bayes posterior mean for a prior uniform over a finite task pool (Raventós et al., REFERENCE §3).
+"""dMMSE: the Bayes posterior mean for a prior uniform over a finite task pool (Raventós et al., docs/papers.md §3).
 
 With pool w_1 … w_M (uniform prior) and y = wᵀx + ε, ε ~ N(0, σ²), the posterior over the pool given the present
 context points j is

@@ -5,7 +5,7 @@ Oswald's construction puts P = η_l/N), W ← W − η_l A ∇L with an optional
 GD++ (von Oswald): each step also transforms the data, x_j ← (I − γ_l XᵀX) x_j for every context and query
 token, with X the *current* context inputs; the y-step of that layer uses the inputs before the transform
 (one attention layer updates x and y from the same input tokens).
-Debiased GD (He et al., REFERENCE §7): ŷ = (η/L) Σ_i y_i (x_i − x̄)ᵀ x_q, x̄ the mean of the L present inputs.
+Debiased GD (He et al., docs/papers.md §7): ŷ = (η/L) Σ_i y_i (x_i − x̄)ᵀ x_q, x̄ the mean of the L present inputs.
 """
 
 from __future__ import annotations

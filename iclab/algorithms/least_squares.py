@@ -2,7 +2,7 @@
 
 Convention: sums over the context are UNNORMALISED, S = XᵀX = Σ_i x_i x_iᵀ and b = Xᵀy = Σ_i y_i x_i over the
 present points. Ridge is ŵ = (S + λI)⁻¹b, which is the Bayes posterior mean for w ~ N(0, τ²I) and noise σ² at
-λ = σ²/τ² (REFERENCE §6). The Bayes learner takes any prior covariance Σ_w and also returns the predictive
+λ = σ²/τ² (docs/papers.md §6). The Bayes learner takes any prior covariance Σ_w and also returns the predictive
 variance of a new noisy target, σ² + x_qᵀ Σ_post x_q with Σ_post = (S/σ² + Σ_w⁻¹)⁻¹.
 
 Numerics: OLS goes through the pseudo-inverse of X (SVD; never through S in `predict`, which would square the

@@ -1,4 +1,4 @@
-"""Local reference learners of Garg et al. (REFERENCE §2), batched over prompts and prefix lengths.
+"""Local reference learners of Garg et al. (docs/papers.md §2), batched over prompts and prefix lengths.
 
 * Averaging: ŵ = (1/k) Σ_i y_i x_i over the k present context points, ŷ = x_qᵀŵ (Garg's "averaging" baseline;
   one GD step from 0 with step η = 1 on ½·MSE). Its prefix fast path divides the exclusive cumulative sum

@@ -12,7 +12,7 @@ the CPU from a generator seeded by (seed, block). So a problem's net depends on 
 `chunk_elements`, not on the device — and only the current chunk's nets are ever held in memory. An empty context
 predicts 0.
 
-Garg et al. (REFERENCE §2) use H = 100, Adam lr 5e-3, 100 steps, batch 100 (≥ the context, so full batch) and
+Garg et al. (docs/papers.md §2) use H = 100, Adam lr 5e-3, 100 steps, batch 100 (≥ the context, so full batch) and
 PyTorch's `nn.MSELoss` over the stacked batch, i.e. a mean over prompts too: that only rescales each prompt's
 gradient by 1/B, which Adam undoes except in ε. iclab's default trains longer (500 steps) at the same lr and width.
 """

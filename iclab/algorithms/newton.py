@@ -1,6 +1,6 @@
 """Iterative Newton (Newton–Schulz) for the pseudo-inverse of S = XᵀX, batched over prompts and prefix lengths.
 
-Fu et al. (REFERENCE §5): M₀ = αS, α = 2/‖SSᵀ‖_F, M_{k+1} = 2M_k − M_k S M_k, ŵ_k = M_k Xᵀy. In the eigenbasis of S
+Fu et al. (docs/papers.md §5): M₀ = αS, α = 2/‖SSᵀ‖_F, M_{k+1} = 2M_k − M_k S M_k, ŵ_k = M_k Xᵀy. In the eigenbasis of S
 (eigenvalues λ_i) every iterate is diagonal with 1 − λ_i m_{k,i} = (1 − αλ_i²)^{2^k}, so ŵ_k → S⁺Xᵀy = X⁺y (the
 min-norm OLS solution) quadratically once |1 − αλ_i²| < 1 for every nonzero λ_i. The Frobenius norm makes that
 hold whenever S has rank ≥ 2 (the spectral norm would put the top direction at exactly −1). For rank one,

@@ -1,7 +1,7 @@
 """Step-size tuning for GD and GD++ on the task distribution.
 
 One GD step on inputs with i.i.d. coordinates (uniform or isotropic Gaussian) has a closed-form optimal step
-(REFERENCE §6, `iclab.theory.gd1_optimal_eta`). Everything else — several steps, GD++'s γ, non-isotropic inputs
+(docs/papers.md §6, `iclab.theory.gd1_optimal_eta`). Everything else — several steps, GD++'s γ, non-isotropic inputs
 — is tuned numerically: L-BFGS with a strong-Wolfe line search on the ½·MSE of a fixed set of held-out tuning
 prompts, in float64. Tied variants share one (η, γ) across steps.
 """

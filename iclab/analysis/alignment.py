@@ -1,4 +1,4 @@
-"""Layer ↔ iteration alignment (Fu et al., REFERENCE §5): which algorithm iteration does each layer compute?
+"""Layer ↔ iteration alignment (Fu et al., docs/papers.md §5): which algorithm iteration does each layer compute?
 
 1. Activations: every layer's residual stream (``blocks.{l}.hook_resid_post``) at the position where the model
    predicts point t, for every prefix t of B prompts: acts [K, B, T, D]. GPT: one causal pass, x_t's token. LSA:

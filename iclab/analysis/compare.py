@@ -1,4 +1,4 @@
-"""Model-vs-algorithm comparison on the same prompts (DESIGN "Comparison metrics").
+"""Model-vs-algorithm comparison on the same prompts (docs/metrics.md).
 
 * losses: ½·MSE of each against the query targets;
 * preds diff: mean |ŷ_θ − ŷ_A| and the normalised ‖ŷ_θ − ŷ_A‖ / ‖ŷ_A‖;
@@ -169,7 +169,7 @@ def ood_curves(
 
 
 def effective_preconditioner(model: LSA) -> Tensor:
-    """A [d, d] with ŷ ≈ x_qᵀ A (1/N) Xᵀy for a one-layer, one-head LSA (REFERENCE §6 linear family).
+    """A [d, d] with ŷ ≈ x_qᵀ A (1/N) Xᵀy for a one-layer, one-head LSA (docs/papers.md §6 linear family).
 
     ŷ = −Σ_i (W_PV e_i)_y · e_iᵀ W_KQ e_q; keeping the GD-like terms, (W_PV e_i)_y = c·y_i (c = W_PV[y, y]) and
     e_iᵀ W_KQ e_q = x_iᵀ M x_q (M = W_KQ's x-block), so A = −c·N·Mᵀ with N the training context length.

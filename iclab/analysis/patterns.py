@@ -1,4 +1,4 @@
-"""KQ / OV circuits and attention patterns of attention models (He et al.'s mechanistic reading, REFERENCE §7).
+"""KQ / OV circuits and attention patterns of attention models (He et al.'s mechanistic reading, docs/papers.md §7).
 
 Per layer and head, on tokens e = [x, y] ∈ R^D (D = d + 1, index d is the y-slot):
   KQ_h [D, D]  score(i, j) = e_iᵀ KQ_h e_j   (SoftmaxAttention.W_KQ; LSA's W_KQ)

@@ -1,5 +1,5 @@
 """Reproduction: *What can transformers learn in-context? A case study of simple function classes* (Garg et al.),
-linear regression, with Fu et al.'s layer ↔ iteration alignment read out of the trained model (REFERENCE §2, §5).
+linear regression, with Fu et al.'s layer ↔ iteration alignment read out of the trained model (docs/papers.md §2, §5).
 
 A GPT-style causal transformer (iclab.models.gpt) trained on interleaved prompts x₁, y₁, …, x_T, y_T with a loss on
 every prefix; its error vs the number k of in-context examples is compared with least squares (the Bayes-optimal
@@ -98,7 +98,7 @@ def reproduce_garg(
     k = curves["GPT"].k
     tau2 = cfg.task.w_scale**2
     # Noiseless isotropic closed forms (nmse = excess risk / d): min-norm least squares τ²(d − k)/d before k = d
-    # and 0 after (REFERENCE §6; theory.min_norm_excess_risk is the noisy form, undefined at k = 0 and k = d − 1);
+    # and 0 after (docs/papers.md §6; theory.min_norm_excess_risk is the noisy form, undefined at k = 0 and k = d − 1);
     # the best single GD step (Mahankali) τ²(d + 1)/(k + d + 1), τ² at k = 0.
     closed_ls = tau2 * np.clip(d - k, 0, None) / d
     one_step = np.array([theory.mahankali_excess_risk(d, int(i), 0.0, tau2) / d if i else tau2 for i in k])

@@ -1,4 +1,4 @@
-"""Reproduction: *In-context linear regression demystified* (He et al., multi-head softmax attention), REFERENCE §7.
+"""Reproduction: *In-context linear regression demystified* (He et al., multi-head softmax attention), docs/papers.md §7
 
 Setting: d = 5, L = 40 context points, σ² = 0.1, w ~ N(0, I/d), x ~ N(0, I); one layer of multi-head softmax
 attention, no MLP / LayerNorm / positions (the `he-2-heads` preset with `heads` varied). Every trained model is a
@@ -56,7 +56,7 @@ class Scale:
 # ~1 % of the debiased-GD optimum and LSA to its own linear-family optimum (~5–15 s per model on a quiet 2-core
 # CPU). 4 000 prompts per extra test length: float64 softmax at L' = 160 costs seconds per 10 000 prompts, and the
 # comparisons there are paired (every learner sees the same prompts).
-# paper: He et al.'s Adam lr 1e-3 and batch 256 with 1, 2, 4, 8 heads. REFERENCE does not give their step count; we
+# paper: He et al.'s Adam lr 1e-3 and batch 256 with 1, 2, 4, 8 heads. docs/papers.md §7 lacks their step count; we
 # take 20 000 steps with cosine decay to 0 (the decay makes the final weights a converged point rather than Adam
 # noise around it). Measured on the CPU for 2 heads (4 000 held-out prompts): 5 000 such steps end at 1.015x the
 # debiased-GD optimum, 20 000 at 1.008x, flat from ~8 000 on; more heads get the same budget.

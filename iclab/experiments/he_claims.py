@@ -47,7 +47,7 @@ def he_claims(sc: Scale, per_head, mc: float, se: float, closed: float, step_opt
         Claim(
             "optimum_closed_form",
             "Monte Carlo ½·MSE of debiased GD (optimal step) on the held-out prompts agrees with the closed form "
-            "½(excess risk + σ²) (REFERENCE §6–7)",
+            "½(excess risk + σ²) (docs/papers.md §6–7)",
             closed,
             mc,
             f"3 SE = {3 * se:.2g}",

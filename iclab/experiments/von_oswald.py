@@ -1,4 +1,4 @@
-"""Reproduction: *Transformers learn in-context by gradient descent* (von Oswald et al.), REFERENCE §1.
+"""Reproduction: *Transformers learn in-context by gradient descent* (von Oswald et al.), docs/papers.md §1.
 
 One layer: trained LSA ≈ one step of GD with the tuned step (loss, preds diff, model cos, weights ≈ the
 construction up to scale, interpolation, OOD input scale). K layers: untied LSA beats K tuned GD steps and
@@ -164,7 +164,7 @@ def reproduce_von_oswald(
         ),
         Claim(
             "gd_closed_form",
-            "Monte Carlo ½·MSE of the tuned GD step on the held-out prompts agrees with the closed form (REFERENCE §6)",
+            "Monte Carlo ½·MSE of the tuned GD step on held-out prompts matches the closed form (docs/papers.md §6)",
             gd1_closed,
             cmp1["reference_half_mse"],
             f"3 SE = {3 * gd_se:.2g}",

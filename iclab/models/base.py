@@ -24,7 +24,7 @@ __all__ = ["ICLModel", "seeded_generator"]
 
 def seeded_generator(generator: torch.Generator | None) -> torch.Generator:
     """`generator`, or a fresh CPU generator seeded 0 when None: a model built without one is reproducible and
-    never draws from (or advances) the global RNG (DESIGN: every random draw takes an explicit generator)."""
+    never draws from (or advances) the global RNG (docs/conventions.md §6)."""
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
 

@@ -1,4 +1,4 @@
-"""GPT (Garg et al., REFERENCE §2): a pre-LN causal transformer over the interleaved layout x_1, y_1, …, x_T, y_T.
+"""GPT (Garg et al., docs/papers.md §2): a pre-LN causal transformer over the interleaved layout x_1, y_1, …, x_T, y_T.
 
     e_l   = tok_l W_E + b_E + W_pos[l]                    linear read-in of [x] / [y, 0, …, 0] tokens, learned positions
     r     = r + Attn(LN₁(r)),  r = r + MLP(LN₂(r))       per block; Attn causal multi-head softmax, MLP GELU

@@ -1,4 +1,4 @@
-"""Multi-head softmax attention (He et al., REFERENCE §7) on the concat layout.
+"""Multi-head softmax attention (He et al., docs/papers.md §7) on the concat layout.
 
 Tokens e_i = [x_i, y_i] ∈ R^D (D = d + 1) for the N context points, query tokens e_q = [x_q, 0]. Layer l updates
 every token j (context and query alike) from the context tokens only, so queries never see each other:

@@ -1,4 +1,4 @@
-"""In-context linear classification (Garg et al.'s and Bayesian-prism's linear classification; REFERENCE §8)."""
+"""In-context linear classification (Garg et al.'s and Bayesian-prism's linear classification; docs/papers.md §8)."""
 
 from __future__ import annotations
 

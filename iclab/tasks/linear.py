@@ -1,4 +1,4 @@
-"""In-context linear regression (von Oswald et al.; Garg et al.; the theory of REFERENCE §6) and its priors."""
+"""In-context linear regression (von Oswald et al.; Garg et al.; the theory of docs/papers.md §6) and its priors."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Sequence families: the prompt is one trajectory of a random linear dynamical system, and each point asks for the
-next value (REFERENCE §8: AR(p) sequences; x_{t+1} = W x_t mesa-optimisation, von Oswald et al. 2023).
+next value (docs/papers.md §8: AR(p) sequences; x_{t+1} = W x_t mesa-optimisation, von Oswald et al. 2023).
 
 Both generate the trajectory step by step (a loop over time, batched over prompts), so they override
 `Task.sample`; `evaluate` (hence `Task.targets`) is the noiseless one-step prediction from the prompt's inputs.

@@ -1,4 +1,4 @@
-"""In-context softmax regression (REFERENCE §8): probability-vector targets softmax(Wx) ∈ R^k."""
+"""In-context softmax regression (docs/papers.md §8): probability-vector targets softmax(Wx) ∈ R^k."""
 
 from __future__ import annotations
 
