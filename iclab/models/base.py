@@ -78,6 +78,7 @@ class AttentionWeights:
         if prefix + "P" in state_dict and prefix + "W_O" not in state_dict:
             state_dict[prefix + "W_O"] = state_dict.pop(prefix + "P")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+
     W_Q: Tensor  # the factors: parameters registered by the layer (or views of them, gpt.Attention)
     W_K: Tensor
     W_V: Tensor

@@ -154,7 +154,6 @@ class LLAWeights(AttentionWeights, nn.Module):
         self.scale = 1 / math.sqrt(width)
 
 
-
 class LLAHooks(nn.Module):
     """blocks.{l}.attn.hook_*: the attention's internals."""
 

@@ -58,7 +58,6 @@ class LSAWeights(AttentionWeights, nn.Module):
             setattr(self, name, nn.Parameter(init))
 
 
-
 class AttentionHooks(nn.Module):
     """blocks.{l}.attn.hook_*: the attention's internals (TransformerLens-style names)."""
 
