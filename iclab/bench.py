@@ -15,9 +15,16 @@ from functools import partial
 import torch
 
 from iclab.algorithms.gd import gd_predict
-from iclab.metrics import half_mse
+from iclab.config import ModelConfig
+from iclab.models import make_model
 from iclab.models.base import IMPLS
-from iclab.models.lsa import LSA, LSAConfig
+from iclab.models.features import FeatureLSAConfig
+from iclab.models.gpt import GPTConfig
+from iclab.models.lla import LLAConfig
+from iclab.models.lsa import LSAConfig
+from iclab.models.separate import SeparateConfig
+from iclab.models.softmax import SoftmaxConfig
+from iclab.models.ssm import SSMConfig
 from iclab.tasks import make_task
 from iclab.tasks.linear import LinearConfig
 
@@ -54,26 +61,49 @@ def _median_ms(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_lsa_step(layers: int, batch: int, device: torch.device, repeats: int) -> BenchResult:
-    """One vO training step (sample, forward, backward, AdamW): Gram-form attention vs the written-out one."""
-    task = make_task(LinearConfig())
+# The training step of every model family, fast path vs naive (`impl`): (case, model, task, batch as a fraction
+# of --batch). LSA is von Oswald's setting (d = N = 10); the GPT is the `iclab reproduce garg` smoke model's shape
+# (4 layers, width 128, MLP 256, d = 5, 11 points) at batch 128 of the default 2 048.
+_GARG_TASK = LinearConfig(d=5, n_points=10, x_dist="gaussian", x_scale=1.0)
+TRAIN_STEPS: tuple[tuple[str, ModelConfig, LinearConfig, float], ...] = (
+    ("LSA train step, 1 layer", LSAConfig(layers=1), LinearConfig(), 1.0),
+    ("LSA train step, 3 layers", LSAConfig(layers=3), LinearConfig(), 1.0),
+    ("softmax train step, 2 heads", SoftmaxConfig(heads=2), LinearConfig(d=5, n_points=40), 1 / 8),
+    (
+        "GPT train step, 4 x 128",
+        GPTConfig(layers=4, heads=4, width=128, mlp_ratio=2, max_points=64),
+        _GARG_TASK,
+        1 / 16,
+    ),
+    ("LSA on features train step", FeatureLSAConfig(), LinearConfig(d=5), 1 / 8),
+    ("separate-token train step", SeparateConfig(max_points=11), LinearConfig(d=3), 1 / 8),
+    ("LLA train step", LLAConfig(width=32, heads=2), LinearConfig(d=5), 1 / 16),
+    ("SSM train step", SSMConfig(width=32), _GARG_TASK, 1 / 16),
+)
+
+
+def bench_train_step(
+    case: str, model_config: ModelConfig, task_config: LinearConfig, batch: int, device: torch.device, repeats: int
+) -> BenchResult:
+    """One training step (sample, forward, loss, backward, AdamW) of one family: fast path vs naive (`impl`)."""
+    task = make_task(task_config)
     gen = torch.Generator(device=device).manual_seed(0)
     steps: dict[str, Callable[[], object]] = {}
     for name in IMPLS:
-        model = LSA(LSAConfig(layers=layers), task.d, generator=torch.Generator().manual_seed(0)).to(device)
+        model = make_model(model_config, task.d, generator=torch.Generator().manual_seed(0)).to(device)
         model.set_impl(name)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
 
         def step(model=model, opt=opt) -> None:
             prompts = task.sample(batch, generator=gen, device=device)
-            loss = half_mse(model.predict_prompts(prompts), prompts.y_q)
+            loss = model.training_loss(prompts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         steps[name] = step
     ms = _median_ms(steps, repeats, device)
-    return BenchResult(f"LSA train step, {layers} layer(s), batch {batch}", ms["fast"], ms["naive"])
+    return BenchResult(f"{case}, batch {batch}", ms["fast"], ms["naive"])
 
 
 def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchResult:
@@ -158,4 +188,8 @@ def run_benchmarks(
             bench_gd_eval(1000, device, max(3, repeats // 3)),
             *bench_eval_protocol(eval_prompts, min(8, eval_prompts), device),
         ]
-    return [bench_lsa_step(1, batch, device, repeats), bench_lsa_step(3, batch, device, repeats), *evals]
+    steps = [
+        bench_train_step(case, model, task, max(8, round(batch * fraction)), device, repeats)
+        for case, model, task, fraction in TRAIN_STEPS
+    ]
+    return [*steps, *evals]

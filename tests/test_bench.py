@@ -2,6 +2,7 @@
 
 import json
 
+from iclab.bench import TRAIN_STEPS
 from iclab.cli import main
 
 
@@ -11,7 +12,9 @@ def test_bench_cli_writes_every_case(tmp_path, capsys):
     assert main(argv) == 0
     assert "speed-up" in capsys.readouterr().out
     cases = json.loads(out.read_text())
-    assert len(cases) == 4 + 8  # LSA x2, GD, one eval row per learner and the eval total
+    # a training step per model family, GD, one eval row per learner and the eval total
+    assert len(cases) == len(TRAIN_STEPS) + 2 + 8
+    assert {c["case"].split(",")[0] for c in cases} >= {case.split(",")[0] for case, *_ in TRAIN_STEPS}
     for case in cases:
         assert case["fast_ms"] > 0 and case["naive_ms"] > 0
         assert abs(case["speedup"] - case["naive_ms"] / case["fast_ms"]) < 1e-9
