@@ -35,6 +35,7 @@ from iclab.validation import (
 
 __all__ = [
     "ConfigError",
+    "EnsembleConfig",
     "EvalConfig",
     "ExperimentConfig",
     "ModelConfig",
@@ -222,6 +223,23 @@ class EvalConfig:
             check_real("eval.alphas", a, low=0.0, strict=True)
 
 
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Many models as one run: one member per seed, trained in one pass (iclab.training.ensemble). Member s starts
+    from the initialisation and follows the data stream that train.seed = s would give, so it equals that run."""
+
+    seeds: tuple[int, ...] = ()
+    """one member per seed (empty: one model, seeded train.seed)"""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seeds, tuple | list):
+            fail("ensemble.seeds", "a list of distinct integers >= 0", self.seeds)
+        for s in self.seeds:
+            check_int("ensemble.seeds", s, 0)
+        if len(set(self.seeds)) != len(self.seeds):
+            fail("ensemble.seeds", "a list of distinct integers >= 0", list(self.seeds))
+
+
 # ----------------------------------------------------------------------------------------- families by name
 
 
@@ -298,6 +316,8 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = "experiment"
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """train several seeds as one run (--ensemble.seeds 0 1 2 …)"""
 
     def __post_init__(self) -> None:
         # The name is the default run directory (runs/<name>): one plain path component.
@@ -307,6 +327,13 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
         for section, base in (("task", TaskConfig), ("model", ModelConfig)):
             if not isinstance(getattr(self, section), base) or type(getattr(self, section)) is base:
                 fail(section, f"a registered {section} family config", getattr(self, section))
+        for seed in self.ensemble.seeds:
+            if seed + 1 == self.eval.seed:
+                fail(
+                    "ensemble.seeds",
+                    f"seeds other than eval.seed − 1 = {self.eval.seed - 1}",
+                    list(self.ensemble.seeds),
+                )
         if self.train.seed + 1 == self.eval.seed:
             # the trainer's data stream is seeded train.seed + 1 and the held-out set eval.seed: equal seeds would
             # make the first training prompts the held-out ones
@@ -361,6 +388,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if isinstance(value, EnsembleConfig) and value == EnsembleConfig():
+            continue  # a single-model run's config.json reads as before ensembles existed
         out[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
     return json.loads(json.dumps(out))
 

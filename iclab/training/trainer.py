@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -155,10 +156,7 @@ def train(
     t = config.train
     device, dtype = resolve_device(t.device), DTYPES[t.dtype]
     task = make_task(config.task)
-    model = make_model(
-        config.model, config.task.d, k=config.target_dim, generator=torch.Generator().manual_seed(t.seed)
-    )
-    model = model.to(device=device, dtype=dtype)
+    model = build_model(config).to(device=device, dtype=dtype)
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=t.lr,
@@ -167,17 +165,18 @@ def train(
         fused=device.type == "cuda",
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
-    gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    # one data stream per member, seeded as its single run's (an ordinary run is one member seeded train.seed)
+    gens = [torch.Generator(device=device).manual_seed(s + 1) for s in config.ensemble.seeds or (t.seed,)]
     eval_set = eval_prompts_for(config, device, dtype)
     curriculum = curriculum_for(config)
 
     start = 0
     if resume and run is not None and run.latest_checkpoint() is not None:
-        start = _restore(run, model, opt, sched, gen)
+        start = _restore(run, model, opt, sched, gens)
         run.truncate_metrics(after_step=start)
     elif run is not None:
         run.truncate_metrics(after_step=-1)
-        _save(run, 0, model, opt, gen)
+        _save(run, 0, model, opt, gens)
         run.log_metrics([{"step": 0, **_eval_columns(member_half_mse(model, eval_set))}])
 
     began = time.perf_counter()
@@ -189,13 +188,13 @@ def train(
     bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=config.name, leave=False)
     last_eval = math.nan
     for step in range(start + 1, t.steps + 1):
-        if curriculum is None:
-            prompts = task.sample(t.batch_size, generator=gen, device=device, dtype=dtype)
-        else:  # a function of the step alone, so a resumed run continues the same schedule
-            d_active, n_points = curriculum.at(step - 1)
-            prompts = task.sample(
-                t.batch_size, generator=gen, device=device, dtype=dtype, n_points=n_points, d_active=d_active
-            )
+        # the curriculum is a function of the step alone, so a resumed run continues the same schedule
+        d_active, n_points = (None, None) if curriculum is None else curriculum.at(step - 1)
+        batches = [
+            task.sample(t.batch_size, generator=g, device=device, dtype=dtype, n_points=n_points, d_active=d_active)
+            for g in gens
+        ]
+        prompts = batches[0] if len(batches) == 1 else _stack_batches(batches)
         loss = model.training_loss(prompts)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: the sum's gradient is each member's own
@@ -236,12 +235,16 @@ def train(
                     row.update({f"train_{model.loss_name}/member{e}": float(v) for e, v in enumerate(train_losses)})
                 run.log_metrics([row])
                 if step % t.checkpoint_every == 0 or step == t.steps:
-                    _save(run, step, model, opt, gen)
+                    _save(run, step, model, opt, gens)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
     if start >= t.steps:
         last_eval = evaluate_half_mse(model, eval_set)
+    if run is not None and config.ensemble.seeds:
+        from iclab.training.ensemble import Ensemble, export_members
+
+        export_members(run, config, cast(Ensemble, model))
     return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set)
 
 
@@ -253,19 +256,50 @@ def _eval_columns(losses: Tensor) -> dict[str, float]:
     return columns
 
 
-def _save(run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+def build_model(config: ExperimentConfig) -> ICLModel:
+    """The run's model, initialised from train.seed; with ensemble.seeds, an `Ensemble` of one member per seed."""
+    k = config.target_dim
+    if config.ensemble.seeds:
+        from iclab.training.ensemble import Ensemble
+
+        return Ensemble(config.model, config.task.d, config.ensemble.seeds, k=k)
+    return make_model(config.model, config.task.d, k=k, generator=torch.Generator().manual_seed(config.train.seed))
+
+
+def _stack_batches(batches: list[Prompts]) -> Prompts:
+    """E batches of B prompts → one of E·B (member e's rows e·B … (e + 1)·B − 1), as `Ensemble` reads them."""
+    first = batches[0]
+
+    def cat(name: str) -> Tensor | None:
+        parts = [getattr(b, name) for b in batches]
+        return None if parts[0] is None else torch.cat(parts)
+
+    params = None
+    if first.params is not None:
+        params = {k: torch.cat([cast(dict, b.params)[k] for b in batches]) for k in first.params}
+    x, y = torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches])
+    return Prompts(x=x, y=y, n_ctx=first.n_ctx, w=cat("w"), f=cat("f"), params=params)
+
+
+def _rng_key(e: int, gens: list[torch.Generator]) -> str:
+    return "rng/data" if len(gens) == 1 else f"rng/data/{e}"
+
+
+def _save(run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, gens: list[torch.Generator]) -> None:
     optim_tensors, optim_meta = optimizer_to_tensors(opt.state_dict())
     tensors = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
     tensors.update(optim_tensors)
-    tensors["rng/data"] = generator_state(gen)
+    for e, gen in enumerate(gens):
+        tensors[_rng_key(e, gens)] = generator_state(gen)
     run.save_checkpoint(step, tensors, {"optim": optim_meta, "step": step})
 
 
-def _restore(run: RunDir, model: nn.Module, opt, sched, gen: torch.Generator) -> int:
+def _restore(run: RunDir, model: nn.Module, opt, sched, gens: list[torch.Generator]) -> int:
     tensors, meta = run.load_checkpoint()
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
     opt.load_state_dict(optimizer_from_tensors(tensors, meta["optim"]))
-    restore_generator(gen, tensors["rng/data"])
+    for e, gen in enumerate(gens):
+        restore_generator(gen, tensors[_rng_key(e, gens)])
     step = int(meta["step"])
     sched.last_epoch = step
     for group, lr0 in zip(opt.param_groups, sched.base_lrs):
@@ -278,7 +312,9 @@ def load_model(run: RunDir) -> ICLModel:
     from iclab.config import config_from_dict
 
     config = config_from_dict(run.config())
-    model = make_model(config.model, config.task.d, k=config.target_dim, generator=torch.Generator().manual_seed(0))
+    # built in the run's dtype before the weights are loaded: a float64 checkpoint copied into float32 parameters
+    # would lose its precision
+    model = build_model(config).to(DTYPES[config.train.dtype])
     tensors, _ = run.load_checkpoint()
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
-    return model.to(DTYPES[config.train.dtype])
+    return model

@@ -1,0 +1,127 @@
+"""Ensembles: E models of one family and shape trained as one run (`ensemble.seeds`).
+
+`Ensemble` builds member e exactly as a single run with train.seed = seeds[e] builds its model, then stacks the
+members' parameters on a leading member dimension (`torch.func.stack_module_state`): one optimizer steps all of
+them, and since Adam(W) works element by element and the trainer clips each member on its own, member e follows
+the trajectory of its single run. Each member also keeps its own data stream: the trainer samples a batch per
+member from a generator seeded seeds[e] + 1, as the single run would, and hands the model the E batches stacked
+along the prompt dimension ([E·B, T, d]).
+
+This is the generic path for every model family: each member's loss is the family's own `training_loss`,
+evaluated with the member's slice of the stacked parameters (`torch.func.functional_call`). After training,
+`export_members` writes every member as an ordinary run directory (RUN/members/seed-<s>/) that `iclab compare`,
+`eval` and `analyze` open like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+
+from iclab.config import EnsembleConfig, ExperimentConfig, ModelConfig, config_to_dict
+from iclab.models import ICLModel, make_model
+from iclab.prompts import Prompts
+from iclab.runs import RunDir
+
+__all__ = ["Ensemble", "export_members", "member_config"]
+
+
+class _Call(nn.Module):
+    """Calls a method of the wrapped model, so that `functional_call` can run any method with given weights."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, method: str, *args: Any) -> Any:
+        return getattr(self.inner, method)(*args)
+
+
+class Ensemble(ICLModel):
+    """E members of one model family; parameters [E, …] (module docstring). `predict_prompts` → [E, B, m]."""
+
+    _call: _Call  # the skeleton the members' weights are plugged into (not a submodule: not trained)
+    _skeleton: ICLModel  # a model of the family, copied by `member`
+
+    def __init__(self, config: ModelConfig, d: int, seeds: Sequence[int], *, k: int | None = None):
+        super().__init__()
+        models = [make_model(config, d, k=k, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        params, buffers = stack_module_state(models)
+        self.names = list(params)
+        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone()) for n in self.names)
+        for name, buffer in buffers.items():
+            self.register_buffer("buffer__" + name.replace(".", "__"), buffer)
+        self._buffer_names = list(buffers)
+        object.__setattr__(self, "_call", _Call(copy.deepcopy(models[0])))
+        object.__setattr__(self, "_skeleton", models[0])
+        self.config, self.d, self.members, self.seeds = config, d, len(seeds), tuple(seeds)
+        self.layout = models[0].layout
+        self.loss_name_ = models[0].loss_name
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss_name_
+
+    def member_state(self, e: int) -> dict[str, Tensor]:
+        """Member e's weights and buffers under the family's own names (a state_dict of one model)."""
+        state = {n: p[e] for n, p in zip(self.names, self.stacked)}
+        for name in self._buffer_names:
+            state[name] = getattr(self, "buffer__" + name.replace(".", "__"))[e]
+        return state
+
+    def _run(self, e: int, method: str, *args: Any) -> Any:
+        weights = {f"inner.{n}": v for n, v in self.member_state(e).items()}
+        return functional_call(self._call, weights, (method, *args))
+
+    def training_loss(self, prompts: Prompts) -> Tensor:
+        """[E] losses: member e's on its own batch, rows e·B … (e + 1)·B − 1 of the stacked prompts."""
+        B = len(prompts) // self.members
+        return torch.stack([self._run(e, "training_loss", prompts[e * B : (e + 1) * B]) for e in range(self.members)])
+
+    def predict_prompts(self, prompts: Prompts) -> Tensor:
+        """[E, B, m] (or [E, B, m, k]): every member's predictions for the same prompts."""
+        return torch.stack([self._run(e, "predict_prompts", prompts) for e in range(self.members)])
+
+    def member(self, e: int) -> ICLModel:
+        """Member e as an ordinary model (a copy with its weights)."""
+        first = self.stacked[0]
+        model = copy.deepcopy(self._skeleton).to(device=first.device, dtype=first.dtype)
+        model.load_state_dict({n: v.detach().clone() for n, v in self.member_state(e).items()})
+        return model
+
+
+def member_config(config: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """The config of the single run that ensemble member `seed` equals."""
+    single = dataclasses.replace(config, ensemble=EnsembleConfig(), name=f"{config.name}-seed-{seed}")
+    return single.replace(train={"seed": seed})
+
+
+def export_members(run: RunDir, config: ExperimentConfig, model: Ensemble) -> list[Path]:
+    """Write every member as an ordinary run RUN/members/seed-<s>/: its config (train.seed = s), its metrics (the
+    member's columns of the ensemble's) and a checkpoint of its weights at the last step. Returns their paths."""
+    from iclab.training.trainer import MODEL_PREFIX
+
+    history = run.metrics()
+    paths = []
+    for e, seed in enumerate(model.seeds):
+        member_run = RunDir.create(
+            run.path / "members" / f"seed-{seed}", config_to_dict(member_config(config, seed)), force=True
+        )
+        columns = {"step": history["step"]}
+        for column in history.columns:
+            if column.endswith(f"/member{e}"):
+                columns[column.removesuffix(f"/member{e}")] = history[column]
+        member_run.log_metrics(pd.DataFrame(columns).to_dict("records"))
+        step = int(history["step"].iloc[-1]) if len(history) else 0
+        tensors = {MODEL_PREFIX + n: v.detach().cpu().contiguous() for n, v in model.member(e).state_dict().items()}
+        member_run.save_checkpoint(step, tensors, {"step": step, "ensemble_member": e})
+        paths.append(member_run.path)
+    return paths
