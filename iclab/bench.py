@@ -106,6 +106,38 @@ def bench_train_step(
     return BenchResult(f"{case}, batch {batch}", ms["fast"], ms["naive"])
 
 
+def bench_ensemble(members: int, batch: int, device: torch.device, repeats: int) -> BenchResult:
+    """One training step of E one-layer LSA models (von Oswald's setting), each on its own batch: one ensemble
+    (parameters stacked, vmap over members; `ensemble.seeds`) vs E separate models stepped one after another."""
+    from iclab.training.ensemble import Ensemble
+    from iclab.training.trainer import stack_batches
+
+    task = make_task(LinearConfig())
+    gen = torch.Generator(device=device).manual_seed(0)
+    ensemble = Ensemble(LSAConfig(), task.d, range(members)).to(device)
+    ens_opt = torch.optim.AdamW(ensemble.parameters(), lr=1e-3, fused=device.type == "cuda")
+    singles = [
+        make_model(LSAConfig(), task.d, generator=torch.Generator().manual_seed(s)).to(device) for s in range(members)
+    ]
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=device.type == "cuda") for m in singles]
+
+    def together() -> None:
+        prompts = stack_batches([task.sample(batch, generator=gen, device=device) for _ in range(members)])
+        ens_opt.zero_grad(set_to_none=True)
+        ensemble.training_loss(prompts).sum().backward()
+        ens_opt.step()
+
+    def one_by_one() -> None:
+        for model, opt in zip(singles, opts):
+            prompts = task.sample(batch, generator=gen, device=device)
+            opt.zero_grad(set_to_none=True)
+            model.training_loss(prompts).backward()
+            opt.step()
+
+    ms = _median_ms({"fast": together, "naive": one_by_one}, repeats, device)
+    return BenchResult(f"{members} LSA members, batch {batch} each: ensemble vs one by one", ms["fast"], ms["naive"])
+
+
 def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchResult:
     """Predictions of 3 GD steps on held-out prompts: batched over prompts vs a Python loop over prompts."""
     task = make_task(LinearConfig())
@@ -192,4 +224,5 @@ def run_benchmarks(
         bench_train_step(case, model, task, max(8, round(batch * fraction)), device, repeats)
         for case, model, task, fraction in TRAIN_STEPS
     ]
-    return [*steps, *evals]
+    ensembles = [bench_ensemble(e, max(8, batch // 8), device, max(3, repeats // 3)) for e in (8, 64)]
+    return [*steps, *ensembles, *evals]

@@ -12,8 +12,8 @@ def test_bench_cli_writes_every_case(tmp_path, capsys):
     assert main(argv) == 0
     assert "speed-up" in capsys.readouterr().out
     cases = json.loads(out.read_text())
-    # a training step per model family, GD, one eval row per learner and the eval total
-    assert len(cases) == len(TRAIN_STEPS) + 2 + 8
+    # a training step per model family, two ensembles, GD, one eval row per learner and the eval total
+    assert len(cases) == len(TRAIN_STEPS) + 2 + 2 + 8  # … the ensembles of 8 and 64
     assert {c["case"].split(",")[0] for c in cases} >= {case.split(",")[0] for case, *_ in TRAIN_STEPS}
     for case in cases:
         assert case["fast_ms"] > 0 and case["naive_ms"] > 0

@@ -11,8 +11,10 @@ import torch
 from iclab.cli import main
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, config_to_dict, model_config, task_config
 from iclab.runs import RunDir
+from iclab.tasks import make_task
 from iclab.training import load_model, train
 from iclab.training.ensemble import Ensemble, member_config
+from iclab.training.trainer import stack_batches
 
 SEEDS = (0, 3, 5)
 
@@ -76,3 +78,31 @@ def test_an_ensemble_from_the_command_line_resumes_and_its_members_compare(tmp_p
     assert "gd" in capsys.readouterr().out
     assert main(["train", "--ensemble.seeds", "1", "1", "--out", str(tmp_path / "x")]) == 2
     assert "ensemble.seeds: must be a list of distinct integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "model",
+    [model_config("lsa", layers=2, heads=2), model_config("gpt", layers=2, width=8, heads=2)],
+    ids=["lsa", "gpt"],
+)
+def test_vmap_over_members_equals_the_loop_with_gradients(model):
+    """impl "fast" (vmap over the members) against "naive" (one member after another): losses, predictions and
+    every gradient, float64."""
+    cfg = _config(model)
+    ensemble = Ensemble(cfg.model, 3, SEEDS).double()
+    task = make_task(cfg.task)
+    batches = [task.sample(5, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in SEEDS]
+    stacked = stack_batches(batches)
+    results = {}
+    for impl in ("fast", "naive"):
+        ensemble.set_impl(impl)
+        ensemble.zero_grad()
+        loss = ensemble.training_loss(stacked)
+        (loss * torch.arange(1.0, 4.0, dtype=torch.float64)).sum().backward()
+        grads = [p.grad.clone() for p in ensemble.parameters()]
+        results[impl] = (loss.detach(), ensemble.predict_prompts(batches[0]).detach(), grads)
+    fast, naive = results["fast"], results["naive"]
+    torch.testing.assert_close(fast[0], naive[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(fast[1], naive[1], rtol=1e-12, atol=1e-14)
+    for g_fast, g_naive in zip(fast[2], naive[2]):
+        torch.testing.assert_close(g_fast, g_naive, rtol=1e-10, atol=1e-13)

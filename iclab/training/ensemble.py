@@ -8,16 +8,19 @@ member from a generator seeded seeds[e] + 1, as the single run would, and hands 
 along the prompt dimension ([E·B, T, d]).
 
 This is the generic path for every model family: each member's loss is the family's own `training_loss`,
-evaluated with the member's slice of the stacked parameters (`torch.func.functional_call`). After training,
+evaluated with the member's weights by `torch.func.functional_call`, for all members at once under `vmap`
+(impl "fast") or one member after another (impl "naive", the reference). After training,
 `export_members` writes every member as an ordinary run directory (RUN/members/seed-<s>/) that `iclab compare`,
 `eval` and `analyze` open like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,20 @@ from torch.func import functional_call, stack_module_state
 
 from iclab.config import EnsembleConfig, ExperimentConfig, ModelConfig, config_to_dict
 from iclab.models import ICLModel, make_model
+from iclab.models.base import Impl
 from iclab.prompts import Prompts
 from iclab.runs import RunDir
 
 __all__ = ["Ensemble", "export_members", "member_config"]
+
+
+@contextlib.contextmanager
+def _no_fallback_warning() -> Iterator[None]:
+    """vmap runs an op without a batching rule (scaled_dot_product_attention on the CPU) member by member, correctly,
+    and warns about the speed; that is known here (`iclab bench` times the ensemble), so the warning is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+        yield
 
 
 class _Call(nn.Module):
@@ -81,14 +94,44 @@ class Ensemble(ICLModel):
         weights = {f"inner.{n}": v for n, v in self.member_state(e).items()}
         return functional_call(self._call, weights, (method, *args))
 
+    impl: Impl = "fast"  # "fast": one vmap over the members; "naive": a Python loop over them (the reference)
+
     def training_loss(self, prompts: Prompts) -> Tensor:
         """[E] losses: member e's on its own batch, rows e·B … (e + 1)·B − 1 of the stacked prompts."""
-        B = len(prompts) // self.members
-        return torch.stack([self._run(e, "training_loss", prompts[e * B : (e + 1) * B]) for e in range(self.members)])
+        E = self.members
+        B = len(prompts) // E
+        if self.impl == "naive":
+            return torch.stack([self._run(e, "training_loss", prompts[e * B : (e + 1) * B]) for e in range(E)])
+        n_ctx = prompts.n_ctx
+
+        def one(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return functional_call(self._call, weights, ("training_loss", Prompts(x=x, y=y, n_ctx=n_ctx)))
+
+        x = prompts.x.reshape(E, B, *prompts.x.shape[1:])  # [E, B, T, d]
+        y = prompts.y.reshape(E, B, *prompts.y.shape[1:])  # [E, B, T(, k)]
+        with _no_fallback_warning():
+            return torch.func.vmap(one)(self._stacked_weights(), x, y)
+
+    def _stacked_weights(self) -> dict[str, Tensor]:
+        """Every member's weights and buffers, [E, …] each, under the skeleton's names."""
+        weights = {f"inner.{n}": p for n, p in zip(self.names, self.stacked)}
+        for name in self._buffer_names:
+            weights[f"inner.{name}"] = getattr(self, "buffer__" + name.replace(".", "__"))
+        return weights
 
     def predict_prompts(self, prompts: Prompts) -> Tensor:
         """[E, B, m] (or [E, B, m, k]): every member's predictions for the same prompts."""
-        return torch.stack([self._run(e, "predict_prompts", prompts) for e in range(self.members)])
+        if self.impl == "naive":
+            return torch.stack([self._run(e, "predict_prompts", prompts) for e in range(self.members)])
+        n_ctx = prompts.n_ctx
+
+        def one(weights: dict[str, Tensor]) -> Tensor:
+            return functional_call(
+                self._call, weights, ("predict_prompts", Prompts(x=prompts.x, y=prompts.y, n_ctx=n_ctx))
+            )
+
+        with _no_fallback_warning():
+            return torch.func.vmap(one)(self._stacked_weights())
 
     def member(self, e: int) -> ICLModel:
         """Member e as an ordinary model (a copy with its weights)."""

@@ -44,6 +44,7 @@ __all__ = [
     "load_model",
     "member_half_mse",
     "resolve_device",
+    "stack_batches",
     "train",
 ]
 
@@ -194,7 +195,7 @@ def train(
             task.sample(t.batch_size, generator=g, device=device, dtype=dtype, n_points=n_points, d_active=d_active)
             for g in gens
         ]
-        prompts = batches[0] if len(batches) == 1 else _stack_batches(batches)
+        prompts = batches[0] if len(batches) == 1 else stack_batches(batches)
         loss = model.training_loss(prompts)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: the sum's gradient is each member's own
@@ -266,7 +267,7 @@ def build_model(config: ExperimentConfig) -> ICLModel:
     return make_model(config.model, config.task.d, k=k, generator=torch.Generator().manual_seed(config.train.seed))
 
 
-def _stack_batches(batches: list[Prompts]) -> Prompts:
+def stack_batches(batches: list[Prompts]) -> Prompts:
     """E batches of B prompts → one of E·B (member e's rows e·B … (e + 1)·B − 1), as `Ensemble` reads them."""
     first = batches[0]
 
