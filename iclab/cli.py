@@ -156,6 +156,8 @@ def _cmd_train(args: list[str]) -> int:
         f"trained {cfg.name}: held-out ½·MSE {result.final_eval_half_mse:.5g} after {result.steps} steps "
         f"({result.wall_time_s:.1f} s); run: {run.path}"
     )
+    for e, step in result.diverged.items():
+        print(f"member seed {cfg.ensemble.seeds[e]} diverged at step {step} and was stopped; the others went on")
     return 0
 
 

@@ -5,6 +5,8 @@ Tolerance: float64 throughout. A member's loss is reduced inside a stack of E in
 comes through `functional_call` on a slice of the stacked parameters, so the arithmetic is the same up to
 summation order: 1e-9 relative after 30 Adam steps (measured: lsa 5e-16, softmax 0, gpt 5e-12)."""
 
+import json
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, config_to_di
 from iclab.runs import RunDir
 from iclab.tasks import make_task
 from iclab.training import load_model, train
-from iclab.training.ensemble import Ensemble, member_config
+from iclab.training.ensemble import Ensemble, export_members, member_config
 from iclab.training.trainer import stack_batches
 
 SEEDS = (0, 3, 5)
@@ -106,3 +108,15 @@ def test_vmap_over_members_equals_the_loop_with_gradients(model):
     torch.testing.assert_close(fast[1], naive[1], rtol=1e-12, atol=1e-14)
     for g_fast, g_naive in zip(fast[2], naive[2]):
         torch.testing.assert_close(g_fast, g_naive, rtol=1e-10, atol=1e-13)
+
+
+def test_a_diverged_member_is_exported_without_weights(tmp_path, capsys):
+    cfg = _config(model_config("lsa"))
+    run = RunDir.create(tmp_path / "ens", config_to_dict(cfg))
+    model = train(cfg, run).model
+    export_members(run, cfg, model, {1: 7})
+    member = run.path / "members" / f"seed-{SEEDS[1]}"
+    assert json.loads((member / "diverged.json").read_text())["diverged_at_step"] == 7
+    assert RunDir.open(member).latest_checkpoint() is None
+    assert main(["compare", str(member)]) == 2  # no weights to compare: one line, not a traceback
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

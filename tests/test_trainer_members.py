@@ -27,6 +27,8 @@ class StepsConfig(ModelConfig):
     """E"""
     init: float = 0.0
     """member e starts at η = init + 0.1·e on every coordinate"""
+    blowup: int = -1
+    """this member starts at η = 1e300: its predictions overflow, its loss is inf from the first step"""
 
 
 class LearnedSteps(ICLModel):
@@ -35,7 +37,9 @@ class LearnedSteps(ICLModel):
     def __init__(self, config: StepsConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
         self.config, self.d, self.members = config, d, config.members
-        start = config.init + 0.1 * torch.arange(config.members, dtype=torch.float32)
+        start = config.init + 0.1 * torch.arange(config.members, dtype=torch.float64)
+        if config.blowup >= 0:
+            start[config.blowup] = 1e300
         self.eta = nn.Parameter(start[:, None].repeat(1, d))  # [E, d]
 
     def predict_prompts(self, prompts) -> Tensor:
@@ -56,10 +60,10 @@ def steps_family():
     MODELS.unregister("learned_steps")
 
 
-def _config(members: int, init: float) -> ExperimentConfig:
+def _config(members: int, init: float, blowup: int = -1) -> ExperimentConfig:
     return ExperimentConfig(
         task=task_config("linear", d=3, n_points=8, x_dist="gaussian", x_scale=1.0, noise_var=0.1),
-        model=StepsConfig(members=members, init=init),
+        model=StepsConfig(members=members, init=init, blowup=blowup),
         # a clip far below the gradients' norm: clipping all members together would couple them
         train=TrainConfig(
             steps=60,
@@ -90,3 +94,18 @@ def test_members_train_as_if_alone(steps_family, tmp_path):
         assert {f"train_half_mse/member{e}", f"eval_half_mse/member{e}"} <= set(metrics.columns)
     means = metrics[[f"eval_half_mse/member{e}" for e in range(E)]].mean(axis=1)
     torch.testing.assert_close(torch.tensor(means.to_numpy()), torch.tensor(metrics["eval_half_mse"].to_numpy()))
+
+
+def test_a_diverging_member_is_stopped_and_the_others_go_on(steps_family, tmp_path):
+    E, bad = 3, 1
+    run = RunDir.create(tmp_path / "ens", config_to_dict(_config(E, 0.2, blowup=bad)))
+    together = train(_config(E, 0.2, blowup=bad), run)
+    assert together.diverged == {bad: 1}
+    for e in (0, 2):  # the living members are untouched by the dead one: equal to their runs alone
+        alone = train(_config(1, 0.2 + 0.1 * e))
+        torch.testing.assert_close(together.model.eta[e], alone.model.eta[0], rtol=1e-10, atol=1e-12)
+    metrics = run.metrics()
+    assert (metrics[f"diverged_at/member{bad}"].iloc[1:] == 1).all()
+    assert (metrics["diverged_at/member0"].iloc[1:] == -1).all()
+    assert metrics[f"eval_half_mse/member{bad}"].iloc[1:].isna().all()
+    assert metrics["eval_half_mse"].notna().all()  # the means are the living members'

@@ -147,9 +147,17 @@ def member_config(config: ExperimentConfig, seed: int) -> ExperimentConfig:
     return single.replace(train={"seed": seed})
 
 
-def export_members(run: RunDir, config: ExperimentConfig, model: Ensemble) -> list[Path]:
+def export_members(
+    run: RunDir, config: ExperimentConfig, model: Ensemble, diverged: dict[int, int] | None = None
+) -> list[Path]:
     """Write every member as an ordinary run RUN/members/seed-<s>/: its config (train.seed = s), its metrics (the
-    member's columns of the ensemble's) and a checkpoint of its weights at the last step. Returns their paths."""
+    member's columns of the ensemble's) and a checkpoint of its weights at the last step. A member that diverged
+    (`diverged`: member → step) gets diverged.json instead of a checkpoint. Returns the paths."""
+    import json
+
+    from iclab.runs import atomic_write_bytes
+
+    diverged = diverged or {}
     from iclab.training.trainer import MODEL_PREFIX
 
     history = run.metrics()
@@ -163,6 +171,11 @@ def export_members(run: RunDir, config: ExperimentConfig, model: Ensemble) -> li
             if column.endswith(f"/member{e}"):
                 columns[column.removesuffix(f"/member{e}")] = history[column]
         member_run.log_metrics(pd.DataFrame(columns).to_dict("records"))
+        if e in diverged:
+            message = {"diverged_at_step": diverged[e], "reason": "its training loss became non-finite"}
+            atomic_write_bytes(member_run.path / "diverged.json", json.dumps(message).encode())
+            paths.append(member_run.path)
+            continue
         step = int(history["step"].iloc[-1]) if len(history) else 0
         tensors = {MODEL_PREFIX + n: v.detach().cpu().contiguous() for n, v in model.member(e).state_dict().items()}
         member_run.save_checkpoint(step, tensors, {"step": step, "ensemble_member": e})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import torch
@@ -64,6 +64,8 @@ class TrainResult:
     steps: int
     wall_time_s: float
     eval_prompts: Prompts
+    diverged: dict[int, int] = field(default_factory=dict)
+    """ensemble members whose loss became non-finite: member index → step (they were stopped, the others went on)"""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,17 +173,20 @@ def train(
     eval_set = eval_prompts_for(config, device, dtype)
     curriculum = curriculum_for(config)
 
+    members = model.members  # E independent members on every parameter's leading dimension
+    # the step at which each member's loss became non-finite (-1: alive), on the device; a dead member is stopped
+    # (its loss and gradients masked out) and reported, and the others go on
+    dead_at = torch.full((members,), -1, device=device, dtype=torch.long)
     start = 0
     if resume and run is not None and run.latest_checkpoint() is not None:
-        start = _restore(run, model, opt, sched, gens)
+        start = _restore(run, model, opt, sched, gens, dead_at)
         run.truncate_metrics(after_step=start)
     elif run is not None:
         run.truncate_metrics(after_step=-1)
-        _save(run, 0, model, opt, gens)
+        _save(run, 0, model, opt, gens, dead_at)
         run.log_metrics([{"step": 0, **_eval_columns(member_half_mse(model, eval_set))}])
 
     began = time.perf_counter()
-    members = getattr(model, "members", 1)  # E independent members on every parameter's leading dimension
     running = torch.zeros(members, device=device, dtype=torch.float64)
     # First step whose loss was non-finite, tracked on the device (no sync); -1 while all are finite.
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -198,7 +203,14 @@ def train(
         prompts = batches[0] if len(batches) == 1 else stack_batches(batches)
         loss = model.training_loss(prompts)
         opt.zero_grad(set_to_none=True)
-        loss.sum().backward()  # members are independent: the sum's gradient is each member's own
+        if members == 1:
+            loss.sum().backward()
+        else:  # members are independent: the sum's gradient is each member's own; dead members contribute nothing
+            dead_at = torch.where((dead_at < 0) & ~torch.isfinite(loss.detach()), step, dead_at)
+            alive = dead_at < 0
+            torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+            _zero_dead_gradients(list(model.parameters()), alive)
+            loss = torch.where(alive, loss, torch.zeros_like(loss))
         if t.grad_clip > 0:
             clip_grad_norm_per_member(list(model.parameters()), t.grad_clip, members)
         opt.step()
@@ -210,7 +222,14 @@ def train(
         if step % t.eval_every == 0 or step == t.steps:
             train_losses = (running / since_eval).cpu()  # [members]
             eval_losses = member_half_mse(model, eval_set)  # [members]
-            train_loss, last_eval = float(train_losses.mean()), float(eval_losses.mean())
+            if members > 1:  # a member whose held-out loss is non-finite is dead too; the means are the living's
+                dead_at = torch.where((dead_at < 0) & ~torch.isfinite(eval_losses.to(device)), step, dead_at)
+                alive = (dead_at < 0).cpu()
+                if not alive.any():
+                    raise TrainingDiverged(f"train: every member's loss became non-finite (steps {dead_at.tolist()})")
+                train_losses = torch.where(alive, train_losses, math.nan)
+                eval_losses = torch.where(alive, eval_losses, math.nan)
+            train_loss, last_eval = float(train_losses.nanmean()), float(eval_losses.nanmean())
             if not (math.isfinite(train_loss) and math.isfinite(last_eval)):
                 good = run.latest_checkpoint() if run is not None else None
                 bad = int(first_bad.item())
@@ -232,26 +251,28 @@ def train(
                     "wall_time_s": time.perf_counter() - began,
                 }
                 row.update(_eval_columns(eval_losses))
-                if members > 1:  # each member's own losses beside their means
+                if members > 1:  # each member's own losses beside their means, and where it diverged (-1: never)
                     row.update({f"train_{model.loss_name}/member{e}": float(v) for e, v in enumerate(train_losses)})
+                    row.update({f"diverged_at/member{e}": float(v) for e, v in enumerate(dead_at.tolist())})
                 run.log_metrics([row])
                 if step % t.checkpoint_every == 0 or step == t.steps:
-                    _save(run, step, model, opt, gens)
+                    _save(run, step, model, opt, gens, dead_at)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
     if start >= t.steps:
         last_eval = evaluate_half_mse(model, eval_set)
+    diverged = {e: s for e, s in enumerate(dead_at.tolist()) if s >= 0} if members > 1 else {}
     if run is not None and config.ensemble.seeds:
         from iclab.training.ensemble import Ensemble, export_members
 
-        export_members(run, config, cast(Ensemble, model))
-    return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set)
+        export_members(run, config, cast(Ensemble, model), diverged)
+    return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set, diverged)
 
 
 def _eval_columns(losses: Tensor) -> dict[str, float]:
     """The metric columns of held-out losses [members]: their mean, and each member's when there are several."""
-    columns = {"eval_half_mse": float(losses.mean())}
+    columns = {"eval_half_mse": float(losses.nanmean())}  # NaN: a stopped member
     if len(losses) > 1:
         columns.update({f"eval_half_mse/member{e}": float(v) for e, v in enumerate(losses)})
     return columns
@@ -282,21 +303,35 @@ def stack_batches(batches: list[Prompts]) -> Prompts:
     return Prompts(x=x, y=y, n_ctx=first.n_ctx, w=cat("w"), f=cat("f"), params=params)
 
 
+def _zero_dead_gradients(params: list[nn.Parameter], alive: Tensor) -> None:
+    """Set the gradient slices of dead members (alive [E] False) to 0: a non-finite loss can leave NaN there even
+    when it is masked out (0·inf), and Adam must not carry it into the member's state."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.copy_(torch.where(alive.view(-1, *([1] * (p.grad.dim() - 1))), p.grad, 0.0))
+
+
 def _rng_key(e: int, gens: list[torch.Generator]) -> str:
     return "rng/data" if len(gens) == 1 else f"rng/data/{e}"
 
 
-def _save(run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, gens: list[torch.Generator]) -> None:
+def _save(
+    run: RunDir, step: int, model: nn.Module, opt: torch.optim.Optimizer, gens: list[torch.Generator], dead_at: Tensor
+) -> None:
     optim_tensors, optim_meta = optimizer_to_tensors(opt.state_dict())
     tensors = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
     tensors.update(optim_tensors)
     for e, gen in enumerate(gens):
         tensors[_rng_key(e, gens)] = generator_state(gen)
+    if len(dead_at) > 1:
+        tensors["members/dead_at"] = dead_at.cpu()
     run.save_checkpoint(step, tensors, {"optim": optim_meta, "step": step})
 
 
-def _restore(run: RunDir, model: nn.Module, opt, sched, gens: list[torch.Generator]) -> int:
+def _restore(run: RunDir, model: nn.Module, opt, sched, gens: list[torch.Generator], dead_at: Tensor) -> int:
     tensors, meta = run.load_checkpoint()
+    if "members/dead_at" in tensors:
+        dead_at.copy_(tensors["members/dead_at"])
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
     opt.load_state_dict(optimizer_from_tensors(tensors, meta["optim"]))
     for e, gen in enumerate(gens):
