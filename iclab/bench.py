@@ -28,7 +28,7 @@ from iclab.models.ssm import SSMConfig
 from iclab.tasks import make_task
 from iclab.tasks.linear import LinearConfig
 
-__all__ = ["BenchResult", "run_benchmarks"]
+__all__ = ["BenchResult", "machine", "run_benchmarks"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,29 @@ class BenchResult:
     @property
     def speedup(self) -> float:
         return self.naive_ms / self.fast_ms
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    """What the figures were measured on: CPU model and cores, torch threads and version, and the GPU if used."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def _median_ms(
@@ -67,7 +90,7 @@ def _median_ms(
 _GARG_TASK = LinearConfig(d=5, n_points=10, x_dist="gaussian", x_scale=1.0)
 TRAIN_STEPS: tuple[tuple[str, ModelConfig, LinearConfig, float], ...] = (
     ("LSA train step, 1 layer", LSAConfig(layers=1), LinearConfig(), 1.0),
-    ("LSA train step, 3 layers", LSAConfig(layers=3), LinearConfig(), 1.0),
+    ("LSA train step, 5 layers", LSAConfig(layers=5), LinearConfig(), 1.0),
     ("softmax train step, 2 heads", SoftmaxConfig(heads=2), LinearConfig(d=5, n_points=40), 1 / 8),
     (
         "GPT train step, 4 x 128",
@@ -92,7 +115,7 @@ def bench_train_step(
     for name in IMPLS:
         model = make_model(model_config, task.d, generator=torch.Generator().manual_seed(0)).to(device)
         model.set_impl(name)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # the trainer's optimizer
 
         def step(model=model, opt=opt) -> None:
             prompts = task.sample(batch, generator=gen, device=device)
@@ -115,11 +138,11 @@ def bench_ensemble(members: int, batch: int, device: torch.device, repeats: int)
     task = make_task(LinearConfig())
     gen = torch.Generator(device=device).manual_seed(0)
     ensemble = Ensemble(LSAConfig(), task.d, range(members)).to(device)
-    ens_opt = torch.optim.AdamW(ensemble.parameters(), lr=1e-3, fused=device.type == "cuda")
+    ens_opt = torch.optim.AdamW(ensemble.parameters(), lr=1e-3, fused=True)
     singles = [
         make_model(LSAConfig(), task.d, generator=torch.Generator().manual_seed(s)).to(device) for s in range(members)
     ]
-    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=device.type == "cuda") for m in singles]
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in singles]
 
     def together() -> None:
         prompts = stack_batches([task.sample(batch, generator=gen, device=device) for _ in range(members)])

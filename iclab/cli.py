@@ -461,7 +461,7 @@ class BenchOptions:
 
 
 def _cmd_bench(args: list[str]) -> int:
-    from iclab.bench import run_benchmarks
+    from iclab.bench import machine, run_benchmarks
     from iclab.report import format_table
     from iclab.training.trainer import resolve_device
 
@@ -480,11 +480,12 @@ def _cmd_bench(args: list[str]) -> int:
         {"case": r.case, "fast ms": r.fast_ms, "naive ms": r.naive_ms, "speed-up": f"{r.speedup:.1f}x"} for r in results
     ]
     print(format_table(rows))
+    info = machine(resolve_device(opts.device))
+    print(f"machine: {info['cpu']} ({info['cpu_cores']} cores), {info['torch_threads']} torch threads, "
+          f"torch {info['torch']}" + (f", {info['gpu']}" if "gpu" in info else ""))  # fmt: skip
     if opts.json is not None:
-        payload = [
-            {"case": r.case, "fast_ms": r.fast_ms, "naive_ms": r.naive_ms, "speedup": r.speedup} for r in results
-        ]
-        atomic_write_bytes(opts.json, json.dumps(payload, indent=2).encode())
+        cases = [{"case": r.case, "fast_ms": r.fast_ms, "naive_ms": r.naive_ms, "speedup": r.speedup} for r in results]
+        atomic_write_bytes(opts.json, json.dumps({"machine": info, "cases": cases}, indent=2).encode())
     return 0
 
 

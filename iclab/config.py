@@ -53,6 +53,7 @@ X_DISTS = ("uniform", "gaussian")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
+IMPLS = ("fast", "naive")  # iclab.models.base.IMPLS (not imported: the models import this module)
 CURRICULA = ("none", "garg")
 
 
@@ -171,6 +172,8 @@ class TrainConfig:
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """cpu, cuda, or auto (cuda when available)"""
     dtype: Literal["float32", "float64"] = "float32"
+    impl: Literal["fast", "naive"] = "fast"
+    """the models' implementation: fast, or naive (the definition written out: slow, a reference)"""
     progress: bool = True
     """show a progress bar"""
     curriculum: Literal["none", "garg"] = "none"
@@ -198,6 +201,7 @@ class TrainConfig:
         check_int("train.seed", self.seed, 0)
         check_choice("train.device", self.device, DEVICES)
         check_choice("train.dtype", self.dtype, DTYPES)
+        check_choice("train.impl", self.impl, IMPLS)
         check_bool("train.progress", self.progress)
         check_choice("train.curriculum", self.curriculum, CURRICULA)
         check_int("train.curriculum_every", self.curriculum_every, 1)

@@ -11,7 +11,9 @@ def test_bench_cli_writes_every_case(tmp_path, capsys):
     argv = ["bench", "--repeats", "1", "--batch", "32", "--eval-prompts", "8", "--threads", "1", "--json", str(out)]
     assert main(argv) == 0
     assert "speed-up" in capsys.readouterr().out
-    cases = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert written["machine"]["cpu"] and written["machine"]["torch_threads"] == 1
+    cases = written["cases"]
     # a training step per model family, two ensembles, GD, one eval row per learner and the eval total
     assert len(cases) == len(TRAIN_STEPS) + 2 + 2 + 8  # … the ensembles of 8 and 64
     assert {c["case"].split(",")[0] for c in cases} >= {case.split(",")[0] for case, *_ in TRAIN_STEPS}

@@ -3,7 +3,10 @@ member with its own initialisation and data stream — and every member is an or
 
 Tolerance: float64 throughout. A member's loss is reduced inside a stack of E instead of alone, and its gradient
 comes through `functional_call` on a slice of the stacked parameters, so the arithmetic is the same up to
-summation order: 1e-9 relative after 30 Adam steps (measured: lsa 5e-16, softmax 0, gpt 5e-12)."""
+summation order: 1e-9 normwise (|Δ| ≤ 1e-9 · max |value| per tensor) after 30 Adam steps. Normwise, not entry by
+entry: fused AdamW rounds an element in its vectorised loop or in its scalar tail depending on its offset, which
+differs between the stack and the single run, and the gpt has entries that stay at rounding level (≈ 1e-12)
+where a relative error means nothing (measured: lsa 2e-16, softmax 0, gpt 3e-12 of the tensor's largest entry)."""
 
 import json
 
@@ -40,6 +43,10 @@ def _config(model) -> ExperimentConfig:
     ).replace(ensemble={"seeds": SEEDS})
 
 
+def _close_normwise(got: torch.Tensor, want: torch.Tensor) -> None:
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9 * want.abs().max().item())
+
+
 @pytest.mark.parametrize(
     "model",
     [model_config("lsa", layers=2), model_config("softmax", heads=2), model_config("gpt", layers=1, width=8, heads=2)],
@@ -53,12 +60,12 @@ def test_members_equal_separate_runs_with_the_same_seeds(model, tmp_path):
     for e, seed in enumerate(SEEDS):
         alone = train(member_config(cfg, seed)).model
         for name, value in alone.state_dict().items():
-            torch.testing.assert_close(together.member(e).state_dict()[name], value, rtol=1e-9, atol=1e-12)
+            _close_normwise(together.member(e).state_dict()[name], value)
         # the member, exported as an ordinary run, opens like one
         member = RunDir.open(run.path / "members" / f"seed-{seed}")
         assert member.config()["train"]["seed"] == seed and "ensemble" not in member.config()
         for name, value in load_model(member).state_dict().items():
-            torch.testing.assert_close(value, alone.state_dict()[name], rtol=1e-9, atol=1e-12)
+            _close_normwise(value, alone.state_dict()[name])
         assert list(member.metrics()["step"]) == [0, 10, 20, 30]
 
 

@@ -38,6 +38,7 @@ this convention all the same, so analyses read every model alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
@@ -114,6 +115,8 @@ class ICLModel(HookedModule):
 
     takes_mask: ClassVar[bool] = False
     predicts_prefixes: ClassVar[bool] = False
+    batched_members: ClassVar[bool] = False
+    """the family writes out `members_training_loss` (iclab.training.ensemble uses it instead of vmap)"""
     members: int = 1
     """E > 1: E independent members stacked on every parameter's leading dimension (iclab.training.trainer)"""
     config: ModelConfig  # set by every family's constructor (its own ModelConfig subclass)
@@ -150,6 +153,12 @@ class ICLModel(HookedModule):
     ) -> Float[Tensor, "batch T *k"]:
         """x [B, T, d], y [B, T] → [B, T], prediction t from points < t (models that declare `predicts_prefixes`)."""
         raise NotImplementedError(f"model {self.name!r} does not predict prefixes in one pass")
+
+    def members_training_loss(self, params: Mapping[str, Tensor], prompts: Prompts) -> Tensor:
+        """[E] training losses of E models of this family and shape at once, for families that declare
+        `batched_members`: `params` maps `named_parameters` names to the E members' values stacked [E, …];
+        prompts hold E·B rows, member e's batch in rows e·B … (e + 1)·B − 1."""
+        raise NotImplementedError(f"model {self.name!r} has no batched form for ensembles (it uses vmap)")
 
     @shape_checked
     def predict_prompts(self, prompts: Prompts) -> Float[Tensor, "batch n_q *k"]:

@@ -4,11 +4,17 @@ W_O is von Oswald's projection P (the parameter was called P before; such checkp
 come from the N context tokens only, so queries never see each other. No softmax and no 1/N: the construction puts
 η/N into W_O. Layers are untied (K weight sets) or tied (one weight set applied K times;
 vO's "recurrent" model). Optional pre-LayerNorm on every layer but the first (as in the vO code).
+
+Three paths compute the same predictions: `predict` (and so `training_loss`) runs iclab.models.lsa_fast — the Gram
+form, the last layer at the queries only, a hand-written backward — unless a hook point is observed or the
+blocks are set to "naive"; `forward` runs every token through every block with its hook points (the Gram form,
+`LSABlock.update_gram`, or with q/k/v/pattern observed or impl "naive", the attention written out).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, cast
 
@@ -16,9 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ModelConfig
+from iclab.metrics import half_mse
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
+from iclab.models.lsa_fast import FastLayer, lsa_query_predictions
 from iclab.shapes import Float, shape_checked
+from iclab.tasks.base import Prompts
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_real
 
@@ -116,6 +125,7 @@ class LSA(ICLModel):
 
     layout = ConcatLayout()
     config: LSAConfig
+    batched_members = True  # members_training_loss through iclab.models.lsa_fast
 
     def __init__(self, config: LSAConfig, d: int, *, generator: torch.Generator | None = None):
         super().__init__()
@@ -144,6 +154,52 @@ class LSA(ICLModel):
             z = block(z, self.layer_weights(layer), n_ctx)
         return z
 
+    def _fast_predictions(self) -> bool:
+        """The query-only path (iclab.models.lsa_fast) runs when every block is on "fast" and no hook is observed."""
+        for module in self.modules():
+            if isinstance(getattr(type(module), "impl", None), str) and module.impl != "fast":
+                return False
+            if isinstance(module, HookPoint) and (module._forward_hooks or module._forward_pre_hooks):
+                return False
+        return True
+
+    def fast_layers(self, params: Mapping[str, Tensor]) -> list[FastLayer]:
+        """The K layers' circuits for iclab.models.lsa_fast from `params`: this model's parameters by name
+        (`named_parameters`), each with a leading member dimension E (KQ, OV [E, H, D, D]; LayerNorm [E, D])."""
+        owners = {id(m): name for name, m in self.named_modules()}  # a shared LayerNorm under its first name
+        layers: list[FastLayer] = []
+        for layer, block in enumerate(cast(list[LSABlock], list(self.blocks))):
+            if self.config.tied and layer > 0:
+                KQ, OV = layers[0].KQ, layers[0].OV
+            else:
+                W = {n: params[f"weights.{layer}.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O")}
+                KQ, OV = W["W_K"].mT @ W["W_Q"], W["W_O"] @ W["W_V"]
+            ln = None if block.ln is None else owners[id(block.ln)]
+            layers.append(
+                FastLayer(
+                    KQ, OV, None if ln is None else params[f"{ln}.weight"], None if ln is None else params[f"{ln}.bias"]
+                )
+            )
+        return layers
+
+    def members_training_loss(self, params: Mapping[str, Tensor], prompts: Prompts) -> Tensor:
+        """[E] losses of E LSA models of this shape on their own batches (ICLModel's contract), written out through
+        iclab.models.lsa_fast: weights [E, …] (`fast_layers`), prompts [E·B, …] → ½·MSE at the queries per member."""
+        E = next(iter(params.values())).shape[0]
+        x, y_ctx, y_q = (t.reshape(E, len(prompts) // E, *t.shape[1:]) for t in (prompts.x, prompts.y_ctx, prompts.y_q))
+        if y_q.dim() == 3:  # scalar targets
+            y_ctx, y_q = y_ctx.unsqueeze(-1), y_q.unsqueeze(-1)
+        pred = lsa_query_predictions(x, y_ctx, self.fast_layers(params))  # [E, B, m, k]
+        return half_mse(pred, y_q, dim=(1, 2), vector=True)
+
+    def _predict_fast(self, x: Tensor, y_ctx: Tensor) -> Tensor:
+        """One model through iclab.models.lsa_fast: x [B, n + m, d], y_ctx [B, n] (or [B, n, k]) → [B, m] (or [B, m, k])
+        """
+        params = {name: p.unsqueeze(0) for name, p in self.named_parameters()}
+        y = y_ctx.unsqueeze(-1) if y_ctx.dim() == 2 else y_ctx
+        pred = lsa_query_predictions(x[None], y[None], self.fast_layers(params))[0]
+        return pred[..., 0] if y_ctx.dim() == 2 else pred
+
     @shape_checked
     def predict(
         self,
@@ -151,6 +207,16 @@ class LSA(ICLModel):
         y_ctx: Float[Tensor, "batch n_ctx *k"],
         x_q: Float[Tensor, "batch n_q d"],
     ) -> Float[Tensor, "batch n_q *k"]:
-        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]."""
+        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m]: the query-only Gram form
+        (iclab.models.lsa_fast) unless a hook is observed or a block runs its naive path, else all tokens."""
+        if self._fast_predictions():
+            return self._predict_fast(torch.cat([x_ctx, x_q], 1), y_ctx)
         tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)
         return self.layout.readout(self(tokens, x_ctx.shape[1]), x_ctx.shape[1])
+
+    @shape_checked
+    def predict_prompts(self, prompts: Prompts) -> Float[Tensor, "batch n_q *k"]:
+        """[B, m] predictions for the prompts' queries (their x needs no re-assembly on the fast path)."""
+        if self._fast_predictions():
+            return self._predict_fast(prompts.x, prompts.y_ctx)
+        return self.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)

@@ -7,9 +7,12 @@ the trajectory of its single run. Each member also keeps its own data stream: th
 member from a generator seeded seeds[e] + 1, as the single run would, and hands the model the E batches stacked
 along the prompt dimension ([E·B, T, d]).
 
-This is the generic path for every model family: each member's loss is the family's own `training_loss`,
-evaluated with the member's weights by `torch.func.functional_call`, for all members at once under `vmap`
-(impl "fast") or one member after another (impl "naive", the reference). After training,
+The generic path, for every model family: each member's loss is the family's own `training_loss`, evaluated with
+the member's weights by `torch.func.functional_call`, for all members at once under `vmap` (impl "fast") or one
+member after another (impl "naive", the reference). A family may also offer a hand-written batched form,
+`members_training_loss(params [E, …] by name, prompts) → [E]`, which the fast path then uses instead of vmap
+(lsa: iclab.models.lsa_fast, whose weight products become E big GEMMs and whose per-prompt products one batched
+product over E·B prompts). After training,
 `export_members` writes every member as an ordinary run directory (RUN/members/seed-<s>/) that `iclab compare`,
 `eval` and `analyze` open like any other.
 """
@@ -102,6 +105,8 @@ class Ensemble(ICLModel):
         B = len(prompts) // E
         if self.impl == "naive":
             return torch.stack([self._run(e, "training_loss", prompts[e * B : (e + 1) * B]) for e in range(E)])
+        if self._skeleton.batched_members and not self._buffer_names:  # the family's hand-written batched form
+            return self._skeleton.members_training_loss(dict(zip(self.names, self.stacked)), prompts)
         n_ctx = prompts.n_ctx
 
         def one(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:

@@ -159,13 +159,13 @@ def train(
     t = config.train
     device, dtype = resolve_device(t.device), DTYPES[t.dtype]
     task = make_task(config.task)
-    model = build_model(config).to(device=device, dtype=dtype)
+    model = build_model(config).to(device=device, dtype=dtype).set_impl(t.impl)
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=t.lr,
         betas=(t.beta1, t.beta2),
         weight_decay=t.weight_decay,
-        fused=device.type == "cuda",
+        fused=True,  # one kernel per parameter on the CPU and CUDA (the same update as the foreach form, to rounding)
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
     # one data stream per member, seeded as its single run's (an ordinary run is one member seeded train.seed)
