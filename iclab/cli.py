@@ -157,7 +157,7 @@ def _cmd_train(args: list[str]) -> int:
         f"({result.wall_time_s:.1f} s); run: {run.path}"
     )
     for e, step in result.diverged.items():
-        print(f"member seed {cfg.ensemble.seeds[e]} diverged at step {step} and was stopped; the others went on")
+        print(f"member {cfg.member_label(e)} diverged at step {step} and was stopped; the others went on")
     return 0
 
 

@@ -229,19 +229,59 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    """Many models as one run: one member per seed, trained in one pass (iclab.training.ensemble). Member s starts
-    from the initialisation and follows the data stream that train.seed = s would give, so it equals that run."""
+    """Many models as one run, trained in one pass (iclab.training.ensemble): one member per entry of `seeds`.
+
+    Member e equals the single run with train.seed = seeds[e] and, for each per-member field that is set (a list as
+    long as `seeds`), that field's e-th value in place of the base config's: train.lr, train.weight_decay,
+    task.noise_var, task.pool_size. Members must differ (as runs)."""
 
     seeds: tuple[int, ...] = ()
     """one member per seed (empty: one model, seeded train.seed)"""
+    lr: tuple[float, ...] = ()
+    """per-member train.lr (empty: train.lr for all)"""
+    weight_decay: tuple[float, ...] = ()
+    """per-member train.weight_decay"""
+    noise_var: tuple[float, ...] = ()
+    """per-member task.noise_var"""
+    pool_size: tuple[int, ...] = ()
+    """per-member task.pool_size"""
+
+    PER_MEMBER: ClassVar[dict[str, str]] = {
+        "lr": "train",
+        "weight_decay": "train",
+        "noise_var": "task",
+        "pool_size": "task",
+    }  # per-member field → the config section it overrides
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds, tuple | list):
-            fail("ensemble.seeds", "a list of distinct integers >= 0", self.seeds)
+            fail("ensemble.seeds", "a list of integers >= 0", self.seeds)
         for s in self.seeds:
             check_int("ensemble.seeds", s, 0)
-        if len(set(self.seeds)) != len(self.seeds):
-            fail("ensemble.seeds", "a list of distinct integers >= 0", list(self.seeds))
+        for name in self.PER_MEMBER:
+            values = getattr(self, name)
+            if not isinstance(values, tuple | list) or (values and len(values) != len(self.seeds)):
+                fail(f"ensemble.{name}", f"empty or one value per seed ({len(self.seeds)})", values)
+            for v in values:
+                if name == "pool_size":
+                    check_int("ensemble.pool_size", v, 0)
+                else:
+                    check_real(f"ensemble.{name}", v, low=0.0, strict=name == "lr")
+        members = list(zip(self.seeds, *(getattr(self, n) or [None] * len(self.seeds) for n in self.PER_MEMBER)))
+        if len(set(members)) != len(members):
+            fail(
+                "ensemble.seeds",
+                "distinct seeds, unless a per-member field tells members apart",
+                list(self.seeds),
+            )
+
+    def overrides(self, e: int) -> dict[str, dict[str, Any]]:
+        """Member e's per-member values by section: {"train": {"seed": …, "lr": …}, "task": {"noise_var": …}}."""
+        out: dict[str, dict[str, Any]] = {"train": {"seed": self.seeds[e]}, "task": {}}
+        for name, section in self.PER_MEMBER.items():
+            if getattr(self, name):
+                out[section][name] = getattr(self, name)[e]
+        return out
 
 
 # ----------------------------------------------------------------------------------------- families by name
@@ -338,6 +378,8 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
                     f"seeds other than eval.seed − 1 = {self.eval.seed - 1}",
                     list(self.ensemble.seeds),
                 )
+        for e in range(len(self.ensemble.seeds)):  # each member must be a valid run (e.g. its task's noise_var)
+            self.member(e)
         if self.train.seed + 1 == self.eval.seed:
             # the trainer's data stream is seeded train.seed + 1 and the held-out set eval.seed: equal seeds would
             # make the first training prompts the held-out ones
@@ -364,6 +406,20 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
     def target_dim(self) -> int | None:
         """k of the task's vector targets y ∈ R^k (the model's output head), None for scalar targets."""
         return self.task.target_dim
+
+    def member_label(self, e: int) -> str:
+        """Ensemble member e's name: seed-<s>, then each per-member value (seed-0-lr-0.003-noise_var-0.25)."""
+        parts = [f"seed-{self.ensemble.seeds[e]}"]
+        for name, values in ((n, getattr(self.ensemble, n)) for n in EnsembleConfig.PER_MEMBER):
+            if values:
+                parts.append(f"{name}-{values[e]:g}")
+        return "-".join(parts)
+
+    def member(self, e: int) -> ExperimentConfig:
+        """The config of the single run that ensemble member e equals (EnsembleConfig); validated as any config."""
+        single = dataclasses.replace(self, ensemble=EnsembleConfig(), name=f"{self.name}-{self.member_label(e)}")
+        overrides = self.ensemble.overrides(e)
+        return single.replace(train=overrides["train"], task=overrides["task"])
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         """Copy with sections replaced by dicts of field overrides, e.g. replace(train={"steps": 10}); a task or

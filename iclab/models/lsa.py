@@ -193,8 +193,8 @@ class LSA(ICLModel):
         return half_mse(pred, y_q, dim=(1, 2), vector=True)
 
     def _predict_fast(self, x: Tensor, y_ctx: Tensor) -> Tensor:
-        """One model through iclab.models.lsa_fast: x [B, n + m, d], y_ctx [B, n] (or [B, n, k]) → [B, m] (or [B, m, k])
-        """
+        """One model through iclab.models.lsa_fast: x [B, n + m, d], y_ctx [B, n] (or [B, n, k]) → [B, m] (or
+        [B, m, k])."""
         params = {name: p.unsqueeze(0) for name, p in self.named_parameters()}
         y = y_ctx.unsqueeze(-1) if y_ctx.dim() == 2 else y_ctx
         pred = lsa_query_predictions(x[None], y[None], self.fast_layers(params))[0]

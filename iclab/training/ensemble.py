@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
-from iclab.config import EnsembleConfig, ExperimentConfig, ModelConfig, config_to_dict
+from iclab.config import ExperimentConfig, ModelConfig, config_to_dict
 from iclab.models import ICLModel, make_model
 from iclab.models.base import Impl
 from iclab.prompts import Prompts
@@ -146,16 +145,16 @@ class Ensemble(ICLModel):
         return model
 
 
-def member_config(config: ExperimentConfig, seed: int) -> ExperimentConfig:
-    """The config of the single run that ensemble member `seed` equals."""
-    single = dataclasses.replace(config, ensemble=EnsembleConfig(), name=f"{config.name}-seed-{seed}")
-    return single.replace(train={"seed": seed})
+def member_config(config: ExperimentConfig, e: int) -> ExperimentConfig:
+    """The config of the single run that ensemble member e equals (`ExperimentConfig.member`)."""
+    return config.member(e)
 
 
 def export_members(
     run: RunDir, config: ExperimentConfig, model: Ensemble, diverged: dict[int, int] | None = None
 ) -> list[Path]:
-    """Write every member as an ordinary run RUN/members/seed-<s>/: its config (train.seed = s), its metrics (the
+    """Write every member as an ordinary run RUN/members/<label>/ (`ExperimentConfig.member_label`: seed-<s>, and
+    its per-member values if any): its config (`member_config`), its metrics (the
     member's columns of the ensemble's) and a checkpoint of its weights at the last step. A member that diverged
     (`diverged`: member → step) gets diverged.json instead of a checkpoint. Returns the paths."""
     import json
@@ -167,9 +166,9 @@ def export_members(
 
     history = run.metrics()
     paths = []
-    for e, seed in enumerate(model.seeds):
+    for e in range(model.members):
         member_run = RunDir.create(
-            run.path / "members" / f"seed-{seed}", config_to_dict(member_config(config, seed)), force=True
+            run.path / "members" / config.member_label(e), config_to_dict(member_config(config, e)), force=True
         )
         columns = {"step": history["step"]}
         for column in history.columns:

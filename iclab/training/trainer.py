@@ -13,16 +13,18 @@ the optimizer, the data generator's state and the step.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import cast
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from iclab.config import ConfigError, ExperimentConfig
+from iclab.config import ConfigError, ExperimentConfig, config_to_dict
 from iclab.metrics import half_mse
 from iclab.models import ICLModel, make_model
 from iclab.runs import (
@@ -158,19 +160,23 @@ def train(
     """
     t = config.train
     device, dtype = resolve_device(t.device), DTYPES[t.dtype]
-    task = make_task(config.task)
+    # one config per member: its single run's (an ordinary run is one member, seeded train.seed)
+    singles = [config.member(e) for e in range(len(config.ensemble.seeds))] or [config]
+    tasks = [make_task(c.task) for c in singles]
     model = build_model(config).to(device=device, dtype=dtype).set_impl(t.impl)
+    per_member = _PerMemberSteps.of(singles, list(model.parameters()), device)
     opt = torch.optim.AdamW(
         model.parameters(),
-        lr=t.lr,
+        lr=t.lr if per_member is None else 1.0,  # per-member lr and weight decay: applied by _PerMemberSteps
         betas=(t.beta1, t.beta2),
-        weight_decay=t.weight_decay,
+        weight_decay=t.weight_decay if per_member is None else 0.0,
         fused=True,  # one kernel per parameter on the CPU and CUDA (the same update as the foreach form, to rounding)
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
-    # one data stream per member, seeded as its single run's (an ordinary run is one member seeded train.seed)
-    gens = [torch.Generator(device=device).manual_seed(s + 1) for s in config.ensemble.seeds or (t.seed,)]
-    eval_set = eval_prompts_for(config, device, dtype)
+    # one data stream per member, seeded as its single run's
+    gens = [torch.Generator(device=device).manual_seed(c.train.seed + 1) for c in singles]
+    eval_sets = _EvalSets(singles, device, dtype)
+    eval_set = eval_sets.first
     curriculum = curriculum_for(config)
 
     members = model.members  # E independent members on every parameter's leading dimension
@@ -184,7 +190,7 @@ def train(
     elif run is not None:
         run.truncate_metrics(after_step=-1)
         _save(run, 0, model, opt, gens, dead_at)
-        run.log_metrics([{"step": 0, **_eval_columns(member_half_mse(model, eval_set))}])
+        run.log_metrics([{"step": 0, **_eval_columns(eval_sets.losses(model))}])
 
     began = time.perf_counter()
     running = torch.zeros(members, device=device, dtype=torch.float64)
@@ -198,7 +204,7 @@ def train(
         d_active, n_points = (None, None) if curriculum is None else curriculum.at(step - 1)
         batches = [
             task.sample(t.batch_size, generator=g, device=device, dtype=dtype, n_points=n_points, d_active=d_active)
-            for g in gens
+            for task, g in zip(tasks if len(tasks) == len(gens) else tasks * len(gens), gens)
         ]
         prompts = batches[0] if len(batches) == 1 else stack_batches(batches)
         loss = model.training_loss(prompts)
@@ -213,15 +219,18 @@ def train(
             loss = torch.where(alive, loss, torch.zeros_like(loss))
         if t.grad_clip > 0:
             clip_grad_norm_per_member(list(model.parameters()), t.grad_clip, members)
-        opt.step()
-        lr_used = opt.param_groups[0]["lr"]
+        lr_used = opt.param_groups[0]["lr"] * (1.0 if per_member is None else t.lr)
+        if per_member is None:
+            opt.step()
+        else:
+            per_member.step(opt)
         sched.step()
         running += loss.detach().reshape(members)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()).all(), step, first_bad)
         since_eval += 1
         if step % t.eval_every == 0 or step == t.steps:
             train_losses = (running / since_eval).cpu()  # [members]
-            eval_losses = member_half_mse(model, eval_set)  # [members]
+            eval_losses = eval_sets.losses(model)  # [members], each on its own task's held-out set
             if members > 1:  # a member whose held-out loss is non-finite is dead too; the means are the living's
                 dead_at = torch.where((dead_at < 0) & ~torch.isfinite(eval_losses.to(device)), step, dead_at)
                 alive = (dead_at < 0).cpu()
@@ -268,6 +277,63 @@ def train(
 
         export_members(run, config, cast(Ensemble, model), diverged)
     return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set, diverged)
+
+
+class _EvalSets:
+    """The held-out sets of an ensemble's members: one per distinct task config (members that differ in
+    task.noise_var or task.pool_size are each evaluated on their own task, as their single runs are)."""
+
+    def __init__(self, singles: list[ExperimentConfig], device: torch.device, dtype: torch.dtype):
+        self.sets: list[Prompts] = []
+        self.which: list[int] = []  # member → index into sets
+        index: dict[str, int] = {}
+        for c in singles:
+            key = json.dumps(config_to_dict(c.task), sort_keys=True)
+            if key not in index:
+                index[key] = len(self.sets)
+                self.sets.append(eval_prompts_for(c, device, dtype))
+            self.which.append(index[key])
+        self.first = self.sets[0]
+
+    def losses(self, model: ICLModel) -> Tensor:
+        """[E] held-out ½·MSE of each member on its own set."""
+        if len(self.sets) == 1:
+            return member_half_mse(model, self.first)
+        per_set = [member_half_mse(model, s) for s in self.sets]  # each [E]
+        return torch.stack([per_set[j][e] for e, j in enumerate(self.which)])
+
+
+class _PerMemberSteps:
+    """Per-member learning rates and weight decays (ensemble.lr, ensemble.weight_decay) on one optimizer.
+
+    The optimizer runs with lr 1 (times the schedule's factor λ) and no weight decay, which gives each member its
+    Adam direction −λ·u; then every member's slice becomes p ← p − lr_e·λ·u − lr_e·λ·wd_e·p, exactly AdamW's
+    update with that member's lr_e and wd_e (decay on the weights before the step, as torch's AdamW), to rounding.
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: Tensor, wd: Tensor):
+        self.params, self.lr, self.wd = params, lr, wd
+
+    @classmethod
+    def of(
+        cls, singles: list[ExperimentConfig], params: list[nn.Parameter], device: torch.device
+    ) -> _PerMemberSteps | None:
+        lrs, wds = [c.train.lr for c in singles], [c.train.weight_decay for c in singles]
+        if len(set(lrs)) <= 1 and len(set(wds)) <= 1:
+            return None
+        as_tensor = partial(torch.tensor, device=device, dtype=torch.float64)
+        return cls(params, as_tensor(lrs), as_tensor(wds))
+
+    @torch.no_grad()
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        lam = opt.param_groups[0]["lr"]
+        before = [p.detach().clone() for p in self.params]
+        opt.step()
+        for p, old in zip(self.params, before):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr = self.lr.to(p.dtype).view(shape)
+            decay = (lam * self.lr * self.wd).to(p.dtype).view(shape)
+            p.copy_(old + lr * (p - old) - decay * old)
 
 
 def _eval_columns(losses: Tensor) -> dict[str, float]:
