@@ -18,7 +18,9 @@ The hierarchy (``ConfigError`` lives in :mod:`iclab.validation`, ``LearnerSpecEr
         ├── RunNotFoundError    no config.json                                       (also a FileNotFoundError)
         ├── NoCheckpointError   a run without checkpoints                            (also a FileNotFoundError)
         ├── NotARunError        a config.json that is not a run's                           (also a ValueError)
-        └── ResumeError         --resume with a different config, or with --force           (also a ValueError)
+        ├── ResumeError         --resume with a different config, or with --force           (also a ValueError)
+        ├── CheckpointError     a checkpoint that is truncated, altered or has no checksum  (also a ValueError)
+        └── LockedError         a run or sweep another live process is writing
 
 Each subclass also derives from the builtin exception its raise sites used before, so ``except ValueError`` /
 ``except FileNotFoundError`` in library code and tests keeps working.
@@ -27,6 +29,8 @@ Each subclass also derives from the builtin exception its raise sites used befor
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
+    "LockedError",
     "NoCheckpointError",
     "NotARunError",
     "ResumeError",
@@ -73,3 +77,12 @@ class NotARunError(RunError, ValueError):
 
 class ResumeError(RunError, ValueError):
     """``--resume`` asked for something a resumed run cannot be: a different config, or ``--force`` as well."""
+
+
+class CheckpointError(RunError, ValueError):
+    """A checkpoint file that fails its integrity check (truncated, bit-flipped, or written without a checksum):
+    it is never loaded; the message names the file."""
+
+
+class LockedError(RunError):
+    """Another live process holds the lock of this run or sweep directory (two writers would interleave)."""

@@ -4,11 +4,14 @@ Layout of a run directory::
 
     config.json         {"config", "seed", "iclab_version", "git_sha", "created", "torch_version"}
     metrics.parquet     one row per logged step: "step" (int64) plus float columns
-    checkpoints/        step_00000100.safetensors (last 3 kept); JSON metadata under "meta"
+    checkpoints/        step_00000100.safetensors (last 3 kept); JSON metadata under "meta", a SHA-256 under "sha256"
     figures/
 
 Every file is written to a temp file in the same directory, fsynced, then renamed over the target, so a
-crash leaves either the old or the new version, never a torn file.
+crash leaves either the old or the new version, never a torn file; a temp file a killed process left behind is
+removed when the run is next opened for writing. Each checkpoint carries its own checksum
+(iclab.checkpoint_file): a damaged one is never loaded, and a resume falls back to the newest intact one and says
+so. A run being written is locked (iclab.locks): a second writer is refused, a crashed one leaves no stale lock.
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ from typing import Any, TypeAlias
 
 import pandas as pd
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as safetensors_save
 
-from iclab.errors import NoCheckpointError, NotARunError, ResumeError, RunExistsError, RunNotFoundError
+from iclab import locks
+from iclab.checkpoint_file import decode, encode
+from iclab.errors import (
+    CheckpointError,
+    NoCheckpointError,
+    NotARunError,
+    ResumeError,
+    RunExistsError,
+    RunNotFoundError,
+)
 
 __all__ = [
     "RESUME_MUTABLE_KEYS",
@@ -235,17 +245,23 @@ class RunDir:
         self._record = record
 
     @classmethod
-    def create(cls, path: StrPath, config: dict[str, Any], *, force: bool = False, resume: bool = False) -> RunDir:
+    def create(
+        cls, path: StrPath, config: dict[str, Any], *, force: bool = False, resume: bool = False, lock: bool = True
+    ) -> RunDir:
         """Create a run at ``path`` for ``config`` (JSON-serialisable), or reopen it with ``resume``.
 
         An existing run (a directory with config.json) is reopened when ``resume`` is set, provided its
         stored config equals ``config`` apart from :data:`RESUME_MUTABLE_KEYS` (else :class:`ResumeError`, a
         ValueError, naming the first differing dotted key); it is deleted and recreated when ``force`` is set; otherwise
-        :class:`RunExistsError` is raised. A non-empty directory that is not a run is never deleted.
+        :class:`RunExistsError` is raised. A non-empty directory that is not a run is never deleted. With ``lock``
+        (the default) the process takes the run's lock first and keeps it (iclab.locks); a run written only
+        under another lock (an ensemble's member runs, under the ensemble's) passes ``lock=False``.
         """
         if force and resume:
             raise ResumeError("--force and --resume are mutually exclusive")
         path = Path(path)
+        if lock:
+            locks.hold(path, "run")  # before anything is read, deleted or written; held until the process ends
         # The JSON round trip normalises tuples to lists so a resumed config compares equal to the stored one.
         config = json.loads(json.dumps(config))
         if (path / "config.json").is_file():
@@ -258,6 +274,7 @@ class RunDir:
                 record = dict(run._record, config=config)
                 record["resumed"] = [*record.get("resumed", []), {"time": _now(), "git_sha": _git_sha()}]
                 run._write_record(record)
+                run._remove_stray_temp_files()
                 return run
             if not force:
                 raise RunExistsError(
@@ -298,6 +315,12 @@ class RunDir:
         if not isinstance(record, dict):
             raise NotARunError(f"run: {config_file} is not a JSON object; not an iclab run")
         return cls(path, record)
+
+    def _remove_stray_temp_files(self) -> None:
+        """Delete the temp files of atomic writes a killed process left (only the lock holder may call this)."""
+        for folder in (self.path, self.path / "checkpoints"):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _write_record(self, record: dict[str, Any]) -> None:
         self.write_json("config.json", record)
@@ -377,9 +400,7 @@ class RunDir:
             # clone: safetensors refuses tensors sharing storage (tied weights, views of one buffer).
             stored[name] = t.detach().cpu().contiguous().clone()
         metadata = {"meta": json.dumps(meta), "step": str(step), "iclab_version": _iclab_version()}
-        path = atomic_write_bytes(
-            self.path / "checkpoints" / f"step_{step:08d}.safetensors", safetensors_save(stored, metadata)
-        )
+        path = atomic_write_bytes(self.path / "checkpoints" / f"step_{step:08d}.safetensors", encode(stored, metadata))
         for old in self.checkpoints()[:-keep]:
             old.unlink()
         return path
@@ -390,15 +411,30 @@ class RunDir:
         return ckpts[-1] if ckpts else None
 
     def load_checkpoint(self, path: StrPath | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Return (tensors on CPU, meta) from ``path``, or from the latest checkpoint if None."""
+        """Return (tensors on CPU, meta) from ``path``, or from the latest checkpoint if None, after checking its
+        checksum: a damaged file raises CheckpointError naming it (it is never loaded, and no older one is
+        silently used instead: `resume_checkpoint` is the one that falls back)."""
         if path is None:
             path = self.latest_checkpoint()
             if path is None:
                 raise NoCheckpointError(f"no checkpoints in {self.path / 'checkpoints'}")
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        return tensors, meta
+        tensors, metadata = decode(Path(path))
+        return tensors, json.loads(metadata.get("meta", "{}"))
+
+    def resume_checkpoint(self) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any], list[str]]:
+        """The newest checkpoint that passes its check: (path, tensors, meta, one line per newer checkpoint that
+        was refused and why). NoCheckpointError if there is none at all, CheckpointError if none is intact."""
+        refused: list[str] = []
+        for path in reversed(self.checkpoints()):
+            try:
+                tensors, meta = self.load_checkpoint(path)
+            except CheckpointError as exc:
+                refused.append(str(exc))
+                continue
+            return path, tensors, meta, refused
+        if refused:
+            raise CheckpointError(f"run: no intact checkpoint in {self.path / 'checkpoints'} ({refused[0]})")
+        raise NoCheckpointError(f"no checkpoints in {self.path / 'checkpoints'}")
 
     def _artifact(self, name: str) -> Path:
         rel = Path(name)

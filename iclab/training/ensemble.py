@@ -168,7 +168,10 @@ def export_members(
     paths = []
     for e in range(model.members):
         member_run = RunDir.create(
-            run.path / "members" / config.member_label(e), config_to_dict(member_config(config, e)), force=True
+            run.path / "members" / config.member_label(e),
+            config_to_dict(member_config(config, e)),
+            force=True,
+            lock=False,
         )
         columns = {"step": history["step"]}
         for column in history.columns:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -184,10 +185,12 @@ def train(
     # (its loss and gradients masked out) and reported, and the others go on
     dead_at = torch.full((members,), -1, device=device, dtype=torch.long)
     start = 0
-    if resume and run is not None and run.latest_checkpoint() is not None:
+    if resume and run is not None and run.checkpoints():
         start = _restore(run, model, opt, sched, gens, dead_at)
         run.truncate_metrics(after_step=start)
     elif run is not None:
+        if resume:
+            print(f"resume: {run.path} has no checkpoint; training from step 0", file=sys.stderr)
         run.truncate_metrics(after_step=-1)
         _save(run, 0, model, opt, gens, dead_at)
         run.log_metrics([{"step": 0, **_eval_columns(eval_sets.losses(model))}])
@@ -395,7 +398,9 @@ def _save(
 
 
 def _restore(run: RunDir, model: nn.Module, opt, sched, gens: list[torch.Generator], dead_at: Tensor) -> int:
-    tensors, meta = run.load_checkpoint()
+    path, tensors, meta, refused = run.resume_checkpoint()
+    for reason in refused:  # newer checkpoints that failed their check: said, never loaded
+        print(f"resume: {reason}; resuming from {path.name} instead", file=sys.stderr)
     if "members/dead_at" in tensors:
         dead_at.copy_(tensors["members/dead_at"])
     model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
