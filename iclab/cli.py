@@ -9,6 +9,9 @@
     iclab analyze RUN [--what implicit,probes,weights,alignment] [--n-prompts 4000] [--out DIR]
     iclab bench [--device cpu|cuda] [--repeats 10] [--threads 1] [--json PATH]
     iclab presets
+    iclab sweep SPEC.yaml [--executor local|ray] [--out DIR] [--workers N] [--address ADDR] [--force]
+    iclab sweep collect DIR [--x AXIS] [--hue AXIS] [--metric eval_half_mse]
+    iclab sweep status DIR
 
 Every user error (bad value, unknown field or option, existing output; iclab.errors.UserError) is one line on
 stderr and exit code 2. Anything else is a bug: its traceback is saved to RUN/logs/error-<UTC time>.log (the run or
@@ -49,7 +52,7 @@ from iclab.runs import RunDir, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
 
-COMMANDS = ("train", "compare", "reproduce", "eval", "analyze", "learners", "bench", "presets")
+COMMANDS = ("train", "compare", "reproduce", "eval", "analyze", "learners", "bench", "presets", "sweep")
 
 
 # Where a bug's traceback goes: (directory, a file that must exist in it to make it ours) set by a command once it
@@ -502,6 +505,90 @@ def _cmd_presets(_args: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """Run a sweep spec (YAML): every cell of its grid for every seed; rerunning continues it (docs/sweeps.md)."""
+
+    spec: tyro.conf.Positional[Path]
+    """the sweep spec (examples/*.yaml)"""
+    executor: Literal["local", "ray"] = "local"
+    """local: this machine (ensembles, --workers processes); ray: one Ray Tune trial per unit"""
+    out: Path | None = None
+    """sweep directory (default runs/sweeps/<name>)"""
+    force: bool = False
+    """replace another sweep found in --out"""
+    workers: int = 1
+    """local executor: units trained at once, each in its own process"""
+    address: str | None = None
+    """ray executor: join this running Ray cluster instead of starting a local runtime"""
+    num_cpus: int | None = None
+    """ray executor: CPUs of the local Ray runtime (default: all cores)"""
+
+
+@dataclass(frozen=True)
+class SweepCollectOptions:
+    """Gather a sweep's trials into DIR/results.parquet, print a summary over seeds and draw the figure."""
+
+    dir: tyro.conf.Positional[Path]
+    """the sweep directory"""
+    x: str | None = None
+    """the axis on the x-axis (default: the first axis)"""
+    hue: str | None = None
+    """one line per value of this axis (default: the second axis, if any)"""
+    metric: str = "eval_half_mse"
+    """the final metric plotted and summarised"""
+
+
+@dataclass(frozen=True)
+class SweepStatusOptions:
+    """Say where a sweep stands: units pending, running (or interrupted), done, diverged, failed."""
+
+    dir: tyro.conf.Positional[Path]
+    """the sweep directory"""
+
+
+def _cmd_sweep(args: list[str]) -> int:
+    from iclab.sweeps import collect, plot_sweep, print_status, run_sweep, summarise, sweep_status
+    from iclab.sweeps.store import SweepDir
+
+    if args and args[0] == "status":
+        status_opts = _tyro(SweepStatusOptions, args[1:], prog="iclab sweep status")
+        print_status(sweep_status(status_opts.dir))
+        return 0
+    if args and args[0] == "collect":
+        opts_c = _tyro(SweepCollectOptions, args[1:], prog="iclab sweep collect")
+        axes = SweepDir(opts_c.dir).record()["axes"]
+        table = collect(opts_c.dir)
+        x = opts_c.x or (axes[0] if axes else None)
+        hue = opts_c.hue if opts_c.hue is not None else (axes[1] if len(axes) > 1 and axes[1] != x else None)
+        print(summarise(table, axes, opts_c.metric))
+        states = table["state"].value_counts().to_dict()
+        print("trials: " + ", ".join(f"{n} {state}" for state, n in states.items()))
+        print(f"table: {Path(opts_c.dir) / 'results.parquet'}")
+        if x is not None:
+            name = f"{opts_c.metric}_vs_{x}" + (f"_by_{hue}" if hue else "")
+            figure = plot_sweep(table, x, hue, Path(opts_c.dir) / "figures" / f"{name}.png", metric=opts_c.metric)
+            print(f"figure: {figure}")
+        return 0
+    opts = _tyro(SweepOptions, args, prog="iclab sweep")
+    status = run_sweep(
+        opts.spec,
+        out=opts.out,
+        executor=opts.executor,
+        force=opts.force,
+        workers=opts.workers,
+        address=opts.address,
+        num_cpus=opts.num_cpus,
+    )
+    print_status(status)
+    failed = status["counts"].get("failed", 0)
+    if failed:
+        print(f"error: {failed} unit(s) failed (errors above, tracebacks under logs/); rerun to retry them",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for user errors)."""
     from iclab.training import TrainingDiverged
@@ -520,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "learners": _cmd_learners,
         "bench": _cmd_bench,
         "presets": _cmd_presets,
+        "sweep": _cmd_sweep,
     }
     token = _ERROR_DIR.set(None)
     try:

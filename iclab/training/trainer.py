@@ -23,11 +23,11 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
 from iclab.metrics import half_mse
 from iclab.models import ICLModel, make_model
+from iclab.progress import step_progress
 from iclab.runs import (
     RunDir,
     generator_state,
@@ -200,7 +200,7 @@ def train(
     # First step whose loss was non-finite, tracked on the device (no sync); -1 while all are finite.
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     since_eval = 0
-    bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=config.name, leave=False)
+    bar = step_progress(t.steps, start, config.name, enabled=t.progress)  # plain lines when not on a terminal
     last_eval = math.nan
     for step in range(start + 1, t.steps + 1):
         # the curriculum is a function of the step alone, so a resumed run continues the same schedule

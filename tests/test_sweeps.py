@@ -1,0 +1,199 @@
+"""Sweeps (iclab.sweeps): spec validation, the local and ray executors on real runs, resume after SIGKILL, a
+failing and a diverging trial recorded while the others finish, collect's table and figure."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from iclab.cli import main
+from iclab.errors import SpecError
+from iclab.sweeps import collect, expand, load_spec, parse_spec, run_sweep, sweep_status
+from iclab.sweeps.store import SweepDir
+
+TINY = {
+    "task.d": 3,
+    "task.n_points": 6,
+    "train.steps": 40,
+    "train.batch_size": 64,
+    "train.eval_every": 10,
+    "train.checkpoint_every": 10,
+    "eval.n_prompts": 200,
+}
+
+
+def _spec(tmp_path, **changes):
+    raw = {"name": "tiny", "base": {"overrides": dict(TINY)}, "grid": {"task.noise_var": [0.0, 0.5]}, "seeds": [0, 1]}
+    raw.update(changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_expansion_names_cells_trials_and_units():
+    spec = parse_spec(
+        {"base": {"overrides": TINY}, "grid": {"task.noise_var": [0.0, 0.5], "model.layers": [1, 2]}, "seeds": "0-2"}
+    )
+    trials, units = expand(spec)
+    assert len(trials) == 12 and len(units) == 4  # 2 x 2 cells, 3 seeds each as one ensemble
+    assert units[1].name == "c001-noise_var=0_layers=2" and units[1].config.ensemble.seeds == (0, 1, 2)
+    assert trials[4].config.train.seed == 1 and trials[4].member == "seed-1" and trials[4].unit == units[1].name
+    assert trials[4].config.model.layers == 2 and trials[4].config.task.noise_var == 0.0
+    zipped = parse_spec({"zip": {"task.d": [2, 4], "task.n_points": [5, 9]}, "seeds": [3], "ensemble": False})
+    trials, units = expand(zipped)
+    assert [(t.config.task.d, t.config.task.n_points, t.seed) for t in trials] == [(2, 5, 3), (4, 9, 3)]
+    assert [u.name for u in units] == ["c000-d=2_n_points=5-seed3", "c001-d=4_n_points=9-seed3"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"grid": {"task.noise_var": [0.0, -1.0]}}, r"cell c001-noise_var=-1 .*task.noise_var: must be"),
+        ({"grid": {"model.nope": [1]}}, r"cell c000.*model.nope: unknown field"),
+        ({"grid": {"task.d": []}}, r"sweep.grid.task.d: must be a non-empty list"),
+        ({"grid": {"d": [1]}}, r"sweep.grid: 'd' is not a config field"),
+        ({"grid": {"train.seed": [1]}}, r"give seeds under 'seeds'"),
+        ({"zip": {"task.d": [1, 2], "task.n_points": [3]}}, r"sweep.zip: lists must have equal lengths"),
+        ({"seeds": [0, 0]}, r"sweep.seeds: must be distinct"),
+        ({"seeds": "3-1"}, r"sweep.seeds"),
+        ({"grid": {"task.noise_var": [0.0, 0]}}, r"is the same experiment as c000"),
+        ({"resources": {"cpus": 0}}, r"sweep.resources.cpus: must be a number > 0"),
+        ({"max_failures": -1}, r"sweep.max_failures"),
+        ({"base": {"preset": "nope"}}, r"preset: unknown value 'nope'"),
+        ({"base": {"overrides": {"train.lr": "fast"}}}, r"sweep.base.overrides: train.lr"),
+        ({"bogus": 1}, r"sweep.bogus: unknown key"),
+    ],
+)
+def test_bad_specs_are_one_line_errors_naming_the_field_and_cell(raw, message):
+    with pytest.raises(SpecError, match=message) as info:
+        expand(parse_spec(raw))
+    assert "\n" not in str(info.value)
+
+
+def test_the_cli_refuses_a_bad_spec_before_writing_anything(tmp_path, capsys):
+    spec = _spec(tmp_path, grid={"task.noise_var": [0.0, -1.0]})
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sweep: cell c001") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "bad.yaml").write_text("grid: [unclosed")
+    assert main(["sweep", str(tmp_path / "bad.yaml")]) == 2
+    assert "not valid YAML at line 1" in capsys.readouterr().err
+
+
+def test_local_sweep_collects_every_trial_and_a_rerun_repeats_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    status = run_sweep(_spec(tmp_path), out=out)
+    assert status["counts"]["done"] == 2
+    table = collect(out)
+    assert len(table) == 4 and set(table["state"]) == {"done"} and (table["step"] == 40).all()
+    # an ensemble member equals its single run: seed 1 of the noiseless cell retrained alone
+    from iclab.config import config_from_dict
+    from iclab.training import train
+
+    member = SweepDir(out).trial_path(SweepDir(out).record()["trials"][1])
+    single = train(config_from_dict(json.loads((member / "config.json").read_text())["config"]))
+    row = table[(table["task.noise_var"] == 0.0) & (table["seed"] == 1)].iloc[0]
+    assert row["eval_half_mse"] == pytest.approx(single.final_eval_half_mse, rel=1e-4)  # float32 ensemble vs single
+    before = {p.name: p.read_text() for p in (out / "outcomes").iterdir()}
+    run_sweep(_spec(tmp_path), out=out)
+    assert {p.name: p.read_text() for p in (out / "outcomes").iterdir()} == before  # nothing retrained
+    assert pd.read_parquet(out / "results.parquet").equals(table)
+    assert main(["sweep", "collect", str(out), "--x", "task.noise_var"]) == 0
+    printed = capsys.readouterr().out
+    assert "eval_half_mse mean" in printed and "4 done" in printed
+    assert (out / "figures" / "eval_half_mse_vs_task.noise_var.png").stat().st_size > 5000
+    assert main(["sweep", "collect", str(out), "--x", "task.nope"]) == 2
+
+
+def test_a_failing_and_a_diverging_trial_are_recorded_and_the_others_finish(tmp_path, capsys):
+    spec = _spec(tmp_path, grid={"train.lr": [1e-3, 1e30], "task.noise_var": [0.0, 0.5]}, seeds=[0], ensemble=False)
+    out = tmp_path / "sweep"
+    trials, units = expand(load_spec(spec))
+    SweepDir(out).create(load_spec(spec), trials, units)  # the sweep as `iclab sweep` starts it, then a fault
+    broken = SweepDir(out).unit_path(units[1].name)
+    broken.parent.mkdir(parents=True)
+    broken.write_text("a file where the run directory belongs")  # this unit cannot create its run: it fails
+    assert main(["sweep", str(spec), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "1 unit(s) failed" in captured.err
+    status = sweep_status(out)
+    states = {u["unit"]: u["state"] for u in status["units"]}
+    assert states[units[0].name] == "done" and states[units[1].name] == "failed"
+    assert states[units[2].name] == states[units[3].name] == "diverged"  # lr 1e30
+    failed = SweepDir(out).outcome(units[1].name)
+    assert failed["error"].startswith("RunExistsError") and "is not an iclab run" in failed["error"]
+    assert Path(failed["log"]).read_text().startswith("Traceback")
+    assert "non-finite" in SweepDir(out).outcome(units[2].name)["error"]
+    broken.unlink()  # fixed: a rerun retries the failed unit only
+    assert main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert SweepDir(out).outcome(units[1].name)["attempts"] == 2
+    assert SweepDir(out).outcome(units[0].name)["attempts"] == 1
+    assert main(["sweep", "status", str(out)]) == 0
+    assert "2 done, 2 diverged" in capsys.readouterr().out
+
+
+def test_another_sweep_in_out_is_refused_and_a_second_writer_is_locked_out(tmp_path):
+    out = tmp_path / "sweep"
+    run_sweep(_spec(tmp_path, seeds=[0], grid={"task.noise_var": [0.0]}), out=out)
+    with pytest.raises(Exception, match="holds another sweep"):
+        run_sweep(_spec(tmp_path, seeds=[0], grid={"task.noise_var": [0.1]}), out=out)
+
+
+_KILLED_SWEEP = """
+import sys
+from iclab.sweeps import run_sweep
+run_sweep(sys.argv[1], out=sys.argv[2])
+"""
+
+
+def test_a_sigkilled_sweep_resumes_without_repeating_finished_units(tmp_path):
+    spec = _spec(
+        tmp_path,
+        base={"overrides": {**TINY, "train.steps": 400, "train.eval_every": 20, "train.checkpoint_every": 20}},
+        grid={"task.noise_var": [0.0, 0.25, 0.5, 1.0]},
+        seeds=[0],
+    )
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SWEEP, str(spec), str(out)], stderr=subprocess.DEVNULL, env=os.environ
+    )
+    deadline = time.time() + 120
+    outcomes = out / "outcomes"
+    while time.time() < deadline and not (outcomes.exists() and len(list(outcomes.iterdir())) >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.read_text() for p in outcomes.iterdir()}
+    assert 1 <= len(finished) < 4, "the kill should land mid-sweep"
+    status = run_sweep(spec, out=out)
+    assert status["counts"]["done"] == 4
+    for name, text in finished.items():  # finished before the kill: not trained again
+        assert (outcomes / name).read_text() == text
+
+
+def test_ray_executor_gives_the_local_executors_numbers(tmp_path):
+    pytest.importorskip("ray")
+    spec = _spec(tmp_path)
+    local = collect(run_sweep(spec, out=tmp_path / "local") and tmp_path / "local")
+    status = run_sweep(spec, out=tmp_path / "ray", executor="ray", num_cpus=2)
+    assert status["counts"]["done"] == 2
+    remote = collect(tmp_path / "ray")
+    columns = ["trial", "task.noise_var", "seed", "state", "step", "eval_half_mse", "train_half_mse"]
+    pd.testing.assert_frame_equal(local[columns], remote[columns])  # same units, same seeds: the same numbers
+    assert (tmp_path / "ray" / "ray" / "tune").is_dir()  # Tune's own experiment state (Tuner.restore reads it)
+
+
+def test_a_process_pool_gives_the_sequential_numbers(tmp_path):
+    spec = _spec(tmp_path, grid={"task.noise_var": [0.0, 0.5, 1.0]}, seeds=[0], ensemble=False)
+    sequential = collect(run_sweep(spec, out=tmp_path / "one") and tmp_path / "one")
+    pooled = collect(run_sweep(spec, out=tmp_path / "pool", workers=2) and tmp_path / "pool")
+    columns = ["trial", "task.noise_var", "seed", "state", "step", "eval_half_mse"]
+    pd.testing.assert_frame_equal(sequential[columns], pooled[columns])
