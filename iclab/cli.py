@@ -131,7 +131,7 @@ def _cmd_train(args: list[str]) -> int:
     from iclab.experiments.compare_run import draw_training_curve
     from iclab.experiments.presets import preset
     from iclab.training import train
-    from iclab.training.trainer import resolve_device
+    from iclab.training.trainer import check_sizes, resolve_device
 
     help_asked = "-h" in args or "--help" in args
     opts, rest = _tyro(TrainOptions, [a for a in args if a not in ("-h", "--help")], prog="iclab train", unknown=True)
@@ -150,6 +150,7 @@ def _cmd_train(args: list[str]) -> int:
     _check_family_fields(rest, base)
     cfg = _tyro(_experiment_type(base), rest, prog="iclab train", default=base)
     resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
+    check_sizes(cfg)  # absurd sizes: one line, before anything is allocated or written
     out = opts.out or Path("runs") / cfg.name
     run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
     _log_errors_under(run.path, "config.json")

@@ -1,12 +1,13 @@
 """One writer per run or sweep directory: an advisory lock that a crashed process cannot leave stuck.
 
-`hold(directory)` takes an exclusive `flock` on a lock file beside the directory (``.<name>.lock`` in its parent, so
-that deleting and recreating the directory with ``--force`` happens under the lock) and keeps it until the process
-exits: the kernel drops an flock when its holder dies, whatever the way (SIGKILL included), so there is no stale
-lock to clean up. A second process asking for the same directory gets :class:`~iclab.errors.LockedError` naming the
-directory and the holder's pid. Within one process the lock is re-entrant (a run created, then reopened with
-``--resume`` by the same program, keeps its one lock). Locks are advisory and local to one machine's kernel (on a
-network filesystem, flock may not reach other hosts).
+`hold(directory)` takes an exclusive `flock` on ``directory/.lock`` (creating the directory if needed) and keeps it
+until the process exits: the kernel drops an flock when its holder dies, whatever the way (SIGKILL included), so
+there is no stale lock to clean up. A second process asking for the same directory gets
+:class:`~iclab.errors.LockedError` naming the directory and the holder's pid. Whoever replaces a locked
+directory's contents (``--force``) deletes everything in it but the lock file (`clear_except_lock`), so the lock
+holds throughout. Within one process the lock is re-entrant (a run created, then reopened with ``--resume`` by
+the same program, keeps its one lock). Locks are advisory and local to one machine's kernel (on a network
+filesystem, flock may not reach other hosts).
 """
 
 from __future__ import annotations
@@ -17,15 +18,29 @@ from pathlib import Path
 
 from iclab.errors import LockedError
 
-__all__ = ["hold", "lock_path", "release"]
+__all__ = ["LOCK_NAME", "clear_except_lock", "hold", "lock_path", "release"]
+
+LOCK_NAME = ".lock"
 
 _HELD: dict[Path, int] = {}  # lock file → open descriptor, for every lock this process holds
 
 
 def lock_path(directory: str | os.PathLike[str]) -> Path:
-    """The lock file of `directory`: .<name>.lock beside it."""
-    directory = Path(directory).absolute()
-    return directory.parent / f".{directory.name}.lock"
+    """The lock file of `directory`: directory/.lock."""
+    return Path(directory).absolute() / LOCK_NAME
+
+
+def clear_except_lock(directory: str | os.PathLike[str]) -> None:
+    """Delete everything in `directory` but its lock file (what --force does, under the lock)."""
+    import shutil
+
+    for child in Path(directory).iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def hold(directory: str | os.PathLike[str], what: str = "run") -> None:

@@ -20,7 +20,6 @@ import datetime
 import io
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -260,11 +259,20 @@ class RunDir:
         if force and resume:
             raise ResumeError("--force and --resume are mutually exclusive")
         path = Path(path)
-        if lock:
-            locks.hold(path, "run")  # before anything is read, deleted or written; held until the process ends
+
         # The JSON round trip normalises tuples to lists so a resumed config compares equal to the stored one.
         config = json.loads(json.dumps(config))
-        if (path / "config.json").is_file():
+        is_run = (path / "config.json").is_file()
+        if (
+            not is_run
+            and path.exists()
+            and (not path.is_dir() or any(p.name != locks.LOCK_NAME for p in path.iterdir()))
+        ):
+            # Without config.json we cannot tell this is ours, so --force must not delete it.
+            raise RunExistsError(f"{path} exists and is not an iclab run (no config.json); choose another path")
+        if lock:
+            locks.hold(path, "run")  # before anything is read, deleted or written; held until the process ends
+        if is_run:
             if resume:
                 run = cls.open(path)
                 diff = _first_config_difference(run.config(), config)
@@ -280,10 +288,7 @@ class RunDir:
                 raise RunExistsError(
                     f"run directory {path} already exists; pass --force to overwrite or --resume to continue"
                 )
-            shutil.rmtree(path)
-        elif path.exists() and (not path.is_dir() or any(path.iterdir())):
-            # Without config.json we cannot tell this is ours, so --force must not delete it.
-            raise RunExistsError(f"{path} exists and is not an iclab run (no config.json); choose another path")
+            locks.clear_except_lock(path)
         for sub in ("checkpoints", "figures"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         train = config.get("train")

@@ -197,3 +197,9 @@ def test_a_process_pool_gives_the_sequential_numbers(tmp_path):
     pooled = collect(run_sweep(spec, out=tmp_path / "pool", workers=2) and tmp_path / "pool")
     columns = ["trial", "task.noise_var", "seed", "state", "step", "eval_half_mse"]
     pd.testing.assert_frame_equal(sequential[columns], pooled[columns])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("examples/*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_expands(path):
+    trials, units = expand(load_spec(path))
+    assert trials and units and len({t.name for t in trials}) == len(trials)

@@ -37,6 +37,7 @@ from typing import Any
 
 from iclab.config import ExperimentConfig, change_family, config_from_dict, config_to_dict, load_config
 from iclab.errors import SpecError, UserError
+from iclab.training.trainer import check_sizes
 
 __all__ = ["SweepSpec", "Trial", "Unit", "expand", "load_spec", "parse_spec"]
 
@@ -283,6 +284,7 @@ def expand(spec: SweepSpec) -> tuple[list[Trial], list[Unit]]:
         where = f"cell {cell_name} ({', '.join(f'{k}={v!r}' for k, v in cell.items()) or 'the base'})"
         try:
             config = apply_overrides(spec.base, cell)
+            check_sizes(config)
         except UserError as exc:
             raise SpecError(f"sweep: {where}: {exc}") from None
         key = json.dumps({**config_to_dict(config), "name": None}, sort_keys=True)

@@ -17,10 +17,10 @@ last checkpoint. Every file is written atomically; one process at a time writes 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
+from iclab import locks
 from iclab.config import config_from_dict, config_to_dict
 from iclab.errors import RunExistsError, RunNotFoundError, SpecError
 from iclab.runs import _git_sha, _iclab_version, _now, atomic_write_bytes
@@ -72,8 +72,10 @@ class SweepDir:
                     f"out: {self.path} holds another sweep ({old.get('name')}); pass --force to replace it or "
                     "choose another --out"
                 )
-            shutil.rmtree(self.path)
-        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            locks.clear_except_lock(self.path)
+        elif self.path.exists() and (
+            not self.path.is_dir() or any(p.name != locks.LOCK_NAME for p in self.path.iterdir())
+        ):
             raise RunExistsError(f"out: {self.path} exists and is not an iclab sweep (no sweep.json)")
         record.update({"iclab_version": _iclab_version(), "git_sha": _git_sha(), "created": _now()})
         atomic_write_bytes(self.record_file, json.dumps(record, indent=2).encode())

@@ -13,6 +13,7 @@ the optimizer, the data generator's state and the step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -159,6 +160,7 @@ def train(
     `stop_after` ends the session after that step (as an interruption would, with a checkpoint when it is a
     checkpoint step); a later `resume=True` call continues exactly where it stopped.
     """
+    check_sizes(config)
     t = config.train
     device, dtype = resolve_device(t.device), DTYPES[t.dtype]
     # one config per member: its single run's (an ordinary run is one member, seeded train.seed)
@@ -345,6 +347,38 @@ def _eval_columns(losses: Tensor) -> dict[str, float]:
     if len(losses) > 1:
         columns.update({f"eval_half_mse/member{e}": float(v) for e, v in enumerate(losses)})
     return columns
+
+
+MAX_ELEMENTS = 2**31  # 8 GiB of float32: beyond this a size is a typo, not an experiment on one machine
+
+
+def check_sizes(config: ExperimentConfig) -> None:
+    """Refuse sizes no machine trains, before anything is allocated: a batch of training or held-out prompts, or a
+    model, of more than MAX_ELEMENTS numbers is a one-line ConfigError naming the field (the model's parameters are
+    counted on the meta device, which allocates nothing)."""
+    t = config.task
+    per_prompt = (t.n_points + t.n_queries) * (t.d + 1 + (t.target_dim or 1))
+    members = max(len(config.ensemble.seeds), 1)
+    for name, prompts in (
+        ("train.batch_size", config.train.batch_size * members),
+        ("eval.n_prompts", config.eval.n_prompts),
+    ):
+        if prompts * per_prompt > MAX_ELEMENTS:
+            raise ConfigError(
+                f"{name}: {prompts} prompts of {t.n_points + t.n_queries} points in d = {t.d} are "
+                f"{prompts * per_prompt:.3g} numbers, more than {MAX_ELEMENTS:.3g}; lower it, task.d or task.n_points"
+            )
+    with torch.device("meta"):
+        single = dataclasses.replace(config, ensemble=type(config.ensemble)())
+        try:
+            n = sum(p.numel() for p in make_model(single.model, t.d, k=config.target_dim).parameters()) * members
+        except (RuntimeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"model: cannot build a {config.model.name!r} of these sizes ({exc})") from None
+    if n > MAX_ELEMENTS:
+        raise ConfigError(
+            f"model: {n:.3g} parameters (model.{config.model.name} with task.d = {t.d}), more than "
+            f"{MAX_ELEMENTS:.3g}; lower model.width, model.layers or task.d"
+        )
 
 
 def build_model(config: ExperimentConfig) -> ICLModel:
