@@ -131,6 +131,7 @@ def _cmd_train(args: list[str]) -> int:
     from iclab.experiments.compare_run import draw_training_curve
     from iclab.experiments.presets import preset
     from iclab.training import train
+    from iclab.training.distributed import DataParallel
     from iclab.training.trainer import check_sizes, resolve_device
 
     help_asked = "-h" in args or "--help" in args
@@ -152,9 +153,17 @@ def _cmd_train(args: list[str]) -> int:
     resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
     check_sizes(cfg)  # absurd sizes: one line, before anything is allocated or written
     out = opts.out or Path("runs") / cfg.name
-    run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
+    dp = DataParallel.from_env(resolve_device(cfg.train.device))  # under torchrun: one of several processes
+    if dp is None or dp.rank == 0:  # the one process that creates, locks and writes the run
+        run = RunDir.create(out, config_to_dict(cfg), force=opts.force, resume=opts.resume)
+    if dp is not None:
+        dp.barrier()
+        if dp.rank > 0:
+            run = RunDir.open(out)  # read-only here: the checkpoint to resume from
     _log_errors_under(run.path, "config.json")
     result = train(cfg, run, resume=opts.resume)
+    if dp is not None and dp.rank > 0:
+        return 0
     draw_training_curve(run.path)
     print(
         f"trained {cfg.name}: held-out ½·MSE {result.final_eval_half_mse:.5g} after {result.steps} steps "

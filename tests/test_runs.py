@@ -198,9 +198,7 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
     assert json.loads((run.path / "summary.json").read_text()) == {"a": [1, 2]}
     assert (run.path / "notes.txt").read_text() == "hello"
     # the run's lock file (RUN/.lock) stays by design: an flock, not a file's existence, is the lock
-    leftovers = [
-        p for p in tmp_path.rglob("*") if p.suffix == ".tmp" or (p.name.startswith(".") and p.name != ".lock")
-    ]
+    leftovers = [p for p in tmp_path.rglob("*") if p.suffix == ".tmp" or (p.name.startswith(".") and p.name != ".lock")]
     assert leftovers == []
 
 

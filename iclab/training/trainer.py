@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,7 @@ from iclab.runs import (
 )
 from iclab.tasks import Prompts, make_task
 from iclab.tasks.curriculum import Curriculum
+from iclab.training.distributed import DataParallel
 
 __all__ = [
     "TrainResult",
@@ -167,6 +168,14 @@ def train(
     singles = [config.member(e) for e in range(len(config.ensemble.seeds))] or [config]
     tasks = [make_task(c.task) for c in singles]
     model = build_model(config).to(device=device, dtype=dtype).set_impl(t.impl)
+    dp = DataParallel.from_env(device)  # started by torchrun: this process's share of a data-parallel run
+    if dp is not None:
+        if config.ensemble.seeds:
+            raise ConfigError("ensemble.seeds: an ensemble is one pass already; train it in one process, not torchrun")
+        if t.batch_size % dp.world:
+            raise ConfigError(f"train.batch_size: must be a multiple of the {dp.world} torchrun processes")
+    parallel_loss = dp.wrap(model, device) if dp is not None else None
+    writer = run if dp is None or dp.rank == 0 else None  # the one process that writes the run
     per_member = _PerMemberSteps.of(singles, list(model.parameters()), device)
     opt = torch.optim.AdamW(
         model.parameters(),
@@ -189,20 +198,22 @@ def train(
     start = 0
     if resume and run is not None and run.checkpoints():
         start = _restore(run, model, opt, sched, gens, dead_at)
-        run.truncate_metrics(after_step=start)
-    elif run is not None:
+        if writer is not None:
+            writer.truncate_metrics(after_step=start)
+    elif writer is not None:
         if resume:
-            print(f"resume: {run.path} has no checkpoint; training from step 0", file=sys.stderr)
-        run.truncate_metrics(after_step=-1)
-        _save(run, 0, model, opt, gens, dead_at)
-        run.log_metrics([{"step": 0, **_eval_columns(eval_sets.losses(model))}])
+            print(f"resume: {writer.path} has no checkpoint; training from step 0", file=sys.stderr)
+        writer.truncate_metrics(after_step=-1)
+        _save(writer, 0, model, opt, gens, dead_at)
+        writer.log_metrics([{"step": 0, **_eval_columns(eval_sets.losses(model))}])
 
     began = time.perf_counter()
     running = torch.zeros(members, device=device, dtype=torch.float64)
     # First step whose loss was non-finite, tracked on the device (no sync); -1 while all are finite.
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     since_eval = 0
-    bar = step_progress(t.steps, start, config.name, enabled=t.progress)  # plain lines when not on a terminal
+    # plain lines when not on a terminal; in a data-parallel run, rank 0 speaks for all
+    bar = step_progress(t.steps, start, config.name, enabled=t.progress and (dp is None or dp.rank == 0))
     last_eval = math.nan
     for step in range(start + 1, t.steps + 1):
         # the curriculum is a function of the step alone, so a resumed run continues the same schedule
@@ -212,7 +223,7 @@ def train(
             for task, g in zip(tasks if len(tasks) == len(gens) else tasks * len(gens), gens)
         ]
         prompts = batches[0] if len(batches) == 1 else stack_batches(batches)
-        loss = model.training_loss(prompts)
+        loss = model.training_loss(prompts) if parallel_loss is None else parallel_loss(cast(Any, dp).share(prompts))
         opt.zero_grad(set_to_none=True)
         if members == 1:
             loss.sum().backward()
@@ -234,7 +245,8 @@ def train(
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()).all(), step, first_bad)
         since_eval += 1
         if step % t.eval_every == 0 or step == t.steps:
-            train_losses = (running / since_eval).cpu()  # [members]
+            train_losses = running / since_eval  # [members]
+            train_losses = (train_losses if dp is None else dp.mean(train_losses)).cpu()  # the global batch's
             eval_losses = eval_sets.losses(model)  # [members], each on its own task's held-out set
             if members > 1:  # a member whose held-out loss is non-finite is dead too; the means are the living's
                 dead_at = torch.where((dead_at < 0) & ~torch.isfinite(eval_losses.to(device)), step, dead_at)
@@ -256,7 +268,7 @@ def train(
             since_eval = 0
             bar.update(step - bar.n)
             bar.set_postfix(eval_half_mse=f"{last_eval:.4g}")
-            if run is not None:
+            if writer is not None:
                 row = {
                     "step": step,
                     f"train_{model.loss_name}": train_loss,
@@ -268,19 +280,21 @@ def train(
                 if members > 1:  # each member's own losses beside their means, and where it diverged (-1: never)
                     row.update({f"train_{model.loss_name}/member{e}": float(v) for e, v in enumerate(train_losses)})
                     row.update({f"diverged_at/member{e}": float(v) for e, v in enumerate(dead_at.tolist())})
-                run.log_metrics([row])
+                writer.log_metrics([row])
                 if step % t.checkpoint_every == 0 or step == t.steps:
-                    _save(run, step, model, opt, gens, dead_at)
+                    _save(writer, step, model, opt, gens, dead_at)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
     if start >= t.steps:
         last_eval = evaluate_half_mse(model, eval_set)
     diverged = {e: s for e, s in enumerate(dead_at.tolist()) if s >= 0} if members > 1 else {}
-    if run is not None and config.ensemble.seeds:
+    if dp is not None:
+        dp.barrier()  # the others leave once rank 0 has written the last checkpoint
+    if writer is not None and config.ensemble.seeds:
         from iclab.training.ensemble import Ensemble, export_members
 
-        export_members(run, config, cast(Ensemble, model), diverged)
+        export_members(writer, config, cast(Ensemble, model), diverged)
     return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set, diverged)
 
 
