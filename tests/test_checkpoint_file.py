@@ -130,3 +130,23 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
     run = RunDir.create(tmp_path / "run", {"train": {"seed": 0}})
     RunDir.create(run.path, {"train": {"seed": 0}}, resume=True)  # the same process: no LockedError
     locks.release(run.path)
+
+
+def test_a_checkpoint_of_another_shape_is_refused_by_name(tmp_path):
+    from iclab.config import ExperimentConfig, config_to_dict
+    from iclab.training import load_model, train
+
+    cfg = ExperimentConfig().replace(
+        task={"d": 3, "n_points": 4},
+        train={"steps": 4, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2},
+        eval={"n_prompts": 16},
+    )
+    run = RunDir.create(tmp_path / "run", config_to_dict(cfg))
+    train(cfg, run)
+    other = RunDir.create(tmp_path / "other", config_to_dict(cfg.replace(task={"d": 5})))
+    for ckpt in run.checkpoints():  # checkpoints of a d = 3 model under a d = 5 config
+        (other.path / "checkpoints" / ckpt.name).write_bytes(ckpt.read_bytes())
+    with pytest.raises(CheckpointError, match=r"step_00000004\.safetensors does not fit this run's model"):
+        load_model(other)
+    with pytest.raises(CheckpointError, match="does not fit this run"):
+        train(cfg.replace(task={"d": 5}), other, resume=True)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
+from iclab.errors import CheckpointError
 from iclab.metrics import half_mse
 from iclab.models import ICLModel, make_model
 from iclab.progress import step_progress
@@ -449,12 +450,17 @@ def _restore(run: RunDir, model: nn.Module, opt, sched, gens: list[torch.Generat
     path, tensors, meta, refused = run.resume_checkpoint()
     for reason in refused:  # newer checkpoints that failed their check: said, never loaded
         print(f"resume: {reason}; resuming from {path.name} instead", file=sys.stderr)
-    if "members/dead_at" in tensors:
-        dead_at.copy_(tensors["members/dead_at"])
-    model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
-    opt.load_state_dict(optimizer_from_tensors(tensors, meta["optim"]))
-    for e, gen in enumerate(gens):
-        restore_generator(gen, tensors[_rng_key(e, gens)])
+    try:
+        if "members/dead_at" in tensors:
+            dead_at.copy_(tensors["members/dead_at"])
+        _load_weights(model, tensors, path)
+        opt.load_state_dict(optimizer_from_tensors(tensors, meta["optim"]))
+        for e, gen in enumerate(gens):
+            restore_generator(gen, tensors[_rng_key(e, gens)])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint: {path} does not fit this run ({_first_line(exc)})") from None
     step = int(meta["step"])
     sched.last_epoch = step
     for group, lr0 in zip(opt.param_groups, sched.base_lrs):
@@ -471,5 +477,20 @@ def load_model(run: RunDir) -> ICLModel:
     # would lose its precision
     model = build_model(config).to(DTYPES[config.train.dtype])
     tensors, _ = run.load_checkpoint()
-    model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
+    _load_weights(model, tensors, run.latest_checkpoint())
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300] or type(exc).__name__
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, Tensor], path: object) -> None:
+    """The checkpoint's model weights into `model`; a checkpoint of another shape or family (another config, another
+    iclab version) is a CheckpointError naming the file and the first mismatch, not a state-dict traceback."""
+    weights = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint: {path} does not fit this run's model ({_first_line(exc)})") from None
