@@ -1,6 +1,7 @@
 """Sweeps (iclab.sweeps): spec validation, the local and ray executors on real runs, resume after SIGKILL, a
 failing and a diverging trial recorded while the others finish, collect's table and figure."""
 
+import contextlib
 import json
 import os
 import signal
@@ -203,3 +204,60 @@ def test_a_process_pool_gives_the_sequential_numbers(tmp_path):
 def test_every_example_spec_expands(path):
     trials, units = expand(load_spec(path))
     assert trials and units and len({t.name for t in trials}) == len(trials)
+
+
+def _descendants(root):
+    """Every live descendant process of `root` (parent links read from /proc)."""
+    parents = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _kill(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sigkilled_ray_sweep_is_restored_by_tune(tmp_path):
+    pytest.importorskip("ray")
+    spec = _spec(
+        tmp_path,
+        base={"overrides": {**TINY, "train.steps": 600, "train.eval_every": 50, "train.checkpoint_every": 50}},
+        grid={"task.noise_var": [0.0, 0.25, 0.5, 1.0]},
+        seeds=[0],
+    )
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "iclab", "sweep", str(spec), "--out", str(out), "--executor", "ray", "--num-cpus", "2"]
+    leftovers = set()  # Ray's agent processes outlive a SIGKILLed driver: this test ends them
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        outcomes = out / "outcomes"
+        deadline = time.time() + 240
+        while time.time() < deadline and not (outcomes.exists() and any(outcomes.iterdir())):
+            time.sleep(0.1)
+        leftovers = _descendants(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        finished = {p.name: p.read_text() for p in outcomes.iterdir()}
+        assert 1 <= len(finished) < 4, "the kill should land mid-sweep"
+        _kill(leftovers)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "4 done" in done.stdout
+        for name, text in finished.items():  # finished before the kill: not trained again
+            assert (outcomes / name).read_text() == text
+        trials = [p for p in (out / "ray" / "tune").iterdir() if p.name.startswith("_trial_")]
+        assert len(trials) == 4  # Tuner.restore continued the one experiment instead of starting another
+    finally:
+        _kill(leftovers)
