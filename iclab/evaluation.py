@@ -175,6 +175,10 @@ def error_curves(
     """
     if (x_query is None) != (target is None):
         raise ValueError("x_query and target: give both (shifted queries with their targets) or neither")
+    prompts.check_finite()
+    for name, value in (("x_query", x_query), ("target", target)):
+        if value is not None and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name}: holds non-finite values (NaN or inf); give finite inputs")
     curves = {}
     for name, learner in learners.items():
         with torch.no_grad():

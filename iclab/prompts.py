@@ -84,6 +84,18 @@ class Prompts:
             ):
                 raise ValueError(f"prompts.{name}: an integer >= 1 for discrete {name[0]} only, got {vocab!r}")
 
+    def check_finite(self) -> Prompts:
+        """self, after a ValueError (one line) if x, y or f hold NaN or inf: the evaluation entry points
+        (`iclab.evaluation.error_curves`, `iclab.analysis.compare.compare_learners`) call it on what they are given,
+        so that bad data is named rather than turned into NaN errors. One pass over the tensors (a device sync)."""
+        for name in ("x", "y", "f"):
+            value = getattr(self, name)
+            if value is not None and value.is_floating_point():
+                bad = int((~torch.isfinite(value)).sum())
+                if bad:
+                    raise ValueError(f"prompts.{name}: {bad} non-finite values (NaN or inf); give finite inputs")
+        return self
+
     # --- views ------------------------------------------------------------------------------------------------------
     @property
     def discrete_x(self) -> bool:

@@ -65,3 +65,25 @@ def test_contract_violations_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         Prompts(**kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_evaluation_entry_points_name_non_finite_inputs():
+    import math
+
+    from iclab.algorithms.least_squares import OLS
+    from iclab.analysis.compare import compare_learners
+    from iclab.evaluation import error_curves
+    from iclab.tasks import make_task
+    from iclab.tasks.linear import LinearConfig
+
+    prompts = make_task(LinearConfig(d=3, n_points=5)).sample(8, generator=torch.Generator().manual_seed(0))
+    assert prompts.check_finite() is prompts
+    x = prompts.x.clone()
+    x[2, 1, 0] = math.nan
+    y = prompts.y.clone()
+    y[0, 0] = math.inf
+    for bad, field in ((Prompts(x=x, y=prompts.y, n_ctx=5), "x"), (Prompts(x=prompts.x, y=y, n_ctx=5), "y")):
+        with pytest.raises(ValueError, match=rf"prompts\.{field}: 1 non-finite values"):
+            error_curves({"ols": OLS()}, bad, metric="mse")
+        with pytest.raises(ValueError, match=rf"prompts\.{field}: 1 non-finite values"):
+            compare_learners(OLS(), OLS(), bad)

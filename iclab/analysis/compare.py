@@ -69,6 +69,7 @@ def implicit_linear_map(learner: Learner, prompts: Prompts) -> Tensor:
 
 def compare_learners(model: Learner, reference: Learner, prompts: Prompts, chunk: int = 8192) -> dict[str, float]:
     """Losses, preds diff (absolute and normalised) and model cos of `model` against `reference`."""
+    prompts.check_finite()
     pred_m, pred_r = _predict(model, prompts), _predict(reference, prompts)
     diff = (pred_m - pred_r).double()
     cos_parts = []
