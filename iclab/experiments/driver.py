@@ -12,7 +12,8 @@ A paper's module defines a `Reproduction` subclass that declares
 
 The driver owns everything else: choosing the scale and device, validating every config before the output
 directory is touched, the directory itself (never overwritten without ``force``, resumable with ``resume``),
-training each config as the run OUT/runs/<name>, the wall time of each phase, results.json and the report.
+training each config as the run OUT/runs/<name> (configs of one shape as one ensemble run, each config its
+member's run: iclab.experiments.grouping), the wall time of each phase, results.json and the report.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 
 from iclab.config import ExperimentConfig, config_to_dict
 from iclab.experiments.common import finish, pick_scale, prepare_out, train_run
+from iclab.experiments.grouping import ensemble_config, group_configs, member_trained
 from iclab.report import Claim
 from iclab.runs import RunDir
 from iclab.training import TrainResult
@@ -134,8 +136,11 @@ def reproduce(
     """
     opts = make_options(repro, options)
     sc = pick_scale(repro.scales, scale, device)
-    settings = {"device": device, "seed": seed, "progress": progress}
-    configs = [cfg.replace(train=settings) for cfg in repro.configs(sc, opts)]  # validated here
+    # `seed` offsets each config's own train.seed (0 unless a reproduction trains several seeds of one model)
+    configs = [
+        cfg.replace(train={"device": device, "seed": seed + cfg.train.seed, "progress": progress})
+        for cfg in repro.configs(sc, opts)
+    ]  # validated here
     names = [cfg.name for cfg in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"{repro.name}: two configs share a run name: {names}")
@@ -144,9 +149,17 @@ def reproduce(
 
     began = time.perf_counter()
     trained = {}
-    for cfg in configs:
-        result, run = train_run(cfg, out, resume)
-        trained[cfg.name] = Trained(cfg, result, run)
+    for group in group_configs(configs):  # configs of one shape train as one ensemble (iclab.experiments.grouping)
+        ensemble = ensemble_config(group)
+        if ensemble is None:
+            for cfg in group:
+                result, run = train_run(cfg, out, resume)
+                trained[cfg.name] = Trained(cfg, result, run)
+            continue
+        result, run = train_run(ensemble, out, resume)
+        for e, cfg in enumerate(group):
+            trained[cfg.name] = Trained(cfg, *member_trained(ensemble, e, result, run))
+    trained = {name: trained[name] for name in names}  # in the order the reproduction declared them
     trained_at = time.perf_counter()
     ctx = Context(trained, sc, scale, opts, out, device, seed)
     analysis = repro.analyse(ctx)
