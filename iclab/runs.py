@@ -236,6 +236,19 @@ def _check_resumed_length(run: RunDir, config: dict[str, Any]) -> None:
         )
 
 
+def _unused(path: Path) -> bool:
+    """`path` holds nothing of anyone's: an empty directory, or the empty skeleton (checkpoints/, figures/, the
+    lock) of a run whose creation was cut off before its config.json was written."""
+    if not path.is_dir():
+        return False
+    for child in path.iterdir():
+        if child.name == locks.LOCK_NAME:
+            continue
+        if child.name not in ("checkpoints", "figures") or not child.is_dir() or any(child.iterdir()):
+            return False
+    return True
+
+
 class RunDir:
     """A run directory on disk. Obtain one with :meth:`create` or :meth:`open`, not the constructor."""
 
@@ -263,11 +276,7 @@ class RunDir:
         # The JSON round trip normalises tuples to lists so a resumed config compares equal to the stored one.
         config = json.loads(json.dumps(config))
         is_run = (path / "config.json").is_file()
-        if (
-            not is_run
-            and path.exists()
-            and (not path.is_dir() or any(p.name != locks.LOCK_NAME for p in path.iterdir()))
-        ):
+        if not is_run and path.exists() and not _unused(path):
             # Without config.json we cannot tell this is ours, so --force must not delete it.
             raise RunExistsError(f"{path} exists and is not an iclab run (no config.json); choose another path")
         if lock:

@@ -175,9 +175,23 @@ def test_a_sigkilled_sweep_resumes_without_repeating_finished_units(tmp_path):
     finished = {p.name: p.read_text() for p in outcomes.iterdir()}
     assert 1 <= len(finished) < 4, "the kill should land mid-sweep"
     status = run_sweep(spec, out=out)
-    assert status["counts"]["done"] == 4
+    assert status["counts"]["done"] == 4, status["table"]
     for name, text in finished.items():  # finished before the kill: not trained again
         assert (outcomes / name).read_text() == text
+
+
+def test_a_run_cut_off_before_its_config_was_written_is_resumable(tmp_path):
+    from iclab.runs import RunDir
+
+    skeleton = tmp_path / "run"
+    for sub in ("checkpoints", "figures"):
+        (skeleton / sub).mkdir(parents=True)  # what RunDir.create makes before config.json
+    run = RunDir.create(skeleton, {"train": {"seed": 0}}, resume=True)
+    assert (run.path / "config.json").is_file()
+    (tmp_path / "foreign" / "figures").mkdir(parents=True)
+    (tmp_path / "foreign" / "figures" / "mine.png").write_bytes(b"x")  # someone's files: never taken over
+    with pytest.raises(Exception, match="not an iclab run"):
+        RunDir.create(tmp_path / "foreign", {"train": {"seed": 0}}, resume=True)
 
 
 def test_ray_executor_gives_the_local_executors_numbers(tmp_path):
