@@ -474,7 +474,7 @@ class BenchOptions:
 
 
 def _cmd_bench(args: list[str]) -> int:
-    from iclab.bench import machine, run_benchmarks
+    from iclab.bench import machine, run_benchmarks, target_lines
     from iclab.report import format_table
     from iclab.training.trainer import resolve_device
 
@@ -493,6 +493,8 @@ def _cmd_bench(args: list[str]) -> int:
         {"case": r.case, "fast ms": r.fast_ms, "naive ms": r.naive_ms, "speed-up": f"{r.speedup:.1f}x"} for r in results
     ]
     print(format_table(rows))
+    for line in target_lines(results) if resolve_device(opts.device).type == "cpu" else []:
+        print(line)
     info = machine(resolve_device(opts.device))
     print(f"machine: {info['cpu']} ({info['cpu_cores']} cores), {info['torch_threads']} torch threads, "
           f"torch {info['torch']}" + (f", {info['gpu']}" if "gpu" in info else ""))  # fmt: skip

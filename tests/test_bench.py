@@ -25,3 +25,20 @@ def test_bench_cli_writes_every_case(tmp_path, capsys):
 def test_bench_rejects_bad_repeats(capsys):
     assert main(["bench", "--repeats", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: repeats")
+
+
+def test_target_lines_compare_with_the_targets_and_name_the_bound():
+    from iclab.bench import BenchResult, target_lines
+
+    results = [
+        BenchResult("LSA train step, 1 layer, batch 2048", 3.0, 6.0),
+        BenchResult("LSA train step, 5 layers, batch 2048", 10.0, 30.0),
+        BenchResult("64 LSA members, batch 256 each: ensemble vs one by one", 20.0, 80.0),
+    ]
+    lines = target_lines(results)
+    assert (
+        lines[0].startswith("target LSA train step, 1 layer") and "missed by 1.50x; bound: prompt sampling" in lines[0]
+    )
+    assert lines[1].endswith(": met")
+    assert "ensemble 4.0x" in lines[2] and "missed (4.0x)" in lines[2]
+    assert target_lines([BenchResult("LSA train step, 1 layer, batch 32", 1.0, 2.0)]) == []  # other sizes: no claim
