@@ -12,6 +12,7 @@
     iclab sweep SPEC.yaml [--executor local|ray] [--out DIR] [--workers N] [--address ADDR] [--force]
     iclab sweep collect DIR [--x AXIS] [--hue AXIS] [--metric eval_half_mse]
     iclab sweep status DIR
+    iclab report DIR [--out FILE]
 
 Every user error (bad value, unknown field or option, existing output; iclab.errors.UserError) is one line on
 stderr and exit code 2. Anything else is a bug: its traceback is saved to RUN/logs/error-<UTC time>.log (the run or
@@ -52,7 +53,7 @@ from iclab.runs import RunDir, atomic_write_bytes
 
 __all__ = ["entrypoint", "main"]
 
-COMMANDS = ("train", "compare", "reproduce", "eval", "analyze", "learners", "bench", "presets", "sweep")
+COMMANDS = ("train", "compare", "reproduce", "eval", "analyze", "learners", "bench", "presets", "sweep", "report")
 
 
 # Where a bug's traceback goes: (directory, a file that must exist in it to make it ours) set by a command once it
@@ -601,6 +602,28 @@ def _cmd_sweep(args: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """Gather every reproduction and sweep under DIR into one self-contained HTML page."""
+
+    dir: tyro.conf.Positional[Path]
+    """where to look (recursively) for reproductions (results.json) and sweeps (sweep.json)"""
+    out: Path | None = None
+    """the page to write (default DIR/iclab-report.html)"""
+
+
+def _cmd_report(args: list[str]) -> int:
+    from iclab.report_all import report_all
+
+    opts = _tyro(ReportOptions, args, prog="iclab report")
+    path, counts = report_all(opts.dir, opts.out)
+    print(
+        f"{counts['reproductions']} reproduction(s), {counts['sweeps']} sweep(s); "
+        f"{counts['holding']}/{counts['claims']} claims hold; report: {path}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for user errors)."""
     from iclab.training import TrainingDiverged
@@ -620,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
         "presets": _cmd_presets,
         "sweep": _cmd_sweep,
+        "report": _cmd_report,
     }
     token = _ERROR_DIR.set(None)
     try:

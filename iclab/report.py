@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from iclab import html as pages
 from iclab.runs import atomic_write_bytes
 
 __all__ = ["Claim", "format_table", "write_report"]
@@ -78,23 +78,13 @@ def write_report(
     atomic_write_bytes(md_path, ("\n".join(md) + "\n").encode())
 
     body = [f"<h1>{html.escape(title)}</h1>"]
-    for heading, table in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2><pre>{html.escape(table)}</pre>")
-    body.append(f"<h2>Claims</h2><pre>{html.escape(claims_table(claims))}</pre><ul>")
+    for heading, text in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>{pages.text_table(text)}")
+    body.append(f"<h2>Claims</h2>{pages.claims_table([c.to_dict() for c in claims])}<ul>")
     body += [f"<li><b>{html.escape(c.id)}</b> — {html.escape(c.description)}</li>" for c in claims]
     body.append("</ul><h2>Figures</h2>")
-    for f in figures:
-        data = base64.b64encode(f.read_bytes()).decode()
-        body.append(
-            f'<figure><img src="data:image/png;base64,{data}" style="max-width:100%">'
-            f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>"
-        + html.escape(title)
-        + "</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-        "pre{background:#f6f6f6;padding:8px}</style></head><body>" + "".join(body) + "</body></html>"
-    )
+    body += [pages.figure(f) for f in figures]
+    page = pages.page(title, body)
     html_path = out / "report.html"
     atomic_write_bytes(html_path, page.encode())
     return md_path, html_path

@@ -31,6 +31,7 @@ from iclab.experiments.grouping import ensemble_config, group_configs, member_tr
 from iclab.report import Claim
 from iclab.runs import RunDir
 from iclab.training import TrainResult
+from iclab.training.trainer import resolve_device
 from iclab.validation import ConfigError
 
 __all__ = ["Analysis", "Context", "NoOptions", "Reproduction", "Trained", "reproduce"]
@@ -174,10 +175,13 @@ def reproduce(
             "per_run_train": {name: t.result.wall_time_s for name, t in trained.items()},
         },
     }
+    from iclab.bench import machine
+
     config = {
         "scale": scale,
         "device": device,
         "seed": seed,
+        "machine": machine(resolve_device(device)),
         **dataclasses.asdict(opts),
         "runs": {name: config_to_dict(t.config) for name, t in trained.items()},
     }

@@ -36,10 +36,10 @@ def _final_metrics(path: Path) -> dict[str, float]:
     return {str(k): float(v) for k, v in last.items() if "/member" not in str(k) and k not in ("wall_time_s", "lr")}
 
 
-def collect(out: str | Path) -> pd.DataFrame:
+def collect(out: str | Path, *, write: bool = True) -> pd.DataFrame:
     """The table of the sweep in `out` (module docstring), also written to OUT/results.parquet. Columns: "trial",
     "cell", one per axis (its dotted name), "seed", "state", "error", then the final metrics ("step",
-    "eval_half_mse", "train_…") and "path"."""
+    "eval_half_mse", "train_…") and "path". `write=False` only returns it."""
     sweep = SweepDir(out)
     record = sweep.record()
     rows = []
@@ -56,9 +56,10 @@ def collect(out: str | Path) -> pd.DataFrame:
         row["path"] = str(path)
         rows.append(row)
     table = pd.DataFrame(rows)
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
-    atomic_write_bytes(Path(out) / "results.parquet", buf.getvalue())
+    if write:
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        atomic_write_bytes(Path(out) / "results.parquet", buf.getvalue())
     return table
 
 
