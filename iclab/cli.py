@@ -3,6 +3,7 @@
     iclab train [--preset NAME] [--config PATH] [--out DIR] [--force|--resume] [--task.d 10 --train.steps 500 …]
     iclab compare RUN [--against gd|gd++|ols|ridge:LAMBDA] [--json PATH]
     iclab reproduce von-oswald|he|garg [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
+    iclab reproduce all [--scale smoke] [--out DIR]   (every reproduction, resumable, then iclab report)
     iclab eval [--task linear --d 20 --n-points 41 …] [--learners ols,ridge:0.25,gd:1,knn:3,RUN_DIR]
                [--shifts none,skewed] [--metric nmse] [--json PATH] [--out DIR]
     iclab learners
@@ -288,8 +289,37 @@ class ReproduceOptions:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class ReproduceAllOptions:
+    """Run every registered reproduction (its default options), resumably, and end with `iclab report`."""
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    scale: Literal["smoke", "paper"] = "smoke"
+    out: Path | None = None
+    """where every reproduction goes (default runs/reproduce-all-<scale>)"""
+    seed: int = 0
+    progress: bool = True
+
+
+def _cmd_reproduce_all(args: list[str]) -> int:
+    from iclab.experiments import reproduce_all
+
+    opts = _tyro(ReproduceAllOptions, args, prog="iclab reproduce all")
+    summary = reproduce_all(scale=opts.scale, device=opts.device, out=opts.out, seed=opts.seed, progress=opts.progress)
+    counts = summary["counts"]
+    print(f"{counts['holding']}/{counts['claims']} claims hold; report: {summary['report']}")
+    if summary["failed"]:
+        names = ", ".join(summary["failed"])
+        print(f"error: {len(summary['failed'])} reproduction(s) failed: {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_reproduce(args: list[str]) -> int:
     from iclab.experiments import reproduce, reproduction
+
+    if args and args[0] == "all":
+        return _cmd_reproduce_all(args[1:])
     from iclab.experiments.common import MARKER
     from iclab.report import Claim, claims_table
 

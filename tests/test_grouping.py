@@ -68,3 +68,28 @@ def test_a_reproduction_trains_its_seeds_as_one_ensemble_equal_to_single_runs(tm
     reloaded = reproduce(_Tiny(), out=out, progress=False, seed=5, resume=True)  # resumable like any run
     assert reloaded["metrics"]["losses"] == pytest.approx(result["metrics"]["losses"], rel=1e-12)
     assert torch.isfinite(torch.tensor(list(result["metrics"]["losses"].values()))).all()
+
+
+class _Broken(_Tiny):
+    name = "broken"
+
+    def analyse(self, ctx):
+        raise RuntimeError("analysis bug")
+
+
+class _Other(_Tiny):
+    name = "other"
+
+
+def test_reproduce_all_runs_every_paper_resumably_and_ends_with_the_report(tmp_path, monkeypatch):
+    import iclab.experiments as experiments
+
+    monkeypatch.setattr(experiments, "PAPERS", {"tiny": _Tiny(), "broken": _Broken(), "other": _Other()})
+    said = []
+    first = experiments.reproduce_all(out=tmp_path, progress=False, echo=said.append)
+    assert first["done"] == ["tiny", "other"] and list(first["failed"]) == ["broken"]
+    assert "analysis bug" in first["failed"]["broken"]
+    assert first["report"] == tmp_path / "iclab-report.html" and first["counts"]["reproductions"] == 2
+    again = experiments.reproduce_all(out=tmp_path, progress=False, echo=said.append)
+    assert again["skipped"] == ["tiny", "other"] and again["done"] == []  # finished ones are not run again
+    assert any("finished before, skipped" in line for line in said)
