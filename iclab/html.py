@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-__all__ = ["claims_table", "details", "figure", "page", "table", "text_table"]
+__all__ = ["cell_text", "claims_table", "details", "figure", "page", "table", "text_table"]
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -27,7 +27,8 @@ details pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:.8em}
 """
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A table cell's text: yes / NO for verdicts, 4 significant digits for floats."""
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):
@@ -50,7 +51,7 @@ def table(rows: list[dict[str, Any]], *, fail_column: str | None = None) -> str:
             value = row.get(c, "")
             verdict = "holds-yes" if value else "holds-no"
             cls = f' class="{verdict}"' if c == fail_column and isinstance(value, bool) else ""
-            cells.append(f"<td{cls}>{html.escape(_cell(value))}</td>")
+            cells.append(f"<td{cls}>{html.escape(cell_text(value))}</td>")
         row_class = ' class="fail"' if failed else ""
         body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     rows_html = "".join(body)
@@ -84,11 +85,12 @@ def text_table(text: str) -> str:
     return "".join(out)
 
 
-def claims_table(claims: list[dict[str, Any]], *, paper: str | None = None) -> str:
-    """The claims as a table (paper, claim, reference, measured, tolerance, holds); failing ones stand out."""
+def claims_table(claims: list[dict[str, Any]]) -> str:
+    """The claims (Claim.to_dict, each with an optional "paper") as a table — paper, claim, reference, measured,
+    tolerance, holds; failing ones stand out."""
     rows = [
         {
-            **({"paper": paper} if paper else {}),
+            **({"paper": c["paper"]} if "paper" in c else {}),
             "claim": c["id"],
             "reference": c["reference"],
             "measured": c["measured"],

@@ -28,20 +28,12 @@ class Claim:
         return asdict(self)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """Fixed-width text table (also valid Markdown)."""
     if not rows:
         return ""
     columns = columns or list(rows[0])
-    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    cells = [[pages.cell_text(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"

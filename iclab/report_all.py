@@ -142,20 +142,7 @@ def report_all(directory: str | Path, out: str | Path | None = None) -> tuple[Pa
         f"<p>{len(repros)} reproduction(s), {len(sweeps)} sweep(s) under {html.escape(str(root))}; "
         f"{held}/{len(summary_rows)} claims hold ({verdict}).</p>",
         "<h2>Summary</h2>",
-        pages.table(
-            [
-                {
-                    "paper": r["paper"],
-                    "claim": r["id"],
-                    "reference": r["reference"],
-                    "measured": r["measured"],
-                    "tolerance": r["tolerance"],
-                    "holds": bool(r["holds"]),
-                }
-                for r in summary_rows
-            ],
-            fail_column="holds",
-        ),
+        pages.claims_table(summary_rows),
     ]
     target = Path(out) if out is not None else root / "iclab-report.html"
     atomic_write_bytes(target, pages.page("iclab report", head + sections).encode())

@@ -148,6 +148,12 @@ def test_another_sweep_in_out_is_refused_and_a_second_writer_is_locked_out(tmp_p
         run_sweep(_spec(tmp_path, seeds=[0], grid={"task.noise_var": [0.1]}), out=out)
 
 
+def _four_units(tmp_path, *, steps, every):
+    """A spec of four single-seed units long enough for a kill to land between them."""
+    overrides = {**TINY, "train.steps": steps, "train.eval_every": every, "train.checkpoint_every": every}
+    return _spec(tmp_path, base={"overrides": overrides}, grid={"task.noise_var": [0.0, 0.25, 0.5, 1.0]}, seeds=[0])
+
+
 _KILLED_SWEEP = """
 import sys
 from iclab.sweeps import run_sweep
@@ -156,12 +162,7 @@ run_sweep(sys.argv[1], out=sys.argv[2])
 
 
 def test_a_sigkilled_sweep_resumes_without_repeating_finished_units(tmp_path):
-    spec = _spec(
-        tmp_path,
-        base={"overrides": {**TINY, "train.steps": 400, "train.eval_every": 20, "train.checkpoint_every": 20}},
-        grid={"task.noise_var": [0.0, 0.25, 0.5, 1.0]},
-        seeds=[0],
-    )
+    spec = _four_units(tmp_path, steps=400, every=20)
     out = tmp_path / "sweep"
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_SWEEP, str(spec), str(out)], stderr=subprocess.DEVNULL, env=os.environ
@@ -245,12 +246,7 @@ def _kill(pids):
 
 def test_a_sigkilled_ray_sweep_is_restored_by_tune(tmp_path):
     pytest.importorskip("ray")
-    spec = _spec(
-        tmp_path,
-        base={"overrides": {**TINY, "train.steps": 600, "train.eval_every": 50, "train.checkpoint_every": 50}},
-        grid={"task.noise_var": [0.0, 0.25, 0.5, 1.0]},
-        seeds=[0],
-    )
+    spec = _four_units(tmp_path, steps=600, every=50)
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "iclab", "sweep", str(spec), "--out", str(out), "--executor", "ray", "--num-cpus", "2"]
     leftovers = set()  # Ray's agent processes outlive a SIGKILLed driver: this test ends them
