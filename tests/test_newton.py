@@ -2,11 +2,12 @@
 prefix) at a time.
 
 Reference, written from the math (docs/papers.md §5), not from iclab code: S = XᵀX over the present rows,
-M₀ = αS with α = 2/‖SSᵀ‖_F (α = 0 for S = 0), M_{k+1} = 2M_k − M_k S M_k, ŷ = x_qᵀ M_K Xᵀy. With K = 20 on
-well-conditioned contexts (rank ≥ 2) this is numpy.linalg.lstsq's min-norm solution; rank-one contexts (one
-point, repeated points, d = 1) predict 0 for every K ≥ 1 (α λ² = 2 puts M₁ = 0), also for K up to 200 and in
-float32. Tolerance: 1e-5 relative to the largest reference value (or to an O(1) floor where every reference value
-is ~0), in float64 unless stated.
+M₀ = αS with α = c/‖SSᵀ‖_F (α = 0 for S = 0; c = 1 is Fu et al.'s code and the default, c = 2 one iteration
+ahead), M_{k+1} = 2M_k − M_k S M_k, ŷ = x_qᵀ M_K Xᵀy. With K = 20 on well-conditioned contexts (rank ≥ 2) this is
+numpy.linalg.lstsq's min-norm solution; rank-one contexts (one point, repeated points, d = 1) are solved exactly
+from K = 0 on at c = 1 (M₀ = S/λ² = S⁺) and predict 0 for every K ≥ 1 at c = 2 (αλ² = 2 puts M₁ = 0), also for K
+up to 200 and in float32. Tolerance: 1e-5 relative to the largest reference value (or to an O(1) floor where
+every reference value is ~0), in float64 unless stated.
 """
 
 from functools import partial
@@ -44,11 +45,11 @@ def _case(n, d, seed, batch=5, m=3):
     return X, y, Xq, mask
 
 
-def naive_newton(steps):
+def naive_newton(steps, scale=1.0):
     def fn(X, y, Xq):
         S = X.T @ X
         norm = np.linalg.norm(S @ S.T, "fro")
-        M = (2.0 / norm if norm > 0 else 0.0) * S
+        M = (scale / norm if norm > 0 else 0.0) * S
         for _ in range(steps):
             M = 2 * M - M @ S @ M
         return Xq @ (M @ (X.T @ y))
@@ -80,10 +81,15 @@ def test_newton_matches_naive_loop_on_masked_contexts(n, d, K):
     X, y, Xq, mask = _case(n, d, seed=10 * n + d)
     expected = _per_prompt(naive_newton(K), X, y, Xq, mask)
     out = Newton(K).predict(_t(X), _t(y), _t(Xq), _t(mask))
-    _close(out, expected, floor=1.0)  # d = 1 with K ≥ 1: every reference value is ~0
+    _close(out, expected, floor=1.0)
     assert torch.count_nonzero(out[1]) == 0  # the empty prompt
-    if n and K >= 1:  # a single point is rank one: prediction 0
-        _close(out[2], np.zeros(Xq.shape[1]), floor=1.0)
+    if n:  # a single point is rank one: at Fu et al.'s start, solved exactly from K = 0 on
+        ols = _per_prompt(naive_ols, X[2:3], y[2:3], Xq[2:3], mask[2:3])[0]
+        _close(out[2], ols, floor=1.0)
+    two = Newton(K, scale=2).predict(_t(X), _t(y), _t(Xq), _t(mask))
+    _close(two, _per_prompt(naive_newton(K, 2.0), X, y, Xq, mask), floor=1.0)  # d = 1, K ≥ 1: all ~0
+    if n and K >= 1:  # at scale 2 a single point predicts 0
+        _close(two[2], np.zeros(Xq.shape[1]), floor=1.0)
 
 
 @pytest.mark.parametrize("K", STEPS)
@@ -112,10 +118,7 @@ def test_newton_20_is_min_norm_ols_on_well_conditioned_contexts(n, d):
         _close(out[b], expected[b])
 
 
-@pytest.mark.parametrize("K", [1, 5, 20])
-def test_newton_rank_one_contexts_predict_zero(K):
-    rng = np.random.default_rng(K)
-    d = 4
+def _rank_one(rng, d=4):
     point = rng.standard_normal(d)
     X = np.stack(
         [
@@ -124,17 +127,40 @@ def test_newton_rank_one_contexts_predict_zero(K):
             np.concatenate([point[None], np.zeros((4, d))]),  # one point and zero rows
         ]
     )
-    y, Xq = rng.standard_normal((3, 5)), rng.standard_normal((3, 2, d))
-    out = Newton(K).predict(_t(X), _t(y), _t(Xq))
+    return X, rng.standard_normal((3, 5)), rng.standard_normal((3, 2, d))
+
+
+@pytest.mark.parametrize("K", [1, 5, 20])
+def test_newton_rank_one_contexts_at_scale_2_predict_zero(K):
+    X, y, Xq = _rank_one(np.random.default_rng(K))
+    out = Newton(K, scale=2).predict(_t(X), _t(y), _t(Xq))
     # relative to the OLS prediction, which is O(1) here
     _close(out, np.zeros((3, 2)), floor=np.abs(_per_prompt(naive_ols, X, y, Xq, np.ones((3, 5), bool))).max())
     # K = 0 does not: M₀ = αS ≠ 0
-    assert torch.count_nonzero(Newton(0).predict(_t(X), _t(y), _t(Xq))) == 6
+    assert torch.count_nonzero(Newton(0, scale=2).predict(_t(X), _t(y), _t(Xq))) == 6
+
+
+@pytest.mark.parametrize("K", [0, 1, 5, 20])
+def test_newton_rank_one_contexts_at_fus_start_are_solved_from_the_start(K):
+    X, y, Xq = _rank_one(np.random.default_rng(K))
+    _close(Newton(K).predict(_t(X), _t(y), _t(Xq)), _per_prompt(naive_ols, X, y, Xq, np.ones((3, 5), bool)))
+
+
+@pytest.mark.parametrize("K", [0, 1, 3, 8])
+def test_both_starts_match_their_naive_loops_on_well_conditioned_contexts(K):
+    # In the eigenbasis, 1 − αλm_K = (1 − cλ²/‖SSᵀ‖_F)^(2^K): c = 2 at K iterations and c = 1 at K + 1 agree only to
+    # first order in λ²/‖SSᵀ‖_F ("one iteration ahead"), so each start is checked against its own exact reference.
+    rng = np.random.default_rng(K)
+    X = np.stack([_well_conditioned(8, 4, rng) for _ in range(3)])
+    y, Xq = rng.standard_normal((3, 8)), rng.standard_normal((3, 2, 4))
+    mask = np.ones((3, 8), bool)
+    for c in (1.0, 2.0):
+        _close(Newton(K, scale=c).predict(_t(X), _t(y), _t(Xq)), _per_prompt(naive_newton(K, c), X, y, Xq, mask))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("K", [30, 60, 200])
-def test_newton_many_iterations_stay_exact_on_rank_deficient_contexts(K, dtype):
+def test_newton_many_iterations_stay_exact_on_rank_deficient_contexts(K, dtype):  # at scale 2
     # Rounding errors in the directions whose iterate must stay 0 (null space; the rank-one top direction at
     # αλ² = 2) must not be amplified: the matrix form doubles them each step (float32: drift by K = 20, NaN by 30).
     rng = np.random.default_rng(K)
@@ -144,7 +170,7 @@ def test_newton_many_iterations_stay_exact_on_rank_deficient_contexts(K, dtype):
     X = np.concatenate([rank_one, np.stack([_well_conditioned(4, d, rng) for _ in range(2)])])  # then n = 4 < d
     y, Xq = rng.standard_normal((4, 4)), rng.standard_normal((4, 2, d))
     args = [_t(a).to(dtype) for a in (X, y, Xq)]
-    out = Newton(K).predict(*args)
+    out = Newton(K, scale=2).predict(*args)
     assert out.dtype == dtype
     X, y, Xq = (a.double().numpy() for a in args)  # the reference sees the same rounded inputs
     ols = _per_prompt(naive_ols, X, y, Xq, np.ones((4, 4), bool))
@@ -156,7 +182,11 @@ def test_newton_many_iterations_stay_exact_on_rank_deficient_contexts(K, dtype):
     ref = _per_prefix(naive_ols, x, yp)
     ref[:, :2] = 0.0  # t = 0: empty; t = 1: rank one
     ref[:2, :5] = 0.0  # repeated point / one point: rank one until the first query joins the context at t = 5
-    _close(Newton(K).predict_prefixes(_t(x).to(dtype), _t(yp).to(dtype)), ref, floor=np.abs(ols).max())
+    _close(Newton(K, scale=2).predict_prefixes(_t(x).to(dtype), _t(yp).to(dtype)), ref, floor=np.abs(ols).max())
+    # at Fu et al.'s start every prefix, rank one included, is the min-norm solution
+    ref_fu = _per_prefix(naive_ols, x, yp)
+    ref_fu[:, 0] = 0.0
+    _close(Newton(K).predict_prefixes(_t(x).to(dtype), _t(yp).to(dtype)), ref_fu, floor=np.abs(ols).max())
 
 
 @pytest.mark.parametrize("K", STEPS)
@@ -213,8 +243,12 @@ def test_newton_vector_targets_are_independent_columns():
 def test_registry_names_and_parameters():
     learner = make_learner("newton:5:float64=1")
     assert isinstance(learner, Newton) and learner.steps == 5 and learner.dtype == torch.float64
-    assert learner.name == "newton:5:float64=1"
+    assert learner.name == "newton:5:float64=1" and learner.scale == 1.0
     assert make_learner("newton:0").steps == 0 and make_learner("newton:0").dtype is None
+    assert make_learner("newton:3:scale=2").scale == 2.0 and make_learner("newton:3:scale=2").name == "newton:3:scale=2"
+    for bad in ("newton:3:scale=0", "newton:3:scale=2.5", "newton:3:scale=x"):
+        with pytest.raises(ValueError, match="scale"):
+            make_learner(bad)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3"])
@@ -231,4 +265,7 @@ def test_matrix_and_eigenbasis_forms_agree(steps):
     X = torch.randn(64, 7, 5, generator=gen, dtype=torch.float64)
     X[:8, 3:] = 0  # rank-deficient contexts (n < d)
     S = X.transpose(1, 2) @ X
-    torch.testing.assert_close(newton_inverse_matrix(S, steps), newton_inverse_eigen(S, steps), rtol=1e-9, atol=1e-9)
+    for c in (1.0, 2.0):
+        torch.testing.assert_close(
+            newton_inverse_matrix(S, steps, c), newton_inverse_eigen(S, steps, c), rtol=1e-9, atol=1e-9
+        )
