@@ -8,8 +8,8 @@ single GD step (Mahankali et al., (d + 1)/(k + d + 1)), averaging and 3-NN, on t
 bootstrap bands. Then the alignment analysis (iclab.analysis.alignment) finds, for every layer, the GD step count
 and the Newton iteration whose predictions its read-out matches best.
 
-Scales: smoke — d = 5 and 10 context points, a 4-layer GPT of width 128 trained for 6 000 steps (~15 minutes of
-one CPU core, README.md has its numbers); paper — Garg's
+Scales: smoke — d = 5 and 10 context points, a 4-layer GPT of width 128 trained for 6 000 steps (~13 minutes on
+two CPU cores, README.md has its numbers); paper — Garg's
 setting (d = 20, 40 context points, GPT-2 with 12 layers, width 256, 8 heads, curriculum, 500 001 steps of batch 64),
 a GPU budget of hours.
 """
@@ -97,7 +97,7 @@ class Scale:
     """Newton iterations 0 … newton_iters in the alignment (d = 5 converges by 10; d = 20 at k ≈ d needs more)"""
 
 
-# smoke: preset garg-linear-small, ~15 minutes of one CPU core. Measured (seeds 0 / 1): largest gap to least squares
+# smoke: preset garg-linear-small, ~13 minutes on two CPU cores. Measured (seeds 0 / 1): largest gap to least squares
 # below d 0.038 / 0.031, from k = d on 0.112 / 0.113 (at k = d, where X is square and least squares is at its most
 # ill-conditioned; 0.014 at k = 2d); the tolerances leave ~40 % margin. paper: Garg's full budget; the tolerances
 # are Garg's Figure 2 read off (the trained model is on the least-squares curve to within the line width; k = d
@@ -286,9 +286,9 @@ def _alignment_claims(alignment) -> list[Claim]:
     early layer's row is flat noise whose argmax means nothing): the best-matching Newton iteration and GD step
     count never fall with depth and grow from the first readable layer to the last, and the last layer's read-out
     predicts better than the first layer's. The Newton grid ends at Scale.newton_iters (10 at smoke scale, where
-    Newton has converged on these problems, so a best match of 10 reads "converged"). Measured at smoke scale
-    (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10; GD 1, 2, 16, 64 / 1, 2, 16, 64; layer 0 unreadable (similarity
-    ≤ 0.15)."""
+    Newton has converged on these problems, so a best match of 10 reads "converged"). Measured at smoke scale,
+    Newton started as in Fu et al.'s code (seed 0): Newton 2, 4, 8, 10; GD 1, 2, 16, 64; layer 0 unreadable
+    (similarity ≤ 0.15). With the start 2/‖SSᵀ‖_F (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10."""
     readout = alignment.readout_nmse
     claims = []
     for kind, best, sims in (
