@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -129,3 +131,19 @@ def test_curriculum_follows_garg_schedule_and_resumes(tmp_path):
     # and the curriculum changes what is trained on: the same run without it ends elsewhere
     plain = train(cfg.replace(train={"curriculum": "none"}))
     assert plain.final_eval_half_mse != whole.final_eval_half_mse
+
+
+def test_a_finite_blow_up_stops_the_run_and_names_it(tmp_path):
+    # weights of standard deviation 1e3: predictions ~1e12 times too large, finite in float64, and a learning rate
+    # too small to undo it; the held-out loss is far above 1e8 times that of predicting 0
+    cfg = tiny(20, lr=1e-12, dtype="float64").replace(model={"init_scale": 1e6})
+    run = RunDir.create(tmp_path / "r", config_to_dict(cfg))
+    with pytest.raises(TrainingDiverged, match=r"after step 10 is more than 1e\+08 times that of predicting 0"):
+        train(cfg, run)
+    assert run.latest_checkpoint().name == "step_00000000.safetensors"  # nothing past the blow-up was kept
+
+
+def test_a_blown_up_ensemble_member_is_stopped_and_the_other_goes_on():
+    cfg = tiny(30, dtype="float64", grad_clip=0.0).replace(ensemble={"seeds": (0, 0), "lr": (1e-2, 1e3)})
+    result = train(cfg)
+    assert list(result.diverged) == [1] and math.isfinite(result.final_eval_half_mse)

@@ -249,8 +249,13 @@ def train(
             train_losses = running / since_eval  # [members]
             train_losses = (train_losses if dp is None else dp.mean(train_losses)).cpu()  # the global batch's
             eval_losses = eval_sets.losses(model)  # [members], each on its own task's held-out set
-            if members > 1:  # a member whose held-out loss is non-finite is dead too; the means are the living's
-                dead_at = torch.where((dead_at < 0) & ~torch.isfinite(eval_losses.to(device)), step, dead_at)
+            # a finite blow-up: BLOWUP times worse than predicting 0 on the held-out set
+            blown = eval_losses > eval_sets.blowup
+            if (
+                members > 1
+            ):  # a member whose held-out loss is non-finite or blown up is dead too; means are the living's
+                bad_eval = (~torch.isfinite(eval_losses) | blown).to(device)
+                dead_at = torch.where((dead_at < 0) & bad_eval, step, dead_at)
                 alive = (dead_at < 0).cpu()
                 if not alive.any():
                     raise TrainingDiverged(f"train: every member's loss became non-finite (steps {dead_at.tolist()})")
@@ -263,6 +268,13 @@ def train(
                 where = f"at step {bad}" if bad >= 0 else f"in the evaluation after step {step}"
                 raise TrainingDiverged(
                     f"train: loss became non-finite {where}; "
+                    f"last good checkpoint: {good if good is not None else 'none'}"
+                )
+            if members == 1 and bool(blown.any()):
+                good = run.latest_checkpoint() if run is not None else None
+                raise TrainingDiverged(
+                    f"train: held-out ½·MSE {last_eval:.3g} after step {step} is more than {BLOWUP:.0e} times that "
+                    f"of predicting 0 ({float(eval_sets.blowup[0]) / BLOWUP:.3g}): a finite blow-up; "
                     f"last good checkpoint: {good if good is not None else 'none'}"
                 )
             running.zero_()
@@ -299,6 +311,9 @@ def train(
     return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set, diverged)
 
 
+BLOWUP = 1e8  # a held-out loss this many times that of predicting 0 is a divergence, finite or not
+
+
 class _EvalSets:
     """The held-out sets of an ensemble's members: one per distinct task config (members that differ in
     task.noise_var or task.pool_size are each evaluated on their own task, as their single runs are)."""
@@ -314,6 +329,9 @@ class _EvalSets:
                 self.sets.append(eval_prompts_for(c, device, dtype))
             self.which.append(index[key])
         self.first = self.sets[0]
+        # [E] the blow-up level of each member: BLOWUP times the ½·MSE of predicting 0 on its held-out set
+        zero = [half_mse(torch.zeros_like(p.y_q), p.y_q, dtype=torch.float64).cpu().clamp_min(1e-30) for p in self.sets]
+        self.blowup = BLOWUP * torch.stack([zero[j] for j in self.which])
 
     def losses(self, model: ICLModel) -> Tensor:
         """[E] held-out ½·MSE of each member on its own set."""
