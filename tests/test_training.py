@@ -147,3 +147,11 @@ def test_a_blown_up_ensemble_member_is_stopped_and_the_other_goes_on():
     cfg = tiny(30, dtype="float64", grad_clip=0.0).replace(ensemble={"seeds": (0, 0), "lr": (1e-2, 1e3)})
     result = train(cfg)
     assert list(result.diverged) == [1] and math.isfinite(result.final_eval_half_mse)
+
+
+def test_resume_says_when_the_metrics_history_is_gone(tmp_path, capsys):
+    run = RunDir.create(tmp_path / "r", config_to_dict(tiny(20)))
+    train(tiny(20), run, stop_after=20)
+    (run.path / "metrics.parquet").unlink()
+    train(tiny(40), RunDir.create(run.path, config_to_dict(tiny(40)), resume=True), resume=True)
+    assert "metrics.parquet is missing or empty; the metrics of steps 0 to 20 are lost" in capsys.readouterr().err

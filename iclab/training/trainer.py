@@ -200,6 +200,12 @@ def train(
     if resume and run is not None and run.checkpoints():
         start = _restore(run, model, opt, sched, gens, dead_at)
         if writer is not None:
+            if start > 0 and writer.metrics().empty:
+                print(
+                    f"resume: {writer.path / 'metrics.parquet'} is missing or empty; the metrics of steps 0 to {start} "
+                    "are lost (the weights, optimizer and data stream are restored)",
+                    file=sys.stderr,
+                )
             writer.truncate_metrics(after_step=start)
     elif writer is not None:
         if resume:
