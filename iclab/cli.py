@@ -550,7 +550,8 @@ def _cmd_presets(_args: list[str]) -> int:
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """Run a sweep spec (YAML): every cell of its grid for every seed; rerunning continues it (docs/sweeps.md)."""
+    """Run a sweep spec (YAML): every cell of its grid for every seed; rerunning continues it (docs/sweeps.md).
+    Also `iclab sweep status DIR` (where it stands) and `iclab sweep collect DIR` (table, summary, figure)."""
 
     spec: tyro.conf.Positional[Path]
     """the sweep spec (examples/*.yaml)"""

@@ -35,6 +35,8 @@ def run_sweep(
         raise UsageError(f"executor: unknown value {executor!r}; choose one of: {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers: must be an integer >= 1, got {workers!r}")
+    if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
+        raise UsageError(f"num_cpus: must be an integer >= 1, got {num_cpus!r}")
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     trials, units = expand(spec)  # every cell validated before anything is written
