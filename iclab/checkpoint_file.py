@@ -1,15 +1,16 @@
 """Checkpoint files that prove their own integrity: safetensors with a SHA-256 in the header.
 
 A checkpoint is a safetensors file whose metadata carries ``sha256``: the digest of the file's data section (every
-tensor's bytes, as laid out by safetensors) followed by the metadata entry ``meta`` (the JSON of step, optimizer
-layout, …). `encode` computes it; `decode` recomputes it from the bytes on disk and refuses the file — one line
-naming it, :class:`~iclab.errors.CheckpointError` — when the header cannot be parsed, the file is shorter than its
-header says (a write cut off), a tensor's bytes or the meta changed (a flipped bit), or there is no checksum at all
-(a file from before checksums, which cannot be told apart from a damaged one). Nothing from a refused file is used.
+tensor's bytes, as laid out by safetensors), its tensor entries (names, dtypes, shapes, offsets) and every other
+metadata entry (``meta``: the JSON of step, optimizer layout, …). `encode` computes it; `decode` recomputes it from
+the bytes on disk and refuses the file — one line naming it, :class:`~iclab.errors.CheckpointError` — when the
+header cannot be parsed, the file is shorter than its header says (a write cut off), a tensor's bytes, a tensor
+entry or a metadata entry changed (a flipped bit), or there is no checksum at all (a file from before checksums,
+which cannot be told apart from a damaged one). Nothing from a refused file is used.
 
 Layout of a safetensors file: 8 bytes little-endian header length H, H bytes of JSON header (tensor dtypes, shapes and
 data offsets, plus "__metadata__"), then the data section. Changing the metadata changes only the header, so the
-digest is computed over the data section of a first encoding and stored in a second one with identical data.
+digest is computed over a first encoding and stored in a second one with identical data and tensor entries.
 """
 
 from __future__ import annotations
@@ -47,15 +48,20 @@ def _split(data: bytes, name: str) -> tuple[dict[str, Any], bytes]:
     return header, data[8 + size :]
 
 
-def _digest(body: bytes, meta: str) -> str:
-    return hashlib.sha256(body + meta.encode("utf-8")).hexdigest()
+def _digest(header: dict[str, Any], body: bytes) -> str:
+    """SHA-256 of the data section, the tensor entries of the header (names, dtypes, shapes, offsets) and every
+    metadata entry but the checksum itself, the last two as canonical JSON."""
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    metadata = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != _KEY}
+    described = json.dumps([entries, metadata], sort_keys=True).encode("utf-8")
+    return hashlib.sha256(body + described).hexdigest()
 
 
 def encode(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """safetensors bytes of `tensors` (CPU, contiguous, not sharing storage) with `metadata` plus its checksum."""
     first = safetensors_save(tensors, metadata)
-    _, body = _split(first, "checkpoint being written")
-    return safetensors_save(tensors, {**metadata, _KEY: _digest(body, metadata.get("meta", ""))})
+    header, body = _split(first, "checkpoint being written")
+    return safetensors_save(tensors, {**metadata, _KEY: _digest(header, body)})
 
 
 def decode(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -69,7 +75,7 @@ def decode(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise CheckpointError(
             f"checkpoint: {path} has no checksum (written by an older iclab, or not by iclab); refusing to load it"
         )
-    if _digest(body, str(metadata.get("meta", ""))) != metadata[_KEY]:
+    if _digest(header, body) != metadata[_KEY]:
         raise CheckpointError(f"checkpoint: {path} fails its checksum (the file was altered or damaged)")
     try:
         return safetensors_load(data), metadata

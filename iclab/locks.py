@@ -26,8 +26,9 @@ _HELD: dict[Path, int] = {}  # lock file → open descriptor, for every lock thi
 
 
 def lock_path(directory: str | os.PathLike[str]) -> Path:
-    """The lock file of `directory`: directory/.lock."""
-    return Path(directory).absolute() / LOCK_NAME
+    """The lock file of `directory`: directory/.lock, by the directory's real path (symlinks and .. resolved, so one
+    directory has one lock however it is named)."""
+    return Path(directory).resolve() / LOCK_NAME
 
 
 def clear_except_lock(directory: str | os.PathLike[str]) -> None:
@@ -47,7 +48,12 @@ def hold(directory: str | os.PathLike[str], what: str = "run") -> None:
     """Take (or keep) the exclusive lock of `directory` for this process; LockedError if another process has it."""
     path = lock_path(directory)
     if path in _HELD:
-        return
+        try:
+            if os.fstat(_HELD[path]).st_ino == os.stat(path).st_ino:
+                return
+        except FileNotFoundError:
+            pass
+        os.close(_HELD.pop(path))  # the lock file was deleted under us (not by iclab): lock the new one
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -238,11 +238,11 @@ def _check_resumed_length(run: RunDir, config: dict[str, Any]) -> None:
 
 def _unused(path: Path) -> bool:
     """`path` holds nothing of anyone's: an empty directory, or the empty skeleton (checkpoints/, figures/, the
-    lock) of a run whose creation was cut off before its config.json was written."""
+    lock, the temp file of a config.json write that was cut off) of a run whose creation never finished."""
     if not path.is_dir():
         return False
     for child in path.iterdir():
-        if child.name == locks.LOCK_NAME:
+        if child.name == locks.LOCK_NAME or (child.name.startswith(".config.json.") and child.suffix == ".tmp"):
             continue
         if child.name not in ("checkpoints", "figures") or not child.is_dir() or any(child.iterdir()):
             return False
@@ -275,12 +275,15 @@ class RunDir:
 
         # The JSON round trip normalises tuples to lists so a resumed config compares equal to the stored one.
         config = json.loads(json.dumps(config))
-        is_run = (path / "config.json").is_file()
-        if not is_run and path.exists() and not _unused(path):
-            # Without config.json we cannot tell this is ours, so --force must not delete it.
-            raise RunExistsError(f"{path} exists and is not an iclab run (no config.json); choose another path")
+        foreign = f"{path} exists and is not an iclab run (no config.json); choose another path"
+        if not (path / "config.json").is_file() and path.exists() and not _unused(path):
+            raise RunExistsError(foreign)  # checked before the lock: a foreign directory gets no lock file
         if lock:
             locks.hold(path, "run")  # before anything is read, deleted or written; held until the process ends
+        is_run = (path / "config.json").is_file()  # again, under the lock: another writer may have just finished
+        if not is_run and path.exists() and not _unused(path):
+            # Without config.json we cannot tell this is ours, so --force must not delete it.
+            raise RunExistsError(foreign)
         if is_run:
             if resume:
                 run = cls.open(path)

@@ -150,3 +150,23 @@ def test_a_checkpoint_of_another_shape_is_refused_by_name(tmp_path):
         load_model(other)
     with pytest.raises(CheckpointError, match="does not fit this run"):
         train(cfg.replace(task={"d": 5}), other, resume=True)
+
+
+def test_a_renamed_tensor_or_altered_metadata_entry_is_refused(tmp_path):
+    data = encode(_tensors(), {"meta": json.dumps({"step": 3}), "step": "100"})
+    path = tmp_path / "c.safetensors"
+    for old, new in ((b'"model/w"', b'"model/v"'), (b'"100"', b'"000"')):
+        assert old in data
+        path.write_bytes(data.replace(old, new, 1))
+        with pytest.raises(CheckpointError, match="fails its checksum"):
+            decode(path)
+
+
+def test_one_directory_has_one_lock_however_it_is_named(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    locks.hold(real)
+    locks.hold(tmp_path / "link")  # the same directory: re-entrant, not "locked by pid <own pid>"
+    locks.hold(tmp_path / "real" / ".." / "real")
+    locks.release(real)

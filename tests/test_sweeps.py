@@ -271,3 +271,26 @@ def test_a_sigkilled_ray_sweep_is_restored_by_tune(tmp_path):
         assert len(trials) == 4  # Tuner.restore continued the one experiment instead of starting another
     finally:
         _kill(leftovers)
+
+
+def test_yaml_exponent_floats_list_axes_and_a_bad_out_are_handled(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "base:\n  overrides: {task.d: 2, task.n_points: 4, task.x_dist: gaussian, task.x_scale: 1.0,\n"
+        "    train.steps: 10, train.batch_size: 16, train.eval_every: 5, train.checkpoint_every: 5,\n"
+        "    eval.n_prompts: 50}\n"
+        "grid:\n  train.lr: [1e-3, 3E-3]\n  task.x_cov_diag: [null, [1.0, 4.0]]\nseeds: [0]\nensemble: false\n"
+    )
+    trials, _ = expand(load_spec(spec))
+    assert sorted({t.config.train.lr for t in trials}) == [1e-3, 3e-3]  # YAML 1.1 would have read strings
+    out = tmp_path / "sweep"
+    assert run_sweep(spec, out=out)["counts"]["done"] == 4
+    table = collect(out)
+    assert set(table["task.x_cov_diag"].astype(str)) == {"None", "[1.0, 4.0]"}
+    assert main(["sweep", "collect", str(out), "--x", "train.lr", "--hue", "task.x_cov_diag"]) == 0
+    (tmp_path / "file").write_text("x")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "file")]) == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "mine")]) == 2
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]  # no lock file left in it

@@ -8,13 +8,13 @@ never overwrite an existing OUT without `force` and never delete a directory the
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from iclab import locks
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
 from iclab.metrics import half_mse
 from iclab.report import Claim, write_report
@@ -44,13 +44,16 @@ def prepare_out(out: Path, force: bool, resume: bool) -> None:
         raise ConfigError("force: give either --force (start again) or --resume (continue), not both")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} is a file, not a directory")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != locks.LOCK_NAME for p in out.iterdir()):
         if not (force or resume):
             raise ConfigError(f"out: {out} already exists; pass --force to overwrite or --resume to continue")
         if not _is_reproduction(out):
             raise ConfigError(f"out: {out} is not a reproduction directory (no {MARKER}); refusing to touch it")
-        if force:
-            shutil.rmtree(out)
+    # one process per reproduction directory, held until it exits; --force then clears it under the lock, so a
+    # reproduction still running there is refused instead of having its runs deleted
+    locks.hold(out, "reproduction")
+    if force:
+        locks.clear_except_lock(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()
 

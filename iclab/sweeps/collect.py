@@ -43,11 +43,14 @@ def collect(out: str | Path, *, write: bool = True) -> pd.DataFrame:
     sweep = SweepDir(out)
     record = sweep.record()
     rows = []
+    # an axis with list values (x_cov_diag, …) is kept as text, all of its values, so that cells stay hashable
+    textual = {k for t in record["trials"] for k, v in t["axes"].items() if isinstance(v, list | dict)}
     for trial in record["trials"]:
         outcome = sweep.outcome(trial["unit"]) or {}
         state = outcome.get("state", "pending")
         path = sweep.trial_path(trial)
-        row: dict[str, Any] = {"trial": trial["name"], "cell": trial["cell"], **trial["axes"], "seed": trial["seed"]}
+        axes = {k: (str(v) if k in textual else v) for k, v in trial["axes"].items()}
+        row: dict[str, Any] = {"trial": trial["name"], "cell": trial["cell"], **axes, "seed": trial["seed"]}
         row["state"] = state
         row["error"] = outcome.get("error", "")
         if state == "done" and trial["member"] is not None and (path / "diverged.json").exists():

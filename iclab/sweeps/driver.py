@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from iclab import locks
-from iclab.errors import UsageError
+from iclab.errors import RunExistsError, UsageError
 from iclab.progress import SweepProgress
 from iclab.report import format_table
 from iclab.sweeps.execute import EXECUTORS
@@ -41,6 +41,10 @@ def run_sweep(
         spec = load_spec(spec)
     trials, units = expand(spec)  # every cell validated before anything is written
     out = Path(out) if out is not None else Path("runs") / "sweeps" / spec.name
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"out: {out} is a file, not a directory")
+    if out.exists() and not (out / "sweep.json").exists() and any(p.name != locks.LOCK_NAME for p in out.iterdir()):
+        raise RunExistsError(f"out: {out} exists and is not an iclab sweep (no sweep.json)")  # before any lock file
     locks.hold(out, "sweep")
     sweep = SweepDir(out)
     sweep.create(spec, trials, units, force=force)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from iclab import locks
 from iclab.progress import SweepProgress
 from iclab.sweeps.store import SweepDir
 
@@ -60,6 +61,8 @@ def run_unit(out: str | Path, name: str, *, threads: int | None = None) -> dict[
         log.write_text(traceback.format_exc())
         message = " ".join(str(exc).split()) or type(exc).__name__
         outcome = {"state": "failed", "error": f"{type(exc).__name__}: {message}", "log": str(log)}
+    finally:
+        locks.release(sweep.unit_path(name))  # a long sweep holds one run lock at a time, not one per unit
     outcome.update({"wall_time_s": time.perf_counter() - began, "attempts": attempts})
     sweep.write_outcome(name, outcome)
     return outcome
@@ -85,9 +88,13 @@ def local_executor(out: Path, todo: list[str], progress: SweepProgress, *, worke
         for future in concurrent.futures.as_completed(futures):
             try:
                 outcome = future.result()
-            except Exception as exc:  # the worker process itself died (killed, out of memory)
-                outcome = {"state": "failed", "error": f"worker process died: {exc}"}
-                SweepDir(out).write_outcome(futures[future], outcome)
+            except Exception as exc:  # the worker died (killed, out of memory); the pool then fails its other units
+                recorded = SweepDir(out).outcome(futures[future])
+                if recorded is not None and recorded.get("state") in ("done", "diverged"):
+                    outcome = recorded  # it finished before the pool broke: keep its result
+                else:  # not finished: recorded as failed, so the next run of the sweep retries it
+                    outcome = {"state": "failed", "error": f"worker process died: {type(exc).__name__}: {exc}"}
+                    SweepDir(out).write_outcome(futures[future], outcome)
             progress.move("running", outcome["state"], outcome.get("wall_time_s"))
             if progress.counts["pending"]:
                 progress.move("pending", "running")

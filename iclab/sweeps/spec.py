@@ -15,7 +15,8 @@ A spec is a YAML (or JSON) mapping::
     seeds: [0, 1]                    # or "0-4"; every cell is trained once per seed
     ensemble: true                   # the seeds of a cell train as one ensemble (iclab.training.ensemble)
     resources: {cpus: 1, gpus: 0}    # per trial (one ensemble counts as one trial) for the ray executor
-    max_failures: 0                  # retries of a failing trial (Ray Tune's FailureConfig; local: reruns)
+    max_failures: 0                  # ray: Tune's retries of a failing trial (FailureConfig); local: none, a
+                                     # failed unit is retried when the sweep is run again
 
 A *cell* is one point of grid × zip; a *trial* is a cell with a seed; a *unit* is what one training run does: a
 trial, or with ``ensemble`` the cell's seeds as one ensemble run. `expand` builds every trial's config and
@@ -234,6 +235,19 @@ def parse_spec(raw: Any, *, name: str = "sweep", root: Path | None = None) -> Sw
     )
 
 
+def _loader() -> Any:
+    """PyYAML's SafeLoader, except that exponent floats without a dot (1e-3, 5E4) are numbers, as in YAML 1.2 and
+    JSON, not strings."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789"))
+    return Loader
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and parse a YAML (or JSON) spec file; SpecError naming the file for unreadable or invalid YAML."""
     import yaml
@@ -246,7 +260,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"sweep: cannot read spec file {str(path)!r} ({exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_loader())  # a SafeLoader that also reads 1e-3 as a number
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -255,8 +269,15 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def _label(value: Any) -> str:
+    """A value as a piece of a directory name: numbers as written, lists and long values cut to 24 characters
+    plus a short digest (a directory name has at most 255 bytes)."""
     text = f"{value:g}" if isinstance(value, float) else str(value)
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+    text = re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+    if len(text) > 24:
+        import hashlib
+
+        text = text[:16] + "-" + hashlib.sha256(text.encode()).hexdigest()[:7]
+    return text
 
 
 def _cells(spec: SweepSpec) -> list[dict[str, Any]]:

@@ -168,8 +168,8 @@ def train(
     # one config per member: its single run's (an ordinary run is one member, seeded train.seed)
     singles = [config.member(e) for e in range(len(config.ensemble.seeds))] or [config]
     tasks = [make_task(c.task) for c in singles]
+    dp = DataParallel.from_env(device)  # started by torchrun: this process's share (and GPU) of a data-parallel run
     model = build_model(config).to(device=device, dtype=dtype).set_impl(t.impl)
-    dp = DataParallel.from_env(device)  # started by torchrun: this process's share of a data-parallel run
     if dp is not None:
         if config.ensemble.seeds:
             raise ConfigError("ensemble.seeds: an ensemble is one pass already; train it in one process, not torchrun")
@@ -305,8 +305,9 @@ def train(
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
-    if start >= t.steps:
-        last_eval = evaluate_half_mse(model, eval_set)
+    if start >= t.steps:  # resumed at its end: the same measure as the last evaluation (the living members' mean)
+        final = eval_sets.losses(model)
+        last_eval = float(torch.where((dead_at < 0).cpu(), final, math.nan).nanmean())
     diverged = {e: s for e, s in enumerate(dead_at.tolist()) if s >= 0} if members > 1 else {}
     if dp is not None:
         dp.barrier()  # the others leave once rank 0 has written the last checkpoint
