@@ -66,3 +66,29 @@ def test_a_bad_config_fails_before_the_directory_is_touched(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.seed"):
         reproduce("garg", out=fresh, seed=-1, progress=False)
     assert not fresh.exists()
+
+
+def test_force_refuses_a_reproduction_still_running_in_out(tmp_path):
+    import subprocess
+    import sys
+
+    from iclab.errors import LockedError
+
+    out = tmp_path / "repro"
+    holder_code = (
+        "import sys, time\nfrom pathlib import Path\nfrom iclab.experiments.common import prepare_out\n"
+        "out = Path(sys.argv[1])\nprepare_out(out, False, False)\n(out / 'runs').mkdir()\n"
+        "(out / 'runs' / 'precious').write_text('x')\nprint('running', flush=True)\ntime.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "running"
+        with pytest.raises(LockedError, match=rf"pid {holder.pid}"):
+            prepare_out(out, True, False)
+        assert (out / "runs" / "precious").read_text() == "x"  # nothing deleted under a running reproduction
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    prepare_out(out, True, False)  # the holder is gone: --force may clear it now
+    assert not (out / "runs").exists()
