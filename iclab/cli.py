@@ -648,9 +648,10 @@ def _cmd_report(args: list[str]) -> int:
 
     opts = _tyro(ReportOptions, args, prog="iclab report")
     path, counts = report_all(opts.dir, opts.out)
+    skipped = f"; {counts['skipped']} damaged one(s) skipped (listed in the page)" if counts["skipped"] else ""
     print(
         f"{counts['reproductions']} reproduction(s), {counts['sweeps']} sweep(s); "
-        f"{counts['holding']}/{counts['claims']} claims hold; report: {path}"
+        f"{counts['holding']}/{counts['claims']} claims hold{skipped}; report: {path}"
     )
     return 0
 

@@ -127,13 +127,22 @@ def report_all(directory: str | Path, out: str | Path | None = None) -> tuple[Pa
     repros, sweeps = find(root)
     if not repros and not sweeps:
         raise RunNotFoundError(f"report: no reproduction (results.json) or sweep (sweep.json) under {root}")
-    sections, summary_rows = [], []
+    sections, summary_rows, skipped = [], [], []
     for path in repros:
-        info, body = _reproduction(path, root)
+        try:
+            info, body = _reproduction(path, root)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged results.json: named, the rest goes on
+            skipped.append(f"{path}: {type(exc).__name__}: {exc}")
+            continue
         sections += body
         summary_rows += [{"paper": info["name"], **c} for c in info["claims"]]
     for path in sweeps:
-        sections += _sweep(path, root)
+        try:
+            sections += _sweep(path, root)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            skipped.append(f"{path}: {type(exc).__name__}: {exc}")
+    if skipped:
+        sections.append("<h2>Skipped</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
     held = sum(bool(r["holds"]) for r in summary_rows)
     failing = len(summary_rows) - held
     verdict = f'<span class="summary-fail">{failing} do not hold</span>' if failing else "all hold"
@@ -146,5 +155,11 @@ def report_all(directory: str | Path, out: str | Path | None = None) -> tuple[Pa
     ]
     target = Path(out) if out is not None else root / "iclab-report.html"
     atomic_write_bytes(target, pages.page("iclab report", head + sections).encode())
-    counts = {"reproductions": len(repros), "sweeps": len(sweeps), "claims": len(summary_rows), "holding": held}
+    counts = {
+        "reproductions": len(repros),
+        "sweeps": len(sweeps),
+        "claims": len(summary_rows),
+        "holding": held,
+        "skipped": len(skipped),
+    }
     return target, counts

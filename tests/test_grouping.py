@@ -65,6 +65,7 @@ def test_a_reproduction_trains_its_seeds_as_one_ensemble_equal_to_single_runs(tm
         assert got == pytest.approx(single.final_eval_half_mse, rel=1e-9)  # float64: members = single runs
         stored = json.loads((members / f"seed-{5 + s}" / "config.json").read_text())["config"]
         assert stored["train"]["seed"] == 5 + s
+    assert set(result["metrics"]["phase_wall_time_s"]["per_run_train"]) == {"lsa-seed0+2", "lsa-2"}  # once per run
     reloaded = reproduce(_Tiny(), out=out, progress=False, seed=5, resume=True)  # resumable like any run
     assert reloaded["metrics"]["losses"] == pytest.approx(result["metrics"]["losses"], rel=1e-12)
     assert torch.isfinite(torch.tensor(list(result["metrics"]["losses"].values()))).all()

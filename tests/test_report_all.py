@@ -80,3 +80,13 @@ def test_headless_chromium_renders_every_figure(tmp_path):
     assert magenta.sum() > 0.5 * 120 * 200  # the embedded figure is drawn (at least half of its pixels)
     reddish = (pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.93) & (pixels[..., 1] > 0.8) & (pixels[..., 2] < 0.93)
     assert reddish.sum() > 1000  # the failing claim's row background (#fde2e2) stands out
+
+
+def test_a_damaged_reproduction_is_skipped_and_named(tmp_path, capsys):
+    _fake_reproduction(tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text(json.dumps({"name": "bad", "claims": [{"id": "x"}]}))
+    assert main(["report", str(tmp_path)]) == 0
+    assert "1 damaged one(s) skipped" in capsys.readouterr().out
+    page = (tmp_path / "iclab-report.html").read_text()
+    assert "<h2>Skipped</h2>" in page and "bad" in page and "paper-a title" in page

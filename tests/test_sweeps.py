@@ -294,3 +294,11 @@ def test_yaml_exponent_floats_list_axes_and_a_bad_out_are_handled(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("x")
     assert main(["sweep", str(spec), "--out", str(tmp_path / "mine")]) == 2
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]  # no lock file left in it
+
+
+def test_a_rerun_with_other_resources_is_refused_not_silently_ignored(tmp_path):
+    out = tmp_path / "sweep"
+    run_sweep(_spec(tmp_path, seeds=[0], grid={"task.noise_var": [0.0]}), out=out)
+    changed = _spec(tmp_path, seeds=[0], grid={"task.noise_var": [0.0]}, resources={"cpus": 2})
+    with pytest.raises(SpecError, match=r"sweep.resources: this sweep was started with"):
+        run_sweep(changed, out=out)

@@ -161,6 +161,10 @@ def reproduce(
         for e, cfg in enumerate(group):
             trained[cfg.name] = Trained(cfg, *member_trained(ensemble, e, result, run))
     trained = {name: trained[name] for name in names}  # in the order the reproduction declared them
+    run_times: dict[str, float] = {}
+    for t in trained.values():
+        run_name = t.run.path.name if t.run.path.parent.name != "members" else t.run.path.parent.parent.name
+        run_times[run_name] = t.result.wall_time_s
     trained_at = time.perf_counter()
     ctx = Context(trained, sc, scale, opts, out, device, seed)
     analysis = repro.analyse(ctx)
@@ -172,7 +176,8 @@ def reproduce(
         "phase_wall_time_s": {
             "train": trained_at - began,
             "analyse": done - trained_at,
-            "per_run_train": {name: t.result.wall_time_s for name, t in trained.items()},
+            # one entry per training run: an ensemble group once, under its run's name (its members share it)
+            "per_run_train": run_times,
         },
     }
     from iclab.bench import machine

@@ -66,6 +66,13 @@ class SweepDir:
                 json.dumps({k: record[k] for k in ("trials", "units")})
             )
             if same and not force:
+                for key in ("resources", "max_failures"):  # what a restored Ray Tune experiment would keep
+                    if json.loads(json.dumps(record[key])) != old.get(key):
+                        raise SpecError(
+                            f"sweep.{key}: this sweep was started with {old.get(key)!r}, the spec now says "
+                            f"{record[key]!r}; a rerun continues it as started, so keep the spec's {key} or pass "
+                            "--force to start again"
+                        )
                 return
             if not force:
                 raise RunExistsError(
