@@ -287,8 +287,8 @@ def _alignment_claims(alignment) -> list[Claim]:
     count never fall with depth and grow from the first readable layer to the last, and the last layer's read-out
     predicts better than the first layer's. The Newton grid ends at Scale.newton_iters (10 at smoke scale, where
     Newton has converged on these problems, so a best match of 10 reads "converged"). Measured at smoke scale,
-    Newton started as in Fu et al.'s code (seed 0): Newton 2, 4, 8, 10; GD 1, 2, 16, 64; layer 0 unreadable
-    (similarity ≤ 0.15). With the start 2/‖SSᵀ‖_F (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10."""
+    Newton started as in Fu et al.'s code (seeds 0 / 1): Newton 2, 4, 8, 10 / 2, 4, 9, 10; GD 1, 2, 16, 64 for both;
+    layer 0 unreadable (similarity ≤ 0.15). With the start 2/‖SSᵀ‖_F (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10."""
     readout = alignment.readout_nmse
     claims = []
     for kind, best, sims in (
