@@ -38,7 +38,7 @@ def find(directory: Path) -> tuple[list[Path], list[Path]]:
     return repros, sweeps
 
 
-def _provenance(out: Path, results: dict[str, Any]) -> dict[str, Any]:
+def _provenance(out: Path) -> dict[str, Any]:
     """iclab version, git SHA and torch version of the reproduction's runs (from a run's config.json)."""
     for config in sorted((out / "runs").glob("*/config.json")):
         try:
@@ -65,7 +65,7 @@ def _reproduction(out: Path, root: Path) -> tuple[dict[str, Any], list[str]]:
     held = sum(bool(c["holds"]) for c in claims)
     metrics = results.get("metrics", {})
     config = results.get("config", {})
-    prov = _provenance(out, results)
+    prov = _provenance(out)
     machine = config.get("machine") or {}
     machine_text = (
         f"{machine.get('cpu', '?')} ({machine.get('cpu_cores', '?')} cores)"

@@ -27,6 +27,7 @@ experiment is one line naming the field and the cell (SpecError, exit code 2 fro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -274,8 +275,6 @@ def _label(value: Any) -> str:
     text = f"{value:g}" if isinstance(value, float) else str(value)
     text = re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
     if len(text) > 24:
-        import hashlib
-
         text = text[:16] + "-" + hashlib.sha256(text.encode()).hexdigest()[:7]
     return text
 

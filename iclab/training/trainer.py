@@ -13,7 +13,6 @@ the optimizer, the data generator's state and the step.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -409,9 +408,8 @@ def check_sizes(config: ExperimentConfig) -> None:
                 f"{prompts * per_prompt:.3g} numbers, more than {MAX_ELEMENTS:.3g}; lower it, task.d or task.n_points"
             )
     with torch.device("meta"):
-        single = dataclasses.replace(config, ensemble=type(config.ensemble)())
-        try:
-            n = sum(p.numel() for p in make_model(single.model, t.d, k=config.target_dim).parameters()) * members
+        try:  # one member's model, counted once per member
+            n = sum(p.numel() for p in make_model(config.model, t.d, k=config.target_dim).parameters()) * members
         except (RuntimeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"model: cannot build a {config.model.name!r} of these sizes ({exc})") from None
     if n > MAX_ELEMENTS:
