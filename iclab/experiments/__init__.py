@@ -21,7 +21,14 @@ from iclab.validation import check_choice
 __all__ = ["PAPERS", "Reproduction", "reproduce", "reproduce_all", "reproduction"]
 
 # paper name → its reproduction, in the order `iclab reproduce` lists them
-PAPERS: dict[str, Reproduction] = {r.name: r for r in (VonOswald(), He(), Garg())}
+PAPERS: dict[str, Reproduction] = {
+    r.name: r
+    for r in (
+        VonOswald(),
+        He(),
+        Garg(),
+    )
+}
 
 
 def reproduction(paper: str) -> Reproduction:
