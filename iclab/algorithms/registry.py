@@ -45,6 +45,7 @@ MODULES = (
     "iclab.algorithms.bayes",
     "iclab.algorithms.nets",
     "iclab.algorithms.trees",
+    "iclab.algorithms.icl_classification",
 )
 
 

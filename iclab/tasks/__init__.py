@@ -11,6 +11,7 @@ Families (the registry TASKS; each module holds the family's config class and it
   ar, linear_dynamics  next value of an AR(p) sequence; x_{t+1} = W x_t systems (vector targets)
   softmax_regression   probability vectors softmax(W x) ∈ R^{n_classes} (vector targets)
   classification       ±1 labels sign(wᵀx), flipped with probability flip_prob
+  icl_classification   Reddy's K classes → L labels, bursty / Zipfian prompts; in-context and in-weights splits
 Curriculum (Garg): `Curriculum.at(step)` → (d_active, n_points), passed to `Task.sample`; `train.curriculum`.
 Any family takes a finite task pool (pool_size M > 0) and every one evaluates its functions at new inputs
 (`Task.targets`), so the distribution-shift suite applies to all.
@@ -23,6 +24,7 @@ from iclab.registry import Registry
 from iclab.tasks.base import Prompts, Task
 from iclab.tasks.classification import ClassificationConfig, LinearClassificationTask
 from iclab.tasks.curriculum import Curriculum
+from iclab.tasks.icl_classification import ICLClassificationConfig, ICLClassificationTask
 from iclab.tasks.linear import LinearConfig, LinearRegressionTask
 from iclab.tasks.mixture import MixtureConfig, MixtureTask
 from iclab.tasks.nonlinear import (
@@ -57,6 +59,7 @@ TASKS.register(ARConfig, AutoregressiveTask)
 TASKS.register(LinearDynamicsConfig, LinearDynamicsTask)
 TASKS.register(SoftmaxRegressionConfig, SoftmaxRegressionTask)
 TASKS.register(ClassificationConfig, LinearClassificationTask)
+TASKS.register(ICLClassificationConfig, ICLClassificationTask)
 
 
 def task_class(name: str) -> type[Task]:
