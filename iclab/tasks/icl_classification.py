@@ -34,7 +34,7 @@ Evaluation splits that separate the two strategies (Reddy 2023 Fig. 1b; each ret
                   permutation of the L labels per prompt; the memorised label is right only by chance (1/L).
   `iwl`           in-weights: items and queries of trained classes from p, the query's class absent from the
                   context; copying a context label is right only when another class shares the label:
-                  probability (⌈K/L⌉ − 1)/(K − 1) ≈ 1/L over the label assignment when L divides K.
+                  probability (K/L − 1)/(K − 1) ≈ 1/L over the label assignment when L divides K.
 `sample` draws the training distribution. The reference learners (ideal induction head, class-mean lookup,
 chance) are in `iclab.algorithms.icl_classification`.
 
