@@ -15,6 +15,7 @@ from iclab.experiments.driver import Reproduction
 from iclab.experiments.driver import reproduce as _run
 from iclab.experiments.garg import Garg
 from iclab.experiments.he import He
+from iclab.experiments.mahankali_zfb import MahankaliZFB
 from iclab.experiments.raventos import Raventos
 from iclab.experiments.von_oswald import VonOswald
 from iclab.validation import check_choice
@@ -28,6 +29,7 @@ PAPERS: dict[str, Reproduction] = {
         VonOswald(),
         He(),
         Garg(),
+        MahankaliZFB(),
         Raventos(),
     )
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, cast
+from typing import ClassVar, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from iclab.models.lsa_fast import FastLayer, lsa_query_predictions
 from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Prompts
 from iclab.tokens import ConcatLayout
-from iclab.validation import check_bool, check_real
+from iclab.validation import check_bool, check_choice, check_real, fail
 
 __all__ = ["LSA", "LSAConfig", "LSAWeights"]
 
@@ -45,13 +45,21 @@ class LSAConfig(ModelConfig):
     layernorm: bool = False
     """pre-LayerNorm on every layer but the first"""
     init_scale: float = 0.002
-    """initial variance · fan-in, divided by K (vO code: 0.002/K)"""
+    """initial variance · fan-in, divided by K (vO code: 0.002/K); with init "zfb", ZFB's σ"""
+    init: Literal["random", "zfb"] = "random"
+    """random: i.i.d. N(0, init_scale / (K · fan-in)) entries; zfb: Zhang–Frei–Bartlett's start (one layer, one
+    head, family lsa only): KQ = σ·blockdiag(ΘΘᵀ, 0) with Θ [d, d] Gaussian from the generator scaled to
+    ‖ΘΘᵀ‖_F = 1, OV = −σ·e_y e_yᵀ (the minus: iclab reads the prediction as −(the query's y-slot)), σ = init_scale;
+    W_Q = W_K = √σ·blockdiag(Θᵀ, 0), W_V = √σ·e_y e_yᵀ, W_O = −√σ·e_y e_yᵀ"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_bool("model.tied", self.tied)
         check_bool("model.layernorm", self.layernorm)
         check_real("model.init_scale", self.init_scale, low=0.0, strict=True)
+        check_choice("model.init", self.init, ("random", "zfb"))
+        if self.init == "zfb" and (self.name != "lsa" or self.layers != 1 or self.heads != 1):
+            fail("model.init", "'random' unless the family is lsa with one layer and one head", self.init)
 
 
 class LSAWeights(AttentionWeights, nn.Module):
@@ -142,6 +150,23 @@ class LSA(ICLModel):
         if config.tied and config.layernorm and config.layers > 2:
             for block in self.blocks[2:]:
                 block.ln = self.blocks[1].ln
+        if config.init == "zfb":
+            self._zfb_init(generator)
+
+    @torch.no_grad()
+    def _zfb_init(self, generator: torch.Generator) -> None:
+        """Zhang–Frei–Bartlett's initialisation (LSAConfig.init): KQ = σ·blockdiag(ΘΘᵀ, 0), OV = −σ·e_y e_yᵀ."""
+        d, sigma = self.d, self.config.init_scale
+        theta = torch.randn((d, d), generator=generator, dtype=torch.float64)
+        theta /= torch.linalg.matrix_norm(theta @ theta.T).sqrt()  # ‖ΘΘᵀ‖_F = 1
+        w = self.layer_weights(0)
+        root = math.sqrt(sigma)
+        for p in (w.W_Q, w.W_K, w.W_V, w.W_O):
+            p.zero_()
+        w.W_Q[0, :d, :d] = root * theta.T  # KQ = W_Kᵀ W_Q = σ ΘΘᵀ
+        w.W_K[0, :d, :d] = root * theta.T
+        w.W_V[0, d, d] = root
+        w.W_O[0, d, d] = -root
 
     def layer_weights(self, layer: int) -> LSAWeights:
         """Layer `layer`'s weights (W_Q, W_K, W_V, W_O; KQ, OV: iclab.models.base's convention)."""
