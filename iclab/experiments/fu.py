@@ -1,0 +1,376 @@
+"""Reproduction: *Transformers learn higher-order optimization methods for in-context learning: a study with linear
+models* (Fu et al.), docs/papers.md §5 — which iteration of Iterative Newton and which GD step count each layer of a
+trained transformer computes, on isotropic and ill-conditioned inputs, and the same read-out on LSA stacks.
+
+For every covariance (isotropic; log-spaced eigenvalues of condition number κ, LinearConfig.x_condition) a GPT
+(iclab.models.gpt, Garg's interleaved layout) and a multi-layer LSA stack (iclab.models.lsa) are trained on the same
+prompts. iclab.analysis.alignment then fits an affine read-out to every layer's residual stream and finds the Newton
+iteration (Fu et al.'s code's start M₀ = S/‖SSᵀ‖_F) and the GD step count (η = 1/λ_max) whose prefix predictions
+match that layer's best (cos similarity over held-out prompts × prefixes). Monte Carlo error: the held-out prompts
+are split into `Scale.blocks` disjoint blocks, each aligned on its own (its own read-out fit and held-out half), so
+every fitted slope has a standard error over blocks.
+
+Fits, over the *readable* layers (best similarity ≥ READABLE, iclab.experiments.garg: an early layer's read-out is
+noise whose argmax means nothing) and, for Newton, up to the first layer at the converged end of the iteration grid:
+Newton iterations vs layer (slope: iterations per layer) and log₂(GD steps) vs layer (slope: doublings per layer),
+each also fitted on the other scale. Claims, per GPT covariance:
+
+* ``gpt_<cov>_newton_linear`` — the Newton iteration grows with depth: slope > 2 block SE, and a straight line fits
+  (R² ≥ 0.8; Fu et al.: ≈ 3 iterations per middle layer at d = 20 with 12 layers; at smoke scale, d = 4, Newton
+  converges within ~8 iterations, so only the growth and its linearity are checked, not the 3);
+* ``gpt_<cov>_gd_exponential`` — the GD step count grows exponentially: log₂ slope > 2 block SE and the log-linear
+  fit beats the linear one (R²), the linear-vs-exponential contrast;
+* ``gpt_<cov>_readout_improves`` — the last layer's read-out predicts better than the first readable layer's;
+
+and per LSA covariance ``lsa_<cov>_later_layers_match_more`` (the best GD step count never falls with depth and
+grows from first to last layer). Measured numbers: tests/test_fu.py's docstring and the report.
+
+Scales: smoke — d = 4, 10 context points, a 6-layer GPT (width 64, 4 heads) and a 4-layer LSA per covariance
+(isotropic and κ = 10; κ = 100 only at paper scale: the smoke budget is ~4 minutes on two CPU cores), one seed;
+paper — Fu et al.'s setting (Garg's GPT-2: 12 layers, 8 heads, width 256; d = 20, 41 points, curriculum, 500 001
+steps of batch 64, Adam 1e-4), covariances isotropic, κ = 10, κ = 100, and 12-layer LSA stacks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclab.analysis.alignment import Alignment, align_activations, layer_activations, plot_alignment
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
+from iclab.experiments.driver import Analysis, Context, Reproduction
+from iclab.experiments.garg import READABLE
+from iclab.models.gpt import GPTConfig
+from iclab.models.lsa import LSAConfig
+from iclab.plotting import new_figure, save_figure, style_axes
+from iclab.report import Claim, format_table
+from iclab.tasks.linear import LinearConfig
+from iclab.validation import check_int
+
+__all__ = ["SCALES", "Fu", "Options", "Scale", "line_fit"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A reproduction scale: the task, the GPT and LSA budgets, the covariances and the alignment's prompts."""
+
+    d: int
+    n_points: int
+    conditions: tuple[float, ...]
+    """condition numbers κ of the input covariance (1: isotropic)"""
+    gpt_layers: int
+    gpt_width: int
+    gpt_heads: int
+    gpt_steps: int
+    gpt_batch: int
+    gpt_lr: float
+    lsa_layers: int
+    lsa_steps: int
+    lsa_lr: float
+    n_align: int
+    """held-out prompts of the alignment (split into `blocks` for the standard errors)"""
+    blocks: int
+    newton_iters: int
+    """the Newton grid 0 … newton_iters"""
+    curriculum: str = "none"
+
+
+# smoke: ~4 minutes on an idle 2-core CPU in all (see tests/test_fu.py for the measured numbers); paper: Fu et al.
+# (their §4 reuses Garg et al.'s GPT-2 and training: 12 layers, 8 heads, width 256, d = 20, 41 points (40 in
+# context), curriculum, 500 001 steps of batch 64, Adam 1e-4) with κ = 10 and 100, and LSA stacks of equal depth.
+SCALES = {
+    "smoke": Scale(
+        d=4, n_points=10, conditions=(1.0, 10.0),
+        gpt_layers=6, gpt_width=64, gpt_heads=4, gpt_steps=1500, gpt_batch=64, gpt_lr=1e-3,
+        lsa_layers=4, lsa_steps=600, lsa_lr=5e-3,
+        n_align=1200, blocks=4, newton_iters=12,
+    ),  # fmt: skip
+    "tiny": Scale(
+        d=3, n_points=6, conditions=(1.0, 10.0),
+        gpt_layers=2, gpt_width=16, gpt_heads=2, gpt_steps=20, gpt_batch=16, gpt_lr=1e-3,
+        lsa_layers=2, lsa_steps=20, lsa_lr=1e-3,
+        n_align=80, blocks=2, newton_iters=4,
+    ),  # fmt: skip
+    "paper": Scale(
+        d=20, n_points=40, conditions=(1.0, 10.0, 100.0),
+        gpt_layers=12, gpt_width=256, gpt_heads=8, gpt_steps=500_001, gpt_batch=64, gpt_lr=1e-4,
+        lsa_layers=12, lsa_steps=20_000, lsa_lr=5e-4,
+        n_align=4000, blocks=8, newton_iters=24, curriculum="garg",
+    ),  # fmt: skip
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of `iclab reproduce fu`."""
+
+    seeds: int = 1
+    """seeds per model (trained as one ensemble per model; 1 by default: the smoke budget holds one GPT per
+    covariance, and the claims' standard errors come from blocks of held-out prompts)"""
+
+    def __post_init__(self) -> None:
+        check_int("seeds", self.seeds, 1)
+
+
+_Options = Options  # the class attribute Fu.Options shadows the name inside the class body
+
+
+def _cov_name(kappa: float) -> str:
+    return "iso" if kappa == 1.0 else f"kappa{kappa:g}"
+
+
+def _cov_text(kappa: float) -> str:
+    return "isotropic" if kappa == 1.0 else f"κ = {kappa:g}"
+
+
+def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares line y ≈ a + b·x: (slope b, R²); R² = 1 for a perfect fit (and for constant y, 0 slope)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    b, a = np.polyfit(x, y, 1)
+    ss_res = float(((y - (a + b * x)) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return float(b), 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+
+
+class Fu(Reproduction):
+    """Fu et al.: a GPT and an LSA stack per input covariance, each layer against Newton iterations and GD steps."""
+
+    name = "fu"
+    summary = "transformer layers track Iterative Newton linearly, GD exponentially (Fu et al.)"
+    scales = SCALES
+    Options = Options
+
+    def title(self, ctx: Context) -> str:
+        return f"Fu et al. — layers of a trained transformer as Newton iterations ({ctx.scale_name} scale)"
+
+    def configs(self, scale: Scale, options: _Options) -> list[ExperimentConfig]:
+        configs = []
+        for kappa in scale.conditions:
+            task = LinearConfig(
+                d=scale.d, n_points=scale.n_points, x_dist="gaussian", x_scale=1.0, x_condition=kappa
+            )
+            gpt = ExperimentConfig(
+                task=task,
+                model=GPTConfig(
+                    layers=scale.gpt_layers, heads=scale.gpt_heads, width=scale.gpt_width,
+                    mlp_ratio=2 if scale.gpt_width < 256 else 4, max_points=max(64, scale.n_points + 1),
+                ),  # fmt: skip
+                train=TrainConfig(
+                    steps=scale.gpt_steps, batch_size=scale.gpt_batch, lr=scale.gpt_lr,
+                    schedule="warmup_cosine", warmup_steps=max(1, scale.gpt_steps // 10),
+                    curriculum=scale.curriculum, eval_every=max(1, scale.gpt_steps // 10),
+                    checkpoint_every=max(1, scale.gpt_steps // 2),
+                ),  # fmt: skip
+                eval=EvalConfig(n_prompts=scale.n_align),
+                name=f"gpt-{_cov_name(kappa)}",
+            )
+            lsa = ExperimentConfig(
+                task=task,
+                model=LSAConfig(layers=scale.lsa_layers),
+                train=TrainConfig(
+                    steps=scale.lsa_steps, batch_size=256, lr=scale.lsa_lr, schedule="cosine",
+                    eval_every=max(1, scale.lsa_steps // 5), checkpoint_every=scale.lsa_steps,
+                ),  # fmt: skip
+                eval=EvalConfig(n_prompts=scale.n_align),
+                name=f"lsa-{_cov_name(kappa)}",
+            )
+            for cfg in (gpt, lsa):
+                configs += [
+                    cfg.replace(train={"seed": s}, name=f"{cfg.name}-s{s}" if options.seeds > 1 else cfg.name)
+                    for s in range(options.seeds)
+                ]
+        return configs
+
+    def analyse(self, ctx: Context) -> Analysis:
+        sc: Scale = ctx.scale
+        per_model: dict[str, dict[str, Any]] = {}
+        alignments: dict[str, Alignment] = {}
+        figures: list[Path] = []
+        for name, trained in ctx.trained.items():
+            model = copy.deepcopy(trained.result.model).cpu().double().eval()
+            prompts = trained.result.eval_prompts[: sc.n_align].to("cpu", torch.float64)
+            full, summary = layer_alignment(model, prompts.x, prompts.y, sc.newton_iters, sc.blocks)
+            alignments[name] = full
+            kind, cov = name.split("-")[0].upper(), _cov_text(trained.config.task.x_condition)
+            per_model[name] = {
+                "kind": kind,
+                "x_condition": trained.config.task.x_condition,
+                "alignment": full.to_dict(),
+                **summary,
+                "final_eval_half_mse": trained.result.final_eval_half_mse,
+                "train_wall_s": trained.result.wall_time_s,
+            }
+            figures += list(
+                plot_alignment(full, ctx.figures / name, title=f"{kind}, {cov}: layer ↔ iteration").values()
+            )
+        figures.insert(0, plot_iterations(per_model, ctx.figures / "iterations_vs_layer.png"))
+        rows = [
+            {
+                "model": name,
+                "best Newton / layer": " ".join(str(b) for b in m["alignment"]["best_newton"]),
+                "best GD / layer": " ".join(str(b) for b in m["alignment"]["best_gd"]),
+                "readable": " ".join("y" if r else "n" for r in m["readable"]),
+                "Newton slope (SE)": f"{m['newton_slope']:.2f} ({m['newton_slope_se']:.2f})",
+                "Newton R² lin / log": f"{m['newton_r2']:.2f} / {m['newton_r2_log']:.2f}",
+                "log2 GD slope (SE)": f"{m['gd_log2_slope']:.2f} ({m['gd_log2_slope_se']:.2f})",
+                "GD R² lin / log": f"{m['gd_r2_linear']:.2f} / {m['gd_r2']:.2f}",
+                "readout nmse first → last": f"{m['readout_first']:.3f} → {m['readout_last']:.3f}",
+            }
+            for name, m in per_model.items()
+        ]
+        sections = [
+            (
+                f"Layer ↔ iteration (cos similarity, {sc.n_align} held-out prompts in {sc.blocks} blocks; slopes "
+                "over readable layers, SE over blocks)",
+                format_table(rows),
+            )
+        ]
+        metrics = {"setting": {"d": sc.d, "n_points": sc.n_points, "conditions": list(sc.conditions)}, **per_model}
+        return Analysis(metrics, sections, figures)
+
+    def claims(self, analysis: Analysis, ctx: Context) -> list[Claim]:
+        claims = []
+        for name, m in analysis.metrics.items():
+            if name == "setting":
+                continue
+            claims += fu_claims(name, m)
+        return claims
+
+
+def _fit_layers(best: np.ndarray, sims: np.ndarray, cap: int) -> np.ndarray:
+    """The layers a fit uses: readable ones (similarity ≥ READABLE), up to the first whose best match is at the
+    grid's end `cap` (converged: later layers cannot read more)."""
+    idx = np.flatnonzero(sims >= READABLE)
+    at_cap = idx[best[idx] >= cap]
+    return idx[idx <= at_cap[0]] if len(at_cap) else idx
+
+
+def _fits(best_newton, best_gd, layers_n, layers_g) -> dict[str, float]:
+    gd = np.maximum(best_gd[layers_g].astype(float), 0.5)  # GD 0 steps drawn at ½ on the log scale
+    newton = best_newton[layers_n].astype(float)
+    n_slope, n_r2 = line_fit(layers_n, newton)
+    _, n_r2_log = line_fit(layers_n, np.log2(np.maximum(newton, 0.5)))
+    g_slope, g_r2 = line_fit(layers_g, np.log2(gd))
+    _, g_r2_lin = line_fit(layers_g, gd)
+    return {
+        "newton_slope": n_slope, "newton_r2": n_r2, "newton_r2_log": n_r2_log,
+        "gd_log2_slope": g_slope, "gd_r2": g_r2, "gd_r2_linear": g_r2_lin,
+    }  # fmt: skip
+
+
+def layer_alignment(
+    model, x: torch.Tensor, y: torch.Tensor, newton_iters: int, blocks: int
+) -> tuple[Alignment, dict[str, Any]]:
+    """Align `model`'s layers on prompts x [B, T, d], y [B, T] (Newton 0 … newton_iters, the default GD grid): the
+    alignment on all prompts, and its fits (module docstring) with standard errors over `blocks` disjoint blocks of
+    prompts, each aligned on its own."""
+    names, acts = layer_activations(model, x, y)  # [K, B, T, D]
+    iters = tuple(range(newton_iters + 1))
+    full = align_activations(acts, x, y, names, newton_iters=iters)
+    best_n, best_g = full.best_newton, full.best_gd
+    layers_n = _fit_layers(best_n, full.newton.max(1), newton_iters)
+    layers_g = _fit_layers(best_g, full.gd.max(1), full.gd_steps[-1])
+    fits = _fits(best_n, best_g, layers_n, layers_g)
+    per_block = []
+    for chunk in np.array_split(np.arange(x.shape[0]), blocks):
+        a = align_activations(acts[:, chunk], x[chunk], y[chunk], names, newton_iters=iters)
+        per_block.append(_fits(a.best_newton, a.best_gd, layers_n, layers_g))
+    se = {
+        f"{k}_se": float(np.std([b[k] for b in per_block], ddof=1) / np.sqrt(blocks)) if blocks > 1 else float("nan")
+        for k in ("newton_slope", "gd_log2_slope")
+    }
+    readable = full.newton.max(1) >= READABLE
+    first = int(np.flatnonzero(readable)[0]) if readable.any() else 0
+    summary = {
+        **fits,
+        **se,
+        "readable": readable.tolist(),
+        "fit_layers_newton": layers_n.tolist(),
+        "fit_layers_gd": layers_g.tolist(),
+        "per_block": per_block,
+        "readout_first": float(full.readout_nmse[first]),
+        "readout_last": float(full.readout_nmse[-1]),
+    }
+    return full, summary
+
+
+def fu_claims(name: str, m: dict[str, Any]) -> list[Claim]:
+    """The claims of one model's alignment summary `m` (`layer_alignment`'s, module docstring)."""
+    a = m["alignment"]
+    cov = "isotropic" if m["x_condition"] == 1.0 else f"κ = {m['x_condition']:g}"
+    listed_n = ", ".join(str(b) for b in a["best_newton"])
+    listed_g = ", ".join(str(b) for b in a["best_gd"])
+    key = name.replace("-", "_")
+    if m["kind"] == "LSA":
+        best = np.asarray(a["best_gd"])
+        grows = bool(np.all(np.diff(best) >= 0) and best[-1] > best[0])
+        return [
+            Claim(
+                f"{key}_later_layers_match_more",
+                f"LSA stack, {cov}: best-matching GD step count never falls with depth and grows from the first to "
+                f"the last layer (GD {listed_g}; Newton {listed_n})",
+                "non-decreasing, last > first",
+                float(best[-1]),
+                "monotone (exact)",
+                grows,
+            )
+        ]
+    n_ok = m["newton_slope"] > 2 * m["newton_slope_se"] and m["newton_r2"] >= 0.8
+    g_ok = m["gd_log2_slope"] > 2 * m["gd_log2_slope_se"] and m["gd_r2"] >= m["gd_r2_linear"]
+    return [
+        Claim(
+            f"{key}_newton_linear",
+            f"GPT, {cov}: best Newton iteration per layer ({listed_n}) grows linearly over the fitted layers "
+            f"{m['fit_layers_newton']} (slope = iterations per layer; R² {m['newton_r2']:.2f})",
+            "≈ 3 per middle layer (Fu et al., d = 20, 12 layers)",
+            m["newton_slope"],
+            f"> 2 SE = {2 * m['newton_slope_se']:.2g} (SE over prompt blocks), R² ≥ 0.8",
+            bool(n_ok),
+        ),
+        Claim(
+            f"{key}_gd_exponential",
+            f"GPT, {cov}: best GD step count per layer ({listed_g}) grows exponentially over the fitted layers "
+            f"{m['fit_layers_gd']} (slope of log₂ steps = doublings per layer; R² log {m['gd_r2']:.2f} vs linear "
+            f"{m['gd_r2_linear']:.2f})",
+            "exponentially many steps per layer (Fu et al.)",
+            m["gd_log2_slope"],
+            f"> 2 SE = {2 * m['gd_log2_slope_se']:.2g}, log fit ≥ linear fit",
+            bool(g_ok),
+        ),
+        Claim(
+            f"{key}_readout_improves",
+            f"GPT, {cov}: held-out nmse of the last layer's read-out below the first readable layer's",
+            m["readout_first"],
+            m["readout_last"],
+            "<",
+            bool(m["readout_last"] < m["readout_first"]),
+        ),
+    ]
+
+
+def plot_iterations(per_model: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Best Newton iteration vs layer (linear axis) and best GD steps vs layer (log axis), one line per model;
+    unreadable layers drawn hollow."""
+    fig = new_figure(11.0, 4.2)
+    ax_n, ax_g = fig.subplots(1, 2)
+    for name, m in per_model.items():
+        a = m["alignment"]
+        layers = np.arange(len(a["layers"]))
+        readable = np.asarray(m["readable"])
+        for ax, best in ((ax_n, np.asarray(a["best_newton"])), (ax_g, np.maximum(np.asarray(a["best_gd"]), 0.5))):
+            (line,) = ax.plot(layers, best, "-", label=name, alpha=0.8)
+            ax.plot(layers[readable], best[readable], "o", color=line.get_color())
+            ax.plot(layers[~readable], best[~readable], "o", mfc="none", color=line.get_color())
+    style_axes(ax_n, xlabel="layer", ylabel="best-matching Newton iteration")
+    style_axes(ax_g, xlabel="layer", ylabel="best-matching GD steps (0 drawn at 0.5)")
+    ax_g.set_yscale("log", base=2)
+    ax_n.legend(frameon=False, fontsize="small")
+    fig.suptitle("Layer ↔ iteration: Newton grows linearly, GD exponentially (hollow: unreadable layer)")
+    return save_figure(fig, path)

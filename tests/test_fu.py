@@ -1,0 +1,102 @@
+"""`iclab reproduce fu` (Fu et al., layer ↔ Newton / GD alignment): the pipeline at a tiny scale through the Python
+API (the CLI's --scale takes smoke | paper), the CLI's --json, refusal of an existing OUT, and the fits' helpers.
+
+The smoke scale (≈ 4 minutes on two idle cores) is run by hand; its numbers are in the module docstring of
+iclab.experiments.fu.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from iclab.analysis.alignment import align_activations
+from iclab.cli import main
+from iclab.experiments import reproduce
+from iclab.experiments.fu import SCALES, Fu, _fit_layers, line_fit
+
+MODELS = ("gpt-iso", "lsa-iso", "gpt-kappa10", "lsa-kappa10")
+SUMMARY = {"newton_slope", "newton_slope_se", "newton_r2", "gd_log2_slope", "gd_log2_slope_se", "gd_r2", "readable"}
+
+
+def test_reproduce_fu_tiny(tmp_path, monkeypatch):
+    """results.json schema, one claim set per model with measured values, figures, and no silent overwrite."""
+    monkeypatch.setitem(Fu.scales, "smoke", SCALES["tiny"])  # the CLI's smoke scale, made tiny for this test
+    out, js = tmp_path / "fu", tmp_path / "fu.json"
+    assert main(["reproduce", "fu", "--out", str(out), "--json", str(js), "--no-progress", "--seeds", "1"]) == 0
+    result = json.loads(js.read_text())
+    assert set(result) == {"name", "config", "metrics", "claims"} and result["name"] == "fu"
+    assert result["config"]["seeds"] == 1
+    metrics = result["metrics"]
+    assert set(MODELS) <= set(metrics) and metrics["setting"]["conditions"] == [1.0, 10.0]
+    for name in MODELS:
+        m = metrics[name]
+        assert SUMMARY <= set(m), name
+        layers = SCALES["tiny"].gpt_layers if name.startswith("gpt") else SCALES["tiny"].lsa_layers
+        assert len(m["alignment"]["best_newton"]) == layers and len(m["readable"]) == layers
+        assert len(m["per_block"]) == SCALES["tiny"].blocks
+        for fig in ("alignment_heatmaps", "alignment_best_newton", "alignment_best_gd"):
+            assert (out / "figures" / name / f"{fig}.png").stat().st_size > 5_000
+    ids = {c["id"] for c in result["claims"]}
+    for cov in ("iso", "kappa10"):
+        assert {f"gpt_{cov}_newton_linear", f"gpt_{cov}_gd_exponential", f"gpt_{cov}_readout_improves"} <= ids
+        assert f"lsa_{cov}_later_layers_match_more" in ids
+    for claim in result["claims"]:
+        assert set(claim) == {"id", "description", "reference", "measured", "tolerance", "holds"}
+        assert isinstance(claim["measured"], float) and isinstance(claim["holds"], bool)
+    assert (out / "figures" / "iterations_vs_layer.png").stat().st_size > 10_000
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["claims"] == result["claims"]
+    # an existing reproduction is never overwritten without --force: one-line error, exit code 2
+    assert main(["reproduce", "fu", "--out", str(out), "--no-progress"]) == 2
+
+
+def test_seeds_train_as_one_ensemble_per_model():
+    configs = Fu().configs(SCALES["smoke"], Fu.Options(seeds=2))
+    names = [c.name for c in configs]
+    assert names[:2] == ["gpt-iso-s0", "gpt-iso-s1"] and len(names) == 8
+    assert [c.train.seed for c in configs[:2]] == [0, 1]
+    assert {c.task.x_condition for c in configs} == {1.0, 10.0}
+
+
+def test_bad_seeds_is_a_one_line_error(tmp_path, capsys):
+    assert main(["reproduce", "fu", "--out", str(tmp_path / "fu"), "--seeds", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "seeds" in err
+    assert not (tmp_path / "fu").exists()
+
+
+def test_line_fit_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = np.arange(7.0)
+    y = 3 * x + 1 + rng.normal(size=7)
+    slope, r2 = line_fit(x, y)
+    assert slope == pytest.approx(np.polyfit(x, y, 1)[0])
+    assert r2 == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)  # R² of a simple regression = Pearson r²
+    assert line_fit(x, 2 * x) == pytest.approx((2.0, 1.0))
+    assert np.isnan(line_fit(x[:1], y[:1])[0])
+
+
+def test_fit_layers_readable_and_up_to_convergence():
+    best = np.array([0, 2, 4, 8, 8, 8])
+    sims = np.array([0.1, 0.9, 0.9, 0.95, 0.97, 0.99])
+    assert _fit_layers(best, sims, cap=8).tolist() == [1, 2, 3]  # layer 0 unreadable; 4, 5 converged
+    assert _fit_layers(best, sims, cap=20).tolist() == [1, 2, 3, 4, 5]
+
+
+def test_newton_iterates_as_layers_align_linearly():
+    """Control: 'layers' that are Newton iterates 0, 2, 4, 6 (activations = their predictions) align to exactly
+    those iterations, a slope of 2 per layer with R² = 1."""
+    from iclab.analysis.alignment import newton_predictions
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 12, 4, generator=gen, dtype=torch.float64)
+    y = torch.einsum("btd,bd->bt", x, torch.randn(400, 4, generator=gen, dtype=torch.float64))
+    acts = newton_predictions(x, y, (0, 2, 4, 6)).unsqueeze(-1)  # [K, B, T, 1]
+    a = align_activations(acts, x, y, newton_iters=tuple(range(9)))
+    assert a.best_newton.tolist() == [0, 2, 4, 6]
+    assert line_fit(np.arange(4), a.best_newton) == pytest.approx((2.0, 1.0))
