@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iclab.experiments.akyurek import Akyurek
 from iclab.experiments.driver import Reproduction
 from iclab.experiments.driver import reproduce as _run
 from iclab.experiments.garg import Garg
@@ -31,6 +32,7 @@ PAPERS: dict[str, Reproduction] = {
         Garg(),
         MahankaliZFB(),
         Raventos(),
+        Akyurek(),
     )
 }
 

@@ -1,0 +1,294 @@
+"""Reproduction: *What learning algorithm is in-context learning? Investigations with linear models* (Akyürek et
+al., ICLR 2023), docs/papers.md §4.
+
+A GPT (iclab.models.gpt) is trained on noisy linear regression, y = wᵀx + ε, w ~ N(0, I), x ~ N(0, I), ε ~ N(0, σ²),
+over a depth × noise grid (the grid of examples/akyurek-depth-noise.yaml: depths 1, 2, 4 × σ² ∈ {0, 0.1, 0.5},
+`--seeds` seeds each). Every depth trains its noise levels and seeds as ONE ensemble run (iclab.experiments.grouping:
+noise_var and the seed are per-member fields). Each trained model is then compared, on the run's held-out prompts,
+with three reference learners fitted to the same contexts:
+
+* GD: one gradient step from w = 0 with the step tuned to the task (`gd:1`);
+* ridge with Akyürek's Bayes λ = σ²/τ² (`ridge`; at σ² = 0 it is min-norm least squares);
+* OLS: min-norm least squares (`ols`).
+
+Measures, per (depth, σ², seed), at every context length k = 1 … n (Akyürek et al. §4: averaged over k):
+
+* SPD — squared prediction difference (ŷ_model − ŷ_ref)² on probe queries x ~ N(0, diag(s²)) (2d + 1 per prompt,
+  iclab.analysis.implicit), mean over prompts and probes, with its standard error over prompts;
+* the implicit linear model ŵ fitted to the model's answers on the probes, its R² (how linear the model is) and its
+  cosine with each reference's weights (ILWD's direction);
+* error curves (nmse vs k) of the model and the references (iclab.evaluation.error_curves);
+* linear probes (iclab.analysis.probes) decoding w and Xᵀy from the query token after each layer, beside the same
+  probes on the same architecture untrained (the control: what the token encoding and random features give).
+
+Claims (tolerances: a difference must exceed 2 standard errors, the standard error combining the spread over seeds
+and the Monte Carlo error over prompts — `_diff_band`):
+
+* ``shallow_closest_to_gd``: the shallowest model is closest to GD at every noise level;
+* ``deep_noisy_closest_to_ridge``: with noise (σ² > 0) the deepest model is closest to ridge (λ = σ²/τ²);
+* ``depth_approaches_ridge``: the deepest model's SPD to ridge is below the shallowest's at every noise level;
+* ``probe_rises_with_layer``: probe R² for Xᵀy / w at the deepest model's last layer exceeds that of the input tokens;
+* ``probe_beats_control``: … and that of the untrained control's last layer.
+
+Scales: smoke — d = 5, n = 10 (the example sweep's setting), width 64, 2 heads, 1 500 Adam steps; paper — Akyürek et
+al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch 64, AdamW lr 1e-4
+β₂ = 0.98, cosine schedule with 20 % warm-up, 5 001 × 100 steps), depths 1, 2, 4, 8, 12, 16 (their Fig. 4 phase
+diagram) × σ² ∈ {0, 0.1, 1}. Their transformer is pre-LN without a final LayerNorm and learned positions over
+(x, y) concatenated tokens; iclab's GPT is Garg's pre-LN GPT-2 over interleaved x, y tokens (documented difference).
+
+results.json "metrics": {"setting", "grid": {"L<depth>": {"<σ²>": {"spd", "closest", "implicit_r2", "cos",
+"curves", "probes"}}}, "probes", "wall_time_s", "phase_wall_time_s"}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclab.algorithms.registry import make_learner
+from iclab.analysis.implicit import fit_implicit
+from iclab.analysis.probes import probe_model
+from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
+from iclab.evaluation import error_curves
+from iclab.experiments.akyurek_claims import REFERENCES, akyurek_claims, figures
+from iclab.experiments.driver import Analysis, Context, Reproduction
+from iclab.models import make_model
+from iclab.models.gpt import GPTConfig
+from iclab.report import Claim, format_table
+from iclab.tasks import make_task
+from iclab.tasks.linear import LinearConfig
+from iclab.validation import check_int
+
+__all__ = ["SCALES", "Akyurek", "Options", "Scale"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A reproduction scale: task (d, n), the depth × noise grid, the GPT's width / heads / MLP ratio, the Adam
+    budget, and the analysis budget (held-out prompts for SPD / curves, prompts for the probes)."""
+
+    d: int
+    n_points: int
+    depths: tuple[int, ...]
+    noise_vars: tuple[float, ...]
+    width: int
+    heads: int
+    mlp_ratio: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    n_eval: int
+    n_probe: int
+
+
+SCALES = {
+    # tests only: seconds on a CPU; nothing is learned, the pipeline is exercised
+    "tiny": Scale(3, 6, (1, 2), (0.0, 0.5), 16, 2, 2, 20, 32, 1e-3, 2, 64, 120),
+    # the example sweep's setting (examples/akyurek-depth-noise.yaml) with batch 64 instead of 128 (CPU time)
+    "smoke": Scale(5, 10, (1, 2, 4), (0.0, 0.1, 0.5), 64, 2, 2, 1000, 64, 1e-3, 100, 1000, 2000),
+    # Akyürek et al.'s code defaults (google-research/incontext: model_trainer.py, transformer_lib_flax.py, main.py)
+    "paper": Scale(20, 40, (1, 2, 4, 8, 12, 16), (0.0, 0.1, 1.0), 512, 8, 4, 500_100, 64, 1e-4, 100_000, 4000, 8000),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of `iclab reproduce akyurek`."""
+
+    seeds: int = 2
+    """seeds per (depth, noise) cell; seeds of one depth train in one ensemble with its noise levels"""
+
+    def __post_init__(self) -> None:
+        check_int("seeds", self.seeds, 1)
+
+
+_Options = Options  # the class attribute Akyurek.Options shadows the name inside the class body
+
+
+def _name(depth: int, noise: float, seed: int) -> str:
+    return f"gpt-L{depth}-noise{noise:g}-seed{seed}"
+
+
+class Akyurek(Reproduction):
+    """Akyürek et al.: GPTs of several depths at several noise levels against GD, ridge and OLS (SPD, implicit
+    linear model, error curves) and linear probes of w / Xᵀy per layer with an untrained control."""
+
+    name = "akyurek"
+    summary = "trained transformers move between GD, ridge and OLS with depth and noise (Akyürek et al.)"
+    scales = SCALES
+    Options = Options
+
+    def title(self, ctx: Context) -> str:
+        return f"Akyürek et al. — which learning algorithm is in-context learning ({ctx.scale_name} scale)"
+
+    def configs(self, scale: Scale, options: _Options) -> list[ExperimentConfig]:
+        out = []
+        for depth in scale.depths:
+            for noise in scale.noise_vars:
+                for seed in range(options.seeds):
+                    out.append(
+                        ExperimentConfig(
+                            task=LinearConfig(
+                                d=scale.d, n_points=scale.n_points, x_dist="gaussian", x_scale=1.0, noise_var=noise
+                            ),
+                            model=GPTConfig(
+                                layers=depth,
+                                heads=scale.heads,
+                                width=scale.width,
+                                mlp_ratio=scale.mlp_ratio,
+                                # the implicit fit asks n context points and 2d + 1 probe queries in one pass
+                                max_points=scale.n_points + 2 * scale.d + 2,
+                            ),
+                            train=TrainConfig(
+                                steps=scale.steps,
+                                batch_size=scale.batch_size,
+                                lr=scale.lr,
+                                schedule="warmup_cosine",
+                                warmup_steps=scale.warmup_steps,
+                                eval_every=max(1, scale.steps // 6),
+                                checkpoint_every=3 * max(1, scale.steps // 6),
+                                seed=seed,
+                            ),
+                            eval=EvalConfig(n_prompts=max(scale.n_eval, scale.n_probe)),
+                            name=_name(depth, noise, seed),
+                        )
+                    )
+        return out
+
+    def analyse(self, ctx: Context) -> Analysis:
+        sc: Scale = ctx.scale
+        seeds = ctx.options.seeds
+        grid: dict[str, dict[str, Any]] = {}
+        for depth in sc.depths:
+            grid[f"L{depth}"] = {}
+            for noise in sc.noise_vars:
+                members = [ctx.trained[_name(depth, noise, s)] for s in range(seeds)]
+                grid[f"L{depth}"][f"{noise:g}"] = _cell(members, sc)
+        metrics = {
+            "setting": {"d": sc.d, "n_points": sc.n_points, "w_var": 1.0, "seeds": seeds, "references": REFERENCES},
+            "depths": list(sc.depths),
+            "noise_vars": list(sc.noise_vars),
+            "grid": grid,
+        }
+        figs = figures(metrics, ctx.figures)
+        return Analysis(metrics, _sections(metrics), figs)
+
+    def claims(self, analysis: Analysis, ctx: Context) -> list[Claim]:
+        return akyurek_claims(analysis.metrics, ctx.scale_name)
+
+
+def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
+    """Every measurement of one (depth, σ²) cell, per seed (lists over seeds)."""
+    cfg = members[0].config
+    task = make_task(cfg.task)
+    refs = {name: make_learner(spec, task) for name, spec in REFERENCES.items()}
+    spd: dict[str, list[list[float]]] = {r: [] for r in refs}  # [seed][k]
+    spd_se: dict[str, list[list[float]]] = {r: [] for r in refs}
+    cos: dict[str, list[float]] = {r: [] for r in refs}
+    r2: list[float] = []
+    curves: dict[str, list[list[float]]] = {}
+    probes: list[dict[str, Any]] = []
+    control: list[dict[str, Any]] = []
+    for s, trained in enumerate(members):
+        model = trained.result.model.eval().cpu().double()
+        prompts = trained.result.eval_prompts.to("cpu", torch.float64)
+        held = prompts[: sc.n_eval]
+        gen = torch.Generator().manual_seed(cfg.eval.seed + 1)
+        per_k = _spd_per_k(model, refs, held, gen)
+        for r in refs:
+            spd[r].append(per_k["spd"][r])
+            spd_se[r].append(per_k["se"][r])
+            cos[r].append(per_k["cos"][r])
+        r2.append(per_k["r2"])
+        found = error_curves({"model": model, **refs}, held, metric="nmse", n_boot=200)
+        for name, c in found.items():
+            curves.setdefault(name, []).append(c.mean.tolist())
+        probe_set = prompts[: sc.n_probe]
+        probes.append(probe_model(model, probe_set)["r2"])
+        untrained = make_model(
+            cfg.model, cfg.task.d, generator=torch.Generator().manual_seed(10_000 + trained.config.train.seed)
+        ).double()
+        control.append(probe_model(untrained, probe_set)["r2"])
+    mean_spd = {r: [float(np.mean(v)) for v in spd[r]] for r in refs}  # per seed, averaged over k
+    mean_se = {r: [float(np.sqrt(np.mean(np.square(v)))) for v in spd_se[r]] for r in refs}
+    avg = {r: float(np.mean(mean_spd[r])) for r in refs}
+    closest = min(avg, key=avg.__getitem__)
+    return {
+        "spd": mean_spd,  # reference → [per seed] SPD averaged over k = 1 … n
+        "spd_prompt_se": mean_se,
+        "spd_per_k": {r: np.mean(spd[r], axis=0).tolist() for r in refs},  # mean over seeds, per k
+        # at σ² = 0 ridge is min-norm least squares (the same learner): the tie is named OLS
+        "closest": "OLS" if cfg.task.noise_var == 0 and closest == "ridge" else closest,
+        "implicit_r2": r2,
+        "cos": cos,
+        "curves": {name: np.mean(v, axis=0).tolist() for name, v in curves.items()},
+        "probes": probes,
+        "control": control,
+        "final_eval_half_mse": [t.result.final_eval_half_mse for t in members],
+    }
+
+
+def _spd_per_k(model: Any, refs: dict[str, Any], prompts: Any, gen: torch.Generator) -> dict[str, Any]:
+    """SPD (mean, SE over prompts) of the model to each reference at every k = 1 … n on shared probe queries;
+    the implicit fit's mean R² and ŵ's cosine with each reference's implicit weights, averaged over k."""
+    n = prompts.x.shape[1] - 1  # the last point of every prompt is its query
+    spd = {r: [] for r in refs}
+    se = {r: [] for r in refs}
+    cos = {r: [] for r in refs}
+    r2 = []
+    for k in range(1, n + 1):
+        x_ctx, y_ctx = prompts.x[:, :k], prompts.y[:, :k]
+        fit = fit_implicit(model, x_ctx, y_ctx, generator=gen)
+        r2.append(fit.r2.mean().item())
+        for name, ref in refs.items():
+            ref_fit = fit_implicit(ref, x_ctx, y_ctx, probes=fit.probes)
+            per_prompt = (fit.preds - ref_fit.preds).pow(2).mean(-1)  # [B]
+            spd[name].append(per_prompt.mean().item())
+            se[name].append((per_prompt.std() / math.sqrt(len(per_prompt))).item())
+            c = torch.nn.functional.cosine_similarity(fit.w, ref_fit.w, dim=-1)
+            cos[name].append(c[torch.isfinite(c)].mean().item())
+    return {"spd": spd, "se": se, "cos": {r: float(np.mean(v)) for r, v in cos.items()}, "r2": float(np.mean(r2))}
+
+
+def _sections(m: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for depth in m["depths"]:
+        for noise in m["noise_vars"]:
+            c = m["grid"][f"L{depth}"][f"{noise:g}"]
+            row: dict[str, Any] = {"layers": depth, "σ²": noise}
+            for r in REFERENCES:
+                row[f"SPD {r}"] = float(np.mean(c["spd"][r]))
+            row["closest"] = c["closest"]
+            row["implicit R²"] = float(np.mean(c["implicit_r2"]))
+            for r in REFERENCES:
+                row[f"cos ŵ·{r}"] = float(np.mean(c["cos"][r]))
+            row["held-out ½MSE"] = float(np.mean(c["final_eval_half_mse"]))
+            rows.append(row)
+    probe_rows = []
+    for depth in m["depths"]:
+        cells = list(m["grid"][f"L{depth}"].values())
+        for target in ("w", "xty"):
+            trained = np.mean([p[target] for c in cells for p in c["probes"]], axis=0)
+            control = np.mean([p[target] for c in cells for p in c["control"]], axis=0)
+            probe_rows.append(
+                {
+                    "layers": depth,
+                    "target": "Xᵀy" if target == "xty" else "w",
+                    "R² input → last (trained)": " ".join(f"{v:.2f}" for v in trained),
+                    "R² input → last (untrained control)": " ".join(f"{v:.2f}" for v in control),
+                }
+            )
+    return [
+        (
+            "Squared prediction difference to each reference (mean over k = 1 … n, probes, prompts and seeds)",
+            format_table(rows),
+        ),
+        ("Linear probes, held-out R² per hook (input tokens, then each layer), mean over noise levels and seeds",
+         format_table(probe_rows)),
+    ]  # fmt: skip
+

@@ -1,0 +1,200 @@
+"""The claims and figures of `iclab reproduce akyurek` (iclab.experiments.akyurek).
+
+Every claim compares two measured quantities; it holds when their difference exceeds `Z` standard errors
+(`_diff_band`: the larger of the spread over seeds, std/√S, and the Monte Carlo error over prompts). Nothing here is a
+number read off the paper: the paper's findings are orderings (which algorithm is closest, which R² is larger).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iclab import plotting
+from iclab.report import Claim
+
+__all__ = ["REFERENCES", "Z", "akyurek_claims", "figures"]
+
+# display name → learner spec (iclab.algorithms.registry); "ridge" without λ takes the task's σ²/τ²
+REFERENCES = {"GD": "gd:1", "ridge": "ridge", "OLS": "ols"}
+Z = 2.0  # a difference holds when it exceeds Z standard errors
+
+
+def _diff_band(a: list[float], b: list[float], se_a: list[float] | None = None, se_b: list[float] | None = None):
+    """Mean of the per-seed differences a − b and its standard error: the larger of the seed spread (std/√S; 0 for
+    one seed) and the prompt Monte Carlo error √(Σ (se_a² + se_b²)) / S (an upper bound: paired prompts)."""
+    d = np.asarray(a) - np.asarray(b)
+    S = len(d)
+    seed_se = float(d.std(ddof=1) / np.sqrt(S)) if S > 1 else 0.0
+    mc = 0.0
+    if se_a is not None and se_b is not None:
+        mc = float(np.sqrt(np.sum(np.square(se_a)) + np.sum(np.square(se_b))) / S)
+    return float(d.mean()), max(seed_se, mc)
+
+
+def _smoke_note(holds: bool, scale: str) -> str:
+    return "" if holds else f" — does not hold at {scale} scale"
+
+
+def _closest_claim(m: dict[str, Any], depth: int, noises: list[float], target: str, cid: str, text: str, scale: str):
+    """`target` is the closest reference for `depth` at every σ² in `noises`: the worst margin (SPD to the runner-up
+    − SPD to target, over its SE) across noise levels."""
+    worst, parts = np.inf, []
+    for noise in noises:
+        c = m["grid"][f"L{depth}"][f"{noise:g}"]
+        others = [r for r in REFERENCES if r != target and not (noise == 0 and {r, target} == {"ridge", "OLS"})]
+        runner = min(others, key=lambda r: np.mean(c["spd"][r]))
+        diff, se = _diff_band(c["spd"][runner], c["spd"][target], c["spd_prompt_se"][runner], c["spd_prompt_se"][target])
+        z = diff / se if se > 0 else np.inf * np.sign(diff)
+        parts.append(
+            f"σ²={noise:g}: SPD {target} {np.mean(c['spd'][target]):.3g} vs {runner} {np.mean(c['spd'][runner]):.3g}"
+        )
+        worst = min(worst, z)
+    holds = bool(worst > Z)
+    return Claim(cid, text + " (" + "; ".join(parts) + ")" + _smoke_note(holds, scale), f"> {Z:g}", worst,
+                 f"margin / SE > {Z:g}", holds)  # fmt: skip
+
+
+def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
+    depths, noises = m["depths"], m["noise_vars"]
+    shallow, deep = min(depths), max(depths)
+    claims = [
+        _closest_claim(
+            m, shallow, noises, "GD", "shallow_closest_to_gd",
+            f"the {shallow}-layer model is closer to one tuned GD step than to ridge and OLS at every noise level; "
+            "measured: the smallest margin over the runner-up in standard errors", scale,
+        ),  # fmt: skip
+    ]
+    noisy = [v for v in noises if v > 0]
+    if noisy:
+        claims.append(
+            _closest_claim(
+                m, deep, noisy, "ridge", "deep_noisy_closest_to_ridge",
+                f"with label noise (σ² > 0) the {deep}-layer model is closest to ridge with λ = σ²/τ² (Akyürek §4: "
+                "noisy targets move deep models to the Bayes predictor); measured: smallest margin in SE", scale,
+            )  # fmt: skip
+        )
+    worst, parts = np.inf, []
+    for noise in noises:
+        a, b = m["grid"][f"L{shallow}"][f"{noise:g}"], m["grid"][f"L{deep}"][f"{noise:g}"]
+        diff, se = _diff_band(a["spd"]["ridge"], b["spd"]["ridge"], a["spd_prompt_se"]["ridge"], b["spd_prompt_se"]["ridge"])
+        worst = min(worst, diff / se if se > 0 else np.inf)
+        parts.append(f"σ²={noise:g}: {np.mean(a['spd']['ridge']):.3g} → {np.mean(b['spd']['ridge']):.3g}")
+    holds = bool(worst > Z)
+    claims.append(
+        Claim(
+            "depth_approaches_ridge",
+            f"SPD to ridge (= OLS at σ² = 0) falls from {shallow} to {deep} layers at every noise level ("
+            + "; ".join(parts) + "); measured: smallest drop in SE" + _smoke_note(holds, scale),
+            f"> {Z:g}", worst, f"drop / SE > {Z:g}", holds,
+        )  # fmt: skip
+    )
+    claims += _probe_claims(m, deep, scale)
+    return claims
+
+
+def _probe_claims(m: dict[str, Any], deep: int, scale: str) -> list[Claim]:
+    """Probe R² of the deepest model (every noise level and seed is one sample): last layer vs input tokens, and vs
+    the untrained control's last layer; the better-decoded target of w and Xᵀy is the one claimed."""
+    cells = list(m["grid"][f"L{deep}"].values())
+    out = []
+    best = None
+    for target in ("xty", "w"):
+        last = [p[target][-1] for c in cells for p in c["probes"]]
+        first = [p[target][0] for c in cells for p in c["probes"]]
+        ctrl = [p[target][-1] for c in cells for p in c["control"]]
+        cand = (target, last, first, ctrl)
+        if best is None or np.mean(last) > np.mean(best[1]):
+            best = cand
+    assert best is not None
+    target, last, first, ctrl = best
+    label = "Xᵀy" if target == "xty" else "w"
+    for cid, other, what in (
+        ("probe_rises_with_layer", first, "the input tokens"),
+        ("probe_beats_control", ctrl, "the same architecture untrained (control)"),
+    ):
+        diff, se = _diff_band(last, other)
+        z = diff / se if se > 0 else np.inf
+        holds = bool(z > Z)
+        out.append(
+            Claim(
+                cid,
+                f"a linear probe decodes {label} from the {deep}-layer model's last layer (query token) better than "
+                f"from {what}: held-out R² {np.mean(last):.3f} vs {np.mean(other):.3f} (mean over noise levels and "
+                f"seeds); measured: the difference in SE" + _smoke_note(holds, scale),
+                f"> {Z:g}", z, f"difference / SE > {Z:g}", holds,
+            )  # fmt: skip
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- figures
+
+
+def figures(m: dict[str, Any], folder: Path) -> list[Path]:
+    return [_heatmap(m, folder / "closest_algorithm.png"), _curves(m, folder / "error_curves.png"),
+            _probes(m, folder / "probes.png")]  # fmt: skip
+
+
+def _heatmap(m: dict[str, Any], path: Path) -> Path:
+    """Depth × noise: colour = the closest reference, text = the SPD to GD / ridge / OLS."""
+    depths, noises, refs = m["depths"], m["noise_vars"], list(REFERENCES)
+    idx = np.array([[refs.index(m["grid"][f"L{d}"][f"{v:g}"]["closest"]) for v in noises] for d in depths])
+    fig = plotting.new_figure(1.8 * len(noises) + 2.5, 1.0 * len(depths) + 1.5)
+    ax = fig.add_subplot()
+    from matplotlib.colors import ListedColormap
+
+    ax.imshow(idx, cmap=ListedColormap(["#9ecae1", "#fdae6b", "#a1d99b"]), vmin=-0.5, vmax=2.5, aspect="auto")
+    for i, d in enumerate(depths):
+        for j, v in enumerate(noises):
+            c = m["grid"][f"L{d}"][f"{v:g}"]
+            lines = [f"closest: {c['closest']}"] + [f"{r} {np.mean(c['spd'][r]):.2g}" for r in refs]
+            ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(noises)), [f"{v:g}" for v in noises])
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    plotting.style_axes(ax, xlabel="label noise σ²", ylabel="layers")
+    ax.set_title("Closest algorithm (squared prediction difference)", fontsize=10)
+    return plotting.save_figure(fig, path)
+
+
+def _curves(m: dict[str, Any], path: Path) -> Path:
+    """Grid of panels (rows: layers, columns: σ²): nmse vs k for the model (mean over seeds) and references."""
+    depths, noises = m["depths"], m["noise_vars"]
+    fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(depths))
+    axes = np.asarray(fig.subplots(len(depths), len(noises), squeeze=False, sharey=True))
+    for i, d in enumerate(depths):
+        for j, v in enumerate(noises):
+            ax, curves = axes[i, j], m["grid"][f"L{d}"][f"{v:g}"]["curves"]
+            for n, (name, ys) in enumerate(curves.items()):
+                label = f"GPT ({d} layers)" if name == "model" else name
+                ax.plot(np.arange(len(ys)), ys, lw=2.0 if name == "model" else 1.2, color=f"C{n}", label=label,
+                        ls="-" if name == "model" else "--")  # fmt: skip
+            ax.set_yscale("log")
+            ax.set_ylim(1e-3, 5.0)
+            ax.set_title(f"{d} layer{'s' * (d > 1)}, σ² = {v:g}", fontsize=9)
+            plotting.style_axes(ax, xlabel="in-context examples k" if i == len(depths) - 1 else "",
+                                ylabel="nmse" if j == 0 else "")  # fmt: skip
+    axes[0, 0].legend(frameon=False, fontsize="x-small")
+    fig.tight_layout()
+    return plotting.save_figure(fig, path)
+
+
+def _probes(m: dict[str, Any], path: Path) -> Path:
+    """Held-out probe R² per hook of the deepest model (mean over noise and seeds; band ± 1 SE), trained vs control."""
+    deep = max(m["depths"])
+    cells = list(m["grid"][f"L{deep}"].values())
+    curves, bands = {}, {}
+    for target, label in (("w", "w"), ("xty", "Xᵀy")):
+        for key, kind in (("probes", "trained"), ("control", "untrained control")):
+            vals = np.array([p[target] for c in cells for p in c[key]])  # [samples, hooks]
+            mean = vals.mean(0)
+            se = vals.std(0, ddof=1) / np.sqrt(len(vals)) if len(vals) > 1 else np.zeros_like(mean)
+            curves[f"{label}, {kind}"] = mean
+            bands[f"{label}, {kind}"] = (mean - se, mean + se)
+    x = np.arange(deep + 1) - 1
+    return plotting.plot_curves(
+        x, curves, path, xlabel="layer (−1: input tokens)", ylabel="held-out probe R² (query token)",
+        title=f"Linear probes, {deep}-layer GPT", logy=False, bands=bands, ylim=(-0.1, 1.05),
+    )  # fmt: skip

@@ -1,0 +1,123 @@
+"""`iclab reproduce akyurek` (Akyürek et al., depth × noise against GD / ridge / OLS, probes): the pipeline end to end
+at the test scale "tiny" through the CLI (nothing is learned in 20 steps; the outputs' schema is checked), its
+one-line user errors, and the squared prediction difference against an independent numpy computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from iclab.algorithms.least_squares import OLS, Ridge
+from iclab.cli import main
+from iclab.experiments.akyurek import SCALES, _spd_per_k
+from iclab.experiments.akyurek_claims import _diff_band
+from iclab.tasks import make_task
+from iclab.tasks.linear import LinearConfig
+
+CLAIMS = {
+    "shallow_closest_to_gd",
+    "deep_noisy_closest_to_ridge",
+    "depth_approaches_ridge",
+    "probe_rises_with_layer",
+    "probe_beats_control",
+}
+FIGURES = ("closest_algorithm", "error_curves", "probes")
+
+
+def _one_line_error(capsys, code: int, *mentions: str) -> None:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, repr(err)
+    for m in mentions:
+        assert m in lines[0], (m, lines[0])
+
+
+def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
+    """The CLI runs the grid (the "smoke" scale swapped for "tiny"), writes results.json, --json, the report and the
+    three figures, trains each depth as one ensemble, and refuses an existing OUT."""
+    monkeypatch.setitem(SCALES, "smoke", SCALES["tiny"])
+    tiny = SCALES["tiny"]
+    out, js = tmp_path / "ak", tmp_path / "ak.json"
+    code = main(["reproduce", "akyurek", "--out", str(out), "--json", str(js), "--no-progress", "--seeds", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "Squared prediction difference" in printed and "Linear probes" in printed
+
+    result = json.loads(js.read_text())
+    assert set(result) == {"name", "config", "metrics", "claims"} and result["name"] == "akyurek"
+    assert {c["id"] for c in result["claims"]} == CLAIMS
+    for claim in result["claims"]:
+        assert set(claim) == {"id", "description", "reference", "measured", "tolerance", "holds"}
+        assert isinstance(claim["measured"], float) and not math.isnan(claim["measured"]), claim
+        assert claim["holds"] or "does not hold at smoke scale" in claim["description"], claim
+    m = result["metrics"]
+    assert m["depths"] == list(tiny.depths) and m["noise_vars"] == list(tiny.noise_vars)
+    # seeds and noise levels of one depth are one ensemble run
+    assert set(m["phase_wall_time_s"]["per_run_train"]) == {f"gpt-L{d}-noise0-seed0+3" for d in tiny.depths}
+    n = tiny.n_points
+    for depth in tiny.depths:
+        for noise in tiny.noise_vars:
+            cell = m["grid"][f"L{depth}"][f"{noise:g}"]
+            assert cell["closest"] in {"GD", "ridge", "OLS"}
+            assert all(len(cell["spd"][r]) == 2 for r in ("GD", "ridge", "OLS"))
+            assert all(len(v) == n for v in cell["spd_per_k"].values())
+            assert set(cell["curves"]) == {"model", "GD", "ridge", "OLS"} and len(cell["curves"]["model"]) == n + 1
+            assert len(cell["probes"]) == 2 and len(cell["probes"][0]["xty"]) == depth + 1
+            assert len(cell["control"][0]["w"]) == depth + 1
+            if noise == 0:  # ridge at σ² = 0 is min-norm least squares itself
+                assert cell["spd"]["ridge"] == pytest.approx(cell["spd"]["OLS"])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["claims"] == result["claims"]
+    for fig in FIGURES:
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    assert (out / "report.html").exists() and (out / "report.md").exists()
+
+    assert main(["reproduce", "akyurek", "--out", str(out), "--no-progress"]) == 2
+    _one_line_error(capsys, 2, "already exists", "--force")
+
+
+def test_bad_seeds_is_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "ak"
+    code = main(["reproduce", "akyurek", "--out", str(out), "--no-progress", "--seeds", "0"])
+    _one_line_error(capsys, code, "seeds")
+    assert not out.exists()
+
+
+def test_spd_matches_numpy():
+    """SPD of ridge to OLS and GD-free references on shared probes equals ((w_ridge − w_ols)ᵀ x_probe)² averaged,
+    with the weights from numpy; a learner's SPD to itself is 0 and its implicit ŵ has cosine 1 with itself."""
+    task = make_task(LinearConfig(d=3, n_points=6, noise_var=0.5))
+    prompts = task.sample(40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ridge, ols = Ridge(0.5), OLS()
+    out = _spd_per_k(ridge, {"ridge": ridge, "OLS": ols}, prompts, torch.Generator().manual_seed(1))
+    assert out["spd"]["ridge"] == pytest.approx([0.0] * 6, abs=1e-18)
+    assert out["cos"]["ridge"] == pytest.approx(1.0) and out["r2"] == pytest.approx(1.0)
+
+    # the same probes again (same generator seed), with numpy weights
+    gen = torch.Generator().manual_seed(1)
+    x, y = prompts.x.numpy(), prompts.y.numpy()
+    for k in range(1, 7):
+        from iclab.analysis.implicit import probe_queries
+
+        probes = probe_queries(prompts.x[:, :k], generator=gen).numpy()  # [B, P, d]
+        diffs = []
+        for b in range(len(x)):
+            X, Y = x[b, :k], y[b, :k]
+            w_r = np.linalg.solve(X.T @ X + 0.5 * np.eye(3), X.T @ Y)
+            w_o = np.linalg.pinv(X) @ Y
+            diffs.append(np.mean((probes[b] @ (w_r - w_o)) ** 2))
+        assert out["spd"]["OLS"][k - 1] == pytest.approx(np.mean(diffs), rel=1e-6)
+        assert out["se"]["OLS"][k - 1] == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(len(x)), rel=1e-6)
+
+
+def test_diff_band():
+    """Mean of per-seed differences; SE the larger of the seed spread and the prompt Monte Carlo error."""
+    mean, se = _diff_band([3.0, 5.0], [1.0, 1.0])
+    assert mean == 3.0 and se == pytest.approx(np.std([2.0, 4.0], ddof=1) / np.sqrt(2))
+    mean, se = _diff_band([3.0, 3.0], [1.0, 1.0], [0.3, 0.4], [0.0, 0.0])
+    assert mean == 2.0 and se == pytest.approx(0.5 / 2)
