@@ -14,6 +14,7 @@ from typing import Any
 from iclab.experiments.akyurek import Akyurek
 from iclab.experiments.driver import Reproduction
 from iclab.experiments.driver import reproduce as _run
+from iclab.experiments.fu import Fu
 from iclab.experiments.garg import Garg
 from iclab.experiments.he import He
 from iclab.experiments.mahankali_zfb import MahankaliZFB
@@ -30,6 +31,7 @@ PAPERS: dict[str, Reproduction] = {
         VonOswald(),
         He(),
         Garg(),
+        Fu(),
         MahankaliZFB(),
         Raventos(),
         Akyurek(),
