@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class Scale:
     blocks: int
     newton_iters: int
     """the Newton grid 0 … newton_iters"""
-    curriculum: str = "none"
+    curriculum: Literal["none", "garg"] = "none"
 
 
 # smoke: ~4 minutes on an idle 2-core CPU in all (see tests/test_fu.py for the measured numbers); paper: Fu et al.
@@ -85,23 +85,57 @@ class Scale:
 # context), curriculum, 500 001 steps of batch 64, Adam 1e-4) with κ = 10 and 100, and LSA stacks of equal depth.
 SCALES = {
     "smoke": Scale(
-        d=4, n_points=10, conditions=(1.0, 10.0),
-        gpt_layers=6, gpt_width=64, gpt_heads=4, gpt_steps=1500, gpt_batch=64, gpt_lr=1e-3,
-        lsa_layers=4, lsa_steps=600, lsa_lr=5e-3,
-        n_align=1200, blocks=4, newton_iters=12,
-    ),  # fmt: skip
+        d=4,
+        n_points=10,
+        conditions=(1.0, 10.0),
+        gpt_layers=6,
+        gpt_width=64,
+        gpt_heads=4,
+        gpt_steps=1500,
+        gpt_batch=64,
+        gpt_lr=1e-3,
+        lsa_layers=4,
+        lsa_steps=600,
+        lsa_lr=5e-3,
+        n_align=1200,
+        blocks=4,
+        newton_iters=12,
+    ),
     "tiny": Scale(
-        d=3, n_points=6, conditions=(1.0, 10.0),
-        gpt_layers=2, gpt_width=16, gpt_heads=2, gpt_steps=20, gpt_batch=16, gpt_lr=1e-3,
-        lsa_layers=2, lsa_steps=20, lsa_lr=1e-3,
-        n_align=80, blocks=2, newton_iters=4,
-    ),  # fmt: skip
+        d=3,
+        n_points=6,
+        conditions=(1.0, 10.0),
+        gpt_layers=2,
+        gpt_width=16,
+        gpt_heads=2,
+        gpt_steps=20,
+        gpt_batch=16,
+        gpt_lr=1e-3,
+        lsa_layers=2,
+        lsa_steps=20,
+        lsa_lr=1e-3,
+        n_align=80,
+        blocks=2,
+        newton_iters=4,
+    ),
     "paper": Scale(
-        d=20, n_points=40, conditions=(1.0, 10.0, 100.0),
-        gpt_layers=12, gpt_width=256, gpt_heads=8, gpt_steps=500_001, gpt_batch=64, gpt_lr=1e-4,
-        lsa_layers=12, lsa_steps=20_000, lsa_lr=5e-4,
-        n_align=4000, blocks=8, newton_iters=24, curriculum="garg",
-    ),  # fmt: skip
+        d=20,
+        n_points=40,
+        conditions=(1.0, 10.0, 100.0),
+        gpt_layers=12,
+        gpt_width=256,
+        gpt_heads=8,
+        gpt_steps=500_001,
+        gpt_batch=64,
+        gpt_lr=1e-4,
+        lsa_layers=12,
+        lsa_steps=20_000,
+        lsa_lr=5e-4,
+        n_align=4000,
+        blocks=8,
+        newton_iters=24,
+        curriculum="garg",
+    ),
 }
 
 
@@ -153,21 +187,26 @@ class Fu(Reproduction):
     def configs(self, scale: Scale, options: _Options) -> list[ExperimentConfig]:
         configs = []
         for kappa in scale.conditions:
-            task = LinearConfig(
-                d=scale.d, n_points=scale.n_points, x_dist="gaussian", x_scale=1.0, x_condition=kappa
-            )
+            task = LinearConfig(d=scale.d, n_points=scale.n_points, x_dist="gaussian", x_scale=1.0, x_condition=kappa)
             gpt = ExperimentConfig(
                 task=task,
                 model=GPTConfig(
-                    layers=scale.gpt_layers, heads=scale.gpt_heads, width=scale.gpt_width,
-                    mlp_ratio=2 if scale.gpt_width < 256 else 4, max_points=max(64, scale.n_points + 1),
-                ),  # fmt: skip
+                    layers=scale.gpt_layers,
+                    heads=scale.gpt_heads,
+                    width=scale.gpt_width,
+                    mlp_ratio=2 if scale.gpt_width < 256 else 4,
+                    max_points=max(64, scale.n_points + 1),
+                ),
                 train=TrainConfig(
-                    steps=scale.gpt_steps, batch_size=scale.gpt_batch, lr=scale.gpt_lr,
-                    schedule="warmup_cosine", warmup_steps=max(1, scale.gpt_steps // 10),
-                    curriculum=scale.curriculum, eval_every=max(1, scale.gpt_steps // 10),
+                    steps=scale.gpt_steps,
+                    batch_size=scale.gpt_batch,
+                    lr=scale.gpt_lr,
+                    schedule="warmup_cosine",
+                    warmup_steps=max(1, scale.gpt_steps // 10),
+                    curriculum=scale.curriculum,
+                    eval_every=max(1, scale.gpt_steps // 10),
                     checkpoint_every=max(1, scale.gpt_steps // 2),
-                ),  # fmt: skip
+                ),
                 eval=EvalConfig(n_prompts=scale.n_align),
                 name=f"gpt-{_cov_name(kappa)}",
             )
@@ -175,9 +214,13 @@ class Fu(Reproduction):
                 task=task,
                 model=LSAConfig(layers=scale.lsa_layers),
                 train=TrainConfig(
-                    steps=scale.lsa_steps, batch_size=256, lr=scale.lsa_lr, schedule="cosine",
-                    eval_every=max(1, scale.lsa_steps // 5), checkpoint_every=scale.lsa_steps,
-                ),  # fmt: skip
+                    steps=scale.lsa_steps,
+                    batch_size=256,
+                    lr=scale.lsa_lr,
+                    schedule="cosine",
+                    eval_every=max(1, scale.lsa_steps // 5),
+                    checkpoint_every=scale.lsa_steps,
+                ),
                 eval=EvalConfig(n_prompts=scale.n_align),
                 name=f"lsa-{_cov_name(kappa)}",
             )
