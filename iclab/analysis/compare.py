@@ -31,6 +31,7 @@ __all__ = [
     "half_mse",
     "implicit_linear_map",
     "interpolation_curve",
+    "layer_preconditioners",
     "ood_curves",
     "weight_match",
 ]
@@ -191,3 +192,23 @@ def effective_preconditioner(model: LSA) -> Tensor:
     c = w.OV[0, d, d].detach().double()
     m = w.KQ[0, :d, :d].detach().double()
     return -c * m.T
+
+
+def layer_preconditioners(model: LSA) -> Tensor:
+    """[L, d, d]: layer l's A_l / N, read as `effective_preconditioner` reads one layer (−c_l·M_lᵀ with
+    c_l = OV_l[y, y], M_l = KQ_l's x-block), for every layer of a one-head LSA (tied: the one weight set, per
+    application).
+
+    Layer l moves the query's y-slot s (prediction −s) by c_l·x_qᵀ M_lᵀ Σ_i r_i x_i and every context y-slot r_j
+    alike (r_j starts at y_j): one preconditioned GD step W ← W − A_l ∇L with A_l / N = −c_l·M_lᵀ, in the
+    coordinates of the layer's input x (Ahn et al., docs/papers.md §6). Exact when the other blocks of KQ and OV
+    are 0, apart from OV's x-block, which transforms the x-coordinates between layers (the GD++ part).
+    """
+    if model.config.heads != 1:
+        raise ValueError("model: the layer preconditioners are defined for one head")
+    d = model.d
+    mats = []
+    for layer in range(model.config.layers):
+        w = model.layer_weights(layer)
+        mats.append(-w.OV[0, d, d].detach().double() * w.KQ[0, :d, :d].detach().double().T)
+    return torch.stack(mats)

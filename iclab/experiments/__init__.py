@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iclab.experiments.ahn import Ahn
 from iclab.experiments.akyurek import Akyurek
 from iclab.experiments.driver import Reproduction
 from iclab.experiments.driver import reproduce as _run
@@ -35,6 +36,7 @@ PAPERS: dict[str, Reproduction] = {
         MahankaliZFB(),
         Raventos(),
         Akyurek(),
+        Ahn(),
     )
 }
 
