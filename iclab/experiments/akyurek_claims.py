@@ -46,15 +46,23 @@ def _closest_claim(m: dict[str, Any], depth: int, noises: list[float], target: s
         c = m["grid"][f"L{depth}"][f"{noise:g}"]
         others = [r for r in REFERENCES if r != target and not (noise == 0 and {r, target} == {"ridge", "OLS"})]
         runner = min(others, key=lambda r: np.mean(c["spd"][r]))
-        diff, se = _diff_band(c["spd"][runner], c["spd"][target], c["spd_prompt_se"][runner], c["spd_prompt_se"][target])
+        diff, se = _diff_band(
+            c["spd"][runner], c["spd"][target], c["spd_prompt_se"][runner], c["spd_prompt_se"][target]
+        )
         z = diff / se if se > 0 else np.inf * np.sign(diff)
         parts.append(
             f"σ²={noise:g}: SPD {target} {np.mean(c['spd'][target]):.3g} vs {runner} {np.mean(c['spd'][runner]):.3g}"
         )
         worst = min(worst, z)
     holds = bool(worst > Z)
-    return Claim(cid, text + " (" + "; ".join(parts) + ")" + _smoke_note(holds, scale), f"> {Z:g}", worst,
-                 f"margin / SE > {Z:g}", holds)  # fmt: skip
+    return Claim(
+        cid,
+        text + " (" + "; ".join(parts) + ")" + _smoke_note(holds, scale),
+        f"> {Z:g}",
+        worst,
+        f"margin / SE > {Z:g}",
+        holds,
+    )
 
 
 def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
@@ -62,24 +70,36 @@ def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
     shallow, deep = min(depths), max(depths)
     claims = [
         _closest_claim(
-            m, shallow, noises, "GD", "shallow_closest_to_gd",
+            m,
+            shallow,
+            noises,
+            "GD",
+            "shallow_closest_to_gd",
             f"the {shallow}-layer model is closer to one tuned GD step than to ridge and OLS at every noise level; "
-            "measured: the smallest margin over the runner-up in standard errors", scale,
-        ),  # fmt: skip
+            "measured: the smallest margin over the runner-up in standard errors",
+            scale,
+        ),
     ]
     noisy = [v for v in noises if v > 0]
     if noisy:
         claims.append(
             _closest_claim(
-                m, deep, noisy, "ridge", "deep_noisy_closest_to_ridge",
+                m,
+                deep,
+                noisy,
+                "ridge",
+                "deep_noisy_closest_to_ridge",
                 f"with label noise (σ² > 0) the {deep}-layer model is closest to ridge with λ = σ²/τ² (Akyürek §4: "
-                "noisy targets move deep models to the Bayes predictor); measured: smallest margin in SE", scale,
-            )  # fmt: skip
+                "noisy targets move deep models to the Bayes predictor); measured: smallest margin in SE",
+                scale,
+            )
         )
     worst, parts = np.inf, []
     for noise in noises:
         a, b = m["grid"][f"L{shallow}"][f"{noise:g}"], m["grid"][f"L{deep}"][f"{noise:g}"]
-        diff, se = _diff_band(a["spd"]["ridge"], b["spd"]["ridge"], a["spd_prompt_se"]["ridge"], b["spd_prompt_se"]["ridge"])
+        diff, se = _diff_band(
+            a["spd"]["ridge"], b["spd"]["ridge"], a["spd_prompt_se"]["ridge"], b["spd_prompt_se"]["ridge"]
+        )
         worst = min(worst, diff / se if se > 0 else np.inf)
         parts.append(f"σ²={noise:g}: {np.mean(a['spd']['ridge']):.3g} → {np.mean(b['spd']['ridge']):.3g}")
     holds = bool(worst > Z)
@@ -87,9 +107,14 @@ def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
         Claim(
             "depth_approaches_ridge",
             f"SPD to ridge (= OLS at σ² = 0) falls from {shallow} to {deep} layers at every noise level ("
-            + "; ".join(parts) + "); measured: smallest drop in SE" + _smoke_note(holds, scale),
-            f"> {Z:g}", worst, f"drop / SE > {Z:g}", holds,
-        )  # fmt: skip
+            + "; ".join(parts)
+            + "); measured: smallest drop in SE"
+            + _smoke_note(holds, scale),
+            f"> {Z:g}",
+            worst,
+            f"drop / SE > {Z:g}",
+            holds,
+        )
     )
     claims += _probe_claims(m, deep, scale)
     return claims
@@ -124,8 +149,11 @@ def _probe_claims(m: dict[str, Any], deep: int, scale: str) -> list[Claim]:
                 f"a linear probe decodes {label} from the {deep}-layer model's last layer (query token) better than "
                 f"from {what}: held-out R² {np.mean(last):.3f} vs {np.mean(other):.3f} (mean over noise levels and "
                 f"seeds); measured: the difference in SE" + _smoke_note(holds, scale),
-                f"> {Z:g}", z, f"difference / SE > {Z:g}", holds,
-            )  # fmt: skip
+                f"> {Z:g}",
+                z,
+                f"difference / SE > {Z:g}",
+                holds,
+            )
         )
     return out
 
@@ -134,8 +162,11 @@ def _probe_claims(m: dict[str, Any], deep: int, scale: str) -> list[Claim]:
 
 
 def figures(m: dict[str, Any], folder: Path) -> list[Path]:
-    return [_heatmap(m, folder / "closest_algorithm.png"), _curves(m, folder / "error_curves.png"),
-            _probes(m, folder / "probes.png")]  # fmt: skip
+    return [
+        _heatmap(m, folder / "closest_algorithm.png"),
+        _curves(m, folder / "error_curves.png"),
+        _probes(m, folder / "probes.png"),
+    ]
 
 
 def _heatmap(m: dict[str, Any], path: Path) -> Path:
@@ -169,15 +200,21 @@ def _curves(m: dict[str, Any], path: Path) -> Path:
             ax, curves = axes[i, j], m["grid"][f"L{d}"][f"{v:g}"]["curves"]
             for n, (name, ys) in enumerate(curves.items()):
                 label = f"GPT ({d} layers)" if name == "model" else name
-                ax.plot(np.arange(len(ys)), ys, lw=2.0 if name == "model" else 1.2, color=f"C{n}", label=label,
-                        ls="-" if name == "model" else "--")  # fmt: skip
+                ax.plot(
+                    np.arange(len(ys)),
+                    ys,
+                    lw=2.0 if name == "model" else 1.2,
+                    color=f"C{n}",
+                    label=label,
+                    ls="-" if name == "model" else "--",
+                )
             ax.set_yscale("log")
             ax.set_ylim(1e-3, 5.0)
             ax.set_title(f"{d} layer{'s' * (d > 1)}, σ² = {v:g}", fontsize=9)
-            plotting.style_axes(ax, xlabel="in-context examples k" if i == len(depths) - 1 else "",
-                                ylabel="nmse" if j == 0 else "")  # fmt: skip
+            plotting.style_axes(
+                ax, xlabel="in-context examples k" if i == len(depths) - 1 else "", ylabel="nmse" if j == 0 else ""
+            )
     axes[0, 0].legend(frameon=False, fontsize="x-small")
-    fig.tight_layout()
     return plotting.save_figure(fig, path)
 
 
@@ -195,6 +232,13 @@ def _probes(m: dict[str, Any], path: Path) -> Path:
             bands[f"{label}, {kind}"] = (mean - se, mean + se)
     x = np.arange(deep + 1) - 1
     return plotting.plot_curves(
-        x, curves, path, xlabel="layer (−1: input tokens)", ylabel="held-out probe R² (query token)",
-        title=f"Linear probes, {deep}-layer GPT", logy=False, bands=bands, ylim=(-0.1, 1.05),
-    )  # fmt: skip
+        x,
+        curves,
+        path,
+        xlabel="layer (−1: input tokens)",
+        ylabel="held-out probe R² (query token)",
+        title=f"Linear probes, {deep}-layer GPT",
+        logy=False,
+        bands=bands,
+        ylim=(-0.1, 1.05),
+    )
