@@ -69,9 +69,10 @@ from iclab.report import Claim
 from iclab.tasks import Prompts, make_task
 from iclab.tasks.linear import LinearConfig
 from iclab.theory import ridge_bayes_lambda
+from iclab.training.trainer import resolve_device
 from iclab.validation import check_int
 
-__all__ = ["PAPER_LOG2_THRESHOLD", "SCALES", "Options", "Raventos", "Scale", "locate_threshold"]
+__all__ = ["PAPER_LOG2_THRESHOLD", "SCALES", "Raventos", "RaventosOptions", "Scale", "locate_threshold"]
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,15 @@ SCALES = {
         heads=2,
         width=32,
         mlp_ratio=2,
-        steps=2000,
+        steps=1500,
         batch_size=64,
         lr=1e-3,
-        warmup_steps=200,
+        warmup_steps=150,
         log2_pools=(1, 3, 5, 7, 9, 11, 13, 15),
         n_eval=2000,
         ridge_allowance=0.25,
         pool_allowance=0.5,
+        train_eval_prompts=128,
     ),
     "paper": Scale(
         d=8,
@@ -170,7 +172,7 @@ SCALES = {
 
 
 @dataclass(frozen=True)
-class Options:
+class RaventosOptions:
     """`iclab reproduce raventos` options: --seeds N (models per pool size; their M* give the band)."""
 
     seeds: int = 2
@@ -194,8 +196,8 @@ def _config(sc: Scale, log2_m: int, seed: int) -> ExperimentConfig:
             lr=sc.lr,
             schedule="warmup_cosine",
             warmup_steps=sc.warmup_steps,
-            eval_every=max(1, sc.steps // 4),
-            checkpoint_every=max(1, sc.steps // 4) * 2,
+            eval_every=max(1, sc.steps // 2),
+            checkpoint_every=max(1, sc.steps // 2),
             seed=seed,
         ),
         # the trainer's held-out set only follows training; every member evaluates every set (E² work), keep it small
@@ -214,7 +216,7 @@ class Raventos(Reproduction):
     name = "raventos"
     summary = "task diversity threshold: a GPT switches from dMMSE to ridge as the task pool grows (Raventós et al.)"
     scales = SCALES
-    Options = Options
+    Options = RaventosOptions
 
     def title(self, ctx: Context) -> str:
         return (
@@ -222,7 +224,7 @@ class Raventos(Reproduction):
             f"d = {ctx.scale.d})"
         )
 
-    def configs(self, scale: Scale, options: Options) -> list[ExperimentConfig]:
+    def configs(self, scale: Scale, options: RaventosOptions) -> list[ExperimentConfig]:
         return [_config(scale, k, s) for s in range(options.seeds) for k in scale.log2_pools]
 
     def analyse(self, ctx: Context) -> Analysis:
@@ -232,9 +234,11 @@ class Raventos(Reproduction):
         first = ctx.trained[_name(pools[0], 0)].config
         lam = ridge_bayes_lambda(sc.noise_var, first.task.w_scale**2)
         ridge = Ridge(lam)
-        fresh = _prompts(dataclasses.replace(first.task, pool_size=0), sc.n_eval, first.eval.seed)
+        # float64 on the run's device: at paper scale dMMSE over 2^20 tasks is ~10^12 operations per prompt set
+        dev = resolve_device(ctx.device)
+        fresh = _prompts(dataclasses.replace(first.task, pool_size=0), sc.n_eval, first.eval.seed).to(dev)
         ridge_fresh_pred = _predict(ridge, fresh)
-        ridge_fresh = _err(ridge_fresh_pred, fresh.f, sc.d)  # [B]
+        ridge_fresh = _err(ridge_fresh_pred, _f(fresh), sc.d)  # [B]
 
         # per M: the baselines; per (seed, M): the model. Errors per prompt, averaged over positions.
         dm_fresh, dm_pool, rg_pool = [], [], []
@@ -246,23 +250,23 @@ class Raventos(Reproduction):
             task_cfg = ctx.trained[_name(k, 0)].config.task
             task = make_task(task_cfg)
             dmmse = DMMSE(task.pool_params(dtype=torch.float64)["w"], sc.noise_var)
-            pool = _prompts(task_cfg, sc.n_eval, first.eval.seed + 1)
+            pool = _prompts(task_cfg, sc.n_eval, first.eval.seed + 1).to(dev)
             dm_fresh_pred = _predict(dmmse, fresh)
-            dm_fresh.append(_stat(_err(dm_fresh_pred, fresh.f, sc.d)))
-            dm_pool.append(_stat(_err(_predict(dmmse, pool), pool.f, sc.d)))
-            rg_pool.append(_stat(_err(_predict(ridge, pool), pool.f, sc.d)))
+            dm_fresh.append(_stat(_err(dm_fresh_pred, _f(fresh), sc.d)))
+            dm_pool.append(_stat(_err(_predict(dmmse, pool), _f(pool), sc.d)))
+            rg_pool.append(_stat(_err(_predict(ridge, pool), _f(pool), sc.d)))
             for s in range(seeds):
-                model = ctx.trained[_name(k, s)].result.model.eval().cpu().double()
+                model = ctx.trained[_name(k, s)].result.model.eval().to(dev, torch.float64)
                 pred = _predict(model, fresh)
-                model_fresh[s, j] = _stat(_err(pred, fresh.f, sc.d))
-                model_pool[s, j] = _stat(_err(_predict(model, pool), pool.f, sc.d))
+                model_fresh[s, j] = _stat(_err(pred, _f(fresh), sc.d))
+                model_pool[s, j] = _stat(_err(_predict(model, pool), _f(pool), sc.d))
                 to_dm, to_rg = _err(pred, dm_fresh_pred, sc.d), _err(pred, ridge_fresh_pred, sc.d)
                 dist[s, j] = to_dm.mean(), to_rg.mean()
                 log_ratio_se[s, j] = _log_ratio_se(to_dm, to_rg)
 
         log2_m = np.array(pools, dtype=float)
         per_seed = [locate_threshold(log2_m, np.log(dist[s, :, 0] / dist[s, :, 1])) for s in range(seeds)]
-        located = [x for x, status in per_seed if status == "located"]
+        located = [x for x, status in per_seed if x is not None]
         threshold = {
             "definition": "first upward zero crossing of ln(Δ_dMMSE/Δ_ridge) on fresh tasks, interpolated in log2 M",
             "per_seed_log2": [x for x, _ in per_seed],
@@ -308,9 +312,15 @@ def _predict(learner: Any, prompts: Prompts) -> Tensor:
     return prefix_predictions(learner, prompts.x, prompts.y)
 
 
+def _f(prompts: Prompts) -> Tensor:
+    """The noiseless targets wᵀx [B, K] (linear tasks always carry them)."""
+    assert prompts.f is not None
+    return prompts.f
+
+
 def _err(pred: Tensor, target: Tensor, d: int) -> np.ndarray:
     """[B] per-prompt squared error / d, averaged over the K positions (float64)."""
-    return ((pred.double() - target.double()).square().mean(-1) / d).numpy()
+    return ((pred.double() - target.double()).square().mean(-1) / d).cpu().numpy()
 
 
 def _stat(per_prompt: np.ndarray) -> list[float]:
