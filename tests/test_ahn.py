@@ -32,7 +32,8 @@ CLAIMS = {"pgd1_closed_form"} | {
         "deep_at_most_pgd",
         "loss_drops_with_layers",
         "preconditioner_aligned",
-        "steps_match_pgd",
+        "one_layer_step_matches_pgd",
+        "deep_steps_match_gdpp",
     )
 }
 FIGURES = ("loss_vs_layers_iso", "loss_vs_layers_sigma", "preconditioners_sigma", "eigenvalues_sigma")
