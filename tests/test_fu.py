@@ -99,3 +99,34 @@ def test_newton_iterates_as_layers_align_linearly():
     a = align_activations(acts, x, y, newton_iters=tuple(range(9)))
     assert a.best_newton.tolist() == [0, 2, 4, 6]
     assert line_fit(np.arange(4), a.best_newton) == pytest.approx((2.0, 1.0))
+
+
+def test_converged_at_is_the_first_iterate_near_least_squares():
+    """converged_at against a direct check: the returned Newton iteration / GD step count has cos ≥ the threshold
+    with least squares (numpy lstsq per prompt and prefix), the one before it does not."""
+    from iclab.analysis.alignment import gd_predictions, newton_predictions
+    from iclab.experiments.fu import CONVERGED, converged_at
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(60, 8, 3, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 0.8, 0.6], dtype=torch.float64)
+    y = torch.einsum("btd,bd->bt", x, torch.randn(60, 3, generator=gen, dtype=torch.float64))
+    ls = np.array(
+        [
+            [x[b, t].numpy() @ np.linalg.lstsq(x[b, :t].numpy(), y[b, :t].numpy(), rcond=None)[0] for t in range(2, 8)]
+            for b in range(60)
+        ]
+    ).ravel()
+
+    def cos(p):
+        p = p[:, 2:].numpy().ravel()
+        return p @ ls / np.linalg.norm(p) / np.linalg.norm(ls)
+
+    for kind, grid, preds in (
+        ("newton", list(range(13)), lambda g: newton_predictions(x, y, g)),
+        ("gd", [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512], lambda g: gd_predictions(x, y, g)),
+    ):
+        for ceiling in (0.9, 0.95):
+            k = converged_at(x, y, grid, kind, ceiling)
+            assert cos(preds([k])[0]) >= min(CONVERGED, ceiling), kind
+            i = grid.index(k)
+            assert 0 < i < len(grid) - 1 and cos(preds([grid[i - 1]])[0]) < ceiling, kind

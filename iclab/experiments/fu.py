@@ -41,7 +41,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from iclab.analysis.alignment import Alignment, align_activations, layer_activations, plot_alignment
+from iclab.analysis.alignment import (
+    Alignment,
+    align_activations,
+    gd_predictions,
+    layer_activations,
+    newton_predictions,
+    plot_alignment,
+    similarity_matrix,
+)
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.experiments.garg import READABLE
@@ -85,15 +93,15 @@ class Scale:
 # context), curriculum, 500 001 steps of batch 64, Adam 1e-4) with κ = 10 and 100, and LSA stacks of equal depth.
 SCALES = {
     "smoke": Scale(
-        d=4,
-        n_points=10,
+        d=3,
+        n_points=8,
         conditions=(1.0, 10.0),
         gpt_layers=6,
         gpt_width=64,
         gpt_heads=4,
-        gpt_steps=1500,
+        gpt_steps=2000,
         gpt_batch=64,
-        gpt_lr=1e-3,
+        gpt_lr=2e-3,
         lsa_layers=4,
         lsa_steps=600,
         lsa_lr=5e-3,
@@ -287,9 +295,28 @@ class Fu(Reproduction):
         return claims
 
 
+CONVERGED = 0.999  # an iterate whose predictions have cos ≥ this with least squares' has converged
+
+
+def converged_at(
+    x: torch.Tensor, y: torch.Tensor, grid: list[int], kind: str, ceiling: float = CONVERGED, min_prefix: int = 2
+) -> int:
+    """The first Newton iteration / GD step count of `grid` (kind "newton" / "gd") whose prefix predictions on
+    x [B, T, d], y [B, T] (prefixes ≥ min_prefix) have cos ≥ min(CONVERGED, ceiling) with least squares' (Newton at
+    4·max(grid) iterations); the grid's last value if none does. `ceiling`: the best similarity a layer read-out
+    reaches (the last layer's) — iterates closer than that to least squares cannot be told apart by a read-out, so a
+    layer matched at or beyond the returned value reads "converged" and deeper layers cannot show more iterations.
+    Pooled over prefixes, the cos converges slowly (prefixes with t ≈ d are ill-conditioned), hence the ceiling."""
+    ls = newton_predictions(x, y, [4 * max(grid)])[:, :, min_prefix:].reshape(1, -1)
+    preds = newton_predictions(x, y, grid) if kind == "newton" else gd_predictions(x, y, grid)
+    cos = similarity_matrix(preds[:, :, min_prefix:].reshape(len(grid), -1), ls)[:, 0].numpy()
+    done = np.flatnonzero(cos >= min(CONVERGED, ceiling))
+    return int(grid[done[0]]) if len(done) else int(grid[-1])
+
+
 def _fit_layers(best: np.ndarray, sims: np.ndarray, cap: int) -> np.ndarray:
-    """The layers a fit uses: readable ones (similarity ≥ READABLE), up to the first whose best match is at the
-    grid's end `cap` (converged: later layers cannot read more)."""
+    """The layers a fit uses: readable ones (similarity ≥ READABLE), up to the first whose best match is at or
+    beyond `cap` (converged, `converged_at`: later layers cannot read more)."""
     idx = np.flatnonzero(sims >= READABLE)
     at_cap = idx[best[idx] >= cap]
     return idx[idx <= at_cap[0]] if len(at_cap) else idx
@@ -318,8 +345,10 @@ def layer_alignment(
     iters = tuple(range(newton_iters + 1))
     full = align_activations(acts, x, y, names, newton_iters=iters)
     best_n, best_g = full.best_newton, full.best_gd
-    layers_n = _fit_layers(best_n, full.newton.max(1), newton_iters)
-    layers_g = _fit_layers(best_g, full.gd.max(1), full.gd_steps[-1])
+    cap_n = converged_at(x, y, list(iters), "newton", float(full.newton.max(1)[-1]))
+    cap_g = converged_at(x, y, list(full.gd_steps), "gd", float(full.gd.max(1)[-1]))
+    layers_n = _fit_layers(best_n, full.newton.max(1), cap_n)
+    layers_g = _fit_layers(best_g, full.gd.max(1), cap_g)
     fits = _fits(best_n, best_g, layers_n, layers_g)
     per_block = []
     for chunk in np.array_split(np.arange(x.shape[0]), blocks):
@@ -335,6 +364,8 @@ def layer_alignment(
         **fits,
         **se,
         "readable": readable.tolist(),
+        "newton_converged_at": cap_n,
+        "gd_converged_at": cap_g,
         "fit_layers_newton": layers_n.tolist(),
         "fit_layers_gd": layers_g.tolist(),
         "per_block": per_block,
