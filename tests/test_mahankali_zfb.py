@@ -88,6 +88,23 @@ def test_zfb_init_is_refused_by_lsa_subfamilies_and_default_is_random():
     assert all(torch.count_nonzero(getattr(w, n)) == 25 for n in ("W_Q", "W_K", "W_V", "W_O"))
 
 
+def test_read_preconditioner_is_the_part_of_the_prediction_odd_in_y():
+    """½(ŷ(y) − ŷ(−y)) = x_qᵀ Â (1/n)Xᵀy exactly, for an LSA with O(1) weights in every block (random init)."""
+    n = 6
+    model = LSA(LSAConfig(layers=1, init_scale=1.0), 3, generator=torch.Generator().manual_seed(4)).double()
+    p = make_task(LinearConfig(d=3, n_points=n, x_dist="gaussian", x_scale=1.0)).sample(
+        8, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
+    with torch.no_grad():
+        odd = 0.5 * (model.predict(p.x_ctx, p.y_ctx, p.x_q) - model.predict(p.x_ctx, -p.y_ctx, p.x_q)).numpy()
+    v = np.einsum("bn,bnd->bd", p.y_ctx.numpy(), p.x_ctx.numpy()) / n
+    ref = np.einsum("bmd,de,be->bm", p.x_q.numpy(), read_preconditioner(model, n), v)
+    np.testing.assert_allclose(odd, ref, rtol=1e-10, atol=1e-12)
+    # the GD-like term alone (effective_preconditioner) misses the rank-one b aᵀ part here
+    narrow = np.einsum("bmd,de,be->bm", p.x_q.numpy(), n * effective_preconditioner(model).numpy(), v)
+    assert np.abs(narrow - odd).max() > 1e-3
+
+
 def test_rescaled_model_scales_predictions_and_per_prompt_loss_matches_numpy():
     model = LSA(LSAConfig(layers=1, init_scale=1.0), 3, generator=torch.Generator().manual_seed(2)).double()
     p = make_task(LinearConfig(d=3, n_points=5, x_dist="gaussian", x_scale=1.0, n_queries=2)).sample(

@@ -170,17 +170,7 @@ def _pooled(an: dict[str, Any]) -> dict[str, Any]:
 
 def figures(root: Path, m: dict[str, Any], curves: dict[str, np.ndarray], steps: np.ndarray) -> list[Path]:
     figs = [_eigen_figure(root / "preconditioner_eigenvalues.png", m), _seed_figure(root / "seed_losses.png", m)]
-    figs.append(
-        plotting.plot_curves(
-            steps,
-            {f"{init}, seed {s}": c[s] for init, c in curves.items() for s in range(len(c))},
-            root / "training_curves_anisotropic.png",
-            xlabel="training step",
-            ylabel="held-out ½·MSE (2 000 prompts)",
-            title="Anisotropic Λ: every seed from each initialisation",
-            markers=False,
-        )
-    )
+    figs.append(_curves_figure(root / "training_curves_anisotropic.png", curves, steps))
     zfb = m["zfb"]
     for N, by in zfb["by_N"].items():
         if not by["cells"]:  # no converged seed at this N
@@ -222,7 +212,7 @@ def _eigen_figure(path: Path, m: dict[str, Any]) -> Path:
         ref = np.sort(np.linalg.eigvalsh(np.array(A_star)))
         idx = np.arange(1, len(ref) + 1)
         for k, s in enumerate(c["seeds"]):
-            ev = np.sort(s["A_eigenvalues"])
+            ev = np.sort(s["A_singular_values"])
             ax.plot(
                 idx + 0.08 * (k - len(c["seeds"]) / 2),
                 ev,
@@ -234,9 +224,9 @@ def _eigen_figure(path: Path, m: dict[str, Any]) -> Path:
             )
         ax.plot(idx, ref, "_", ms=18, mew=2, color="k", label="optimal A*")
         ax.set_title(title, fontsize="medium")
-        plotting.style_axes(ax, xlabel="eigenvalue index", ylabel="eigenvalue of Â" if ax is axes[0] else "")
+        plotting.style_axes(ax, xlabel="index (ascending)", ylabel="singular values of Â" if ax is axes[0] else "")
     axes[0].legend(frameon=False, fontsize="small")
-    fig.suptitle("Trained Â (blue: converged, red: not) against the optimum")
+    fig.suptitle("Singular values of the trained Â (blue: converged seed, red: not) and of the optimal A*")
     return plotting.save_figure(fig, path)
 
 
@@ -257,4 +247,24 @@ def _seed_figure(path: Path, m: dict[str, Any]) -> Path:
     plotting.style_axes(ax, xlabel="initialisation", ylabel="held-out ½·MSE per seed")
     ax.legend(frameon=False, fontsize="small")
     fig.suptitle("Anisotropic Λ: final loss of every seed (red: not converged)")
+    return plotting.save_figure(fig, path)
+
+
+def _curves_figure(path: Path, curves: dict[str, np.ndarray], steps: np.ndarray) -> Path:
+    fig = plotting.new_figure(5.5, 3.8)
+    ax = fig.subplots()
+    for k, (init, c) in enumerate(curves.items()):
+        for s, curve in enumerate(c):
+            ax.plot(
+                steps,
+                curve,
+                color=f"C{k}",
+                alpha=0.7,
+                lw=1.2,
+                label=f"{init} init ({len(c)} seeds)" if s == 0 else None,
+            )
+    ax.set_yscale("log")
+    plotting.style_axes(ax, xlabel="training step", ylabel="held-out ½·MSE (2 000 prompts)")
+    ax.legend(frameon=False, fontsize="small")
+    fig.suptitle("Anisotropic Λ: training curve of every seed")
     return plotting.save_figure(fig, path)
