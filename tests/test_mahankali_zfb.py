@@ -1,5 +1,5 @@
 """`iclab reproduce mahankali-zfb`: the pipeline end to end at a tiny scale through the CLI, Zhang–Frei–Bartlett's
-initialisation of the LSA family (LSAConfig.init = "zfb"), and the analysis helpers against numpy references."""
+initialisation of the LSA family (LSAConfig.init_scheme = "zfb"), and the analysis helpers against numpy references."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ CLAIMS = {
 
 
 def _zfb(d=4, sigma=0.3, seed=0) -> LSA:
-    return LSA(LSAConfig(layers=1, init="zfb", init_scale=sigma), d, generator=torch.Generator().manual_seed(seed))
+    return LSA(
+        LSAConfig(layers=1, init_scheme="zfb", init_scale=sigma), d, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_zfb_init_is_their_block_form():
@@ -73,16 +75,18 @@ def test_zfb_init_predicts_sigma_squared_theta_theta_t_against_numpy():
     np.testing.assert_allclose(read_preconditioner(model, 7), 7 * c * sigma * gram, rtol=1e-10)
 
 
-@pytest.mark.parametrize("kwargs", [{"init": "zfb", "layers": 2}, {"init": "zfb", "heads": 2}, {"init": "glorot"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"init_scheme": "zfb", "layers": 2}, {"init_scheme": "zfb", "heads": 2}, {"init_scheme": "glorot"}]
+)
 def test_zfb_init_is_validated(kwargs):
-    with pytest.raises(ConfigError, match=r"model\.init"):
+    with pytest.raises(ConfigError, match=r"model\.init_scheme"):
         LSAConfig(**kwargs)
 
 
 def test_zfb_init_is_refused_by_lsa_subfamilies_and_default_is_random():
-    with pytest.raises(ConfigError, match=r"model\.init"):
-        SeparateConfig(layers=1, init="zfb")
-    assert LSAConfig().init == "random"
+    with pytest.raises(ConfigError, match=r"model\.init_scheme"):
+        SeparateConfig(layers=1, init_scheme="zfb")
+    assert LSAConfig().init_scheme == "random"
     # the default start is unchanged: i.i.d. entries, every one non-zero
     w = LSA(LSAConfig(layers=1), 4, generator=torch.Generator().manual_seed(0)).layer_weights(0)
     assert all(torch.count_nonzero(getattr(w, n)) == 25 for n in ("W_Q", "W_K", "W_V", "W_O"))

@@ -45,7 +45,7 @@ def _matrix_claim(cid: str, text: str, c: dict[str, Any]) -> Claim:
     return Claim(
         cid,
         f"{text}: worst relative Frobenius distance ‖Â − A*‖/‖A*‖ over the converged seeds ({c['converged']}/"
-        f"{len(c['seeds'])}); Â read from the weights (n·effective_preconditioner)",
+        f"{len(c['seeds'])}); Â = −n(c Mᵀ + b aᵀ) read from the weights (read_preconditioner)",
         0.0,
         worst,
         f"≤ {A_TOLERANCE} (stated: Adam noise floor)",

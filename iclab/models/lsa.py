@@ -45,8 +45,8 @@ class LSAConfig(ModelConfig):
     layernorm: bool = False
     """pre-LayerNorm on every layer but the first"""
     init_scale: float = 0.002
-    """initial variance · fan-in, divided by K (vO code: 0.002/K); with init "zfb", ZFB's σ"""
-    init: Literal["random", "zfb"] = "random"
+    """initial variance · fan-in, divided by K (vO code: 0.002/K); with init_scheme "zfb", ZFB's σ"""
+    init_scheme: Literal["random", "zfb"] = "random"
     """random: i.i.d. N(0, init_scale / (K · fan-in)) entries; zfb: Zhang–Frei–Bartlett's start (one layer, one
     head, family lsa only): KQ = σ·blockdiag(ΘΘᵀ, 0) with Θ [d, d] Gaussian from the generator scaled to
     ‖ΘΘᵀ‖_F = 1, OV = −σ·e_y e_yᵀ (the minus: iclab reads the prediction as −(the query's y-slot)), σ = init_scale;
@@ -57,9 +57,9 @@ class LSAConfig(ModelConfig):
         check_bool("model.tied", self.tied)
         check_bool("model.layernorm", self.layernorm)
         check_real("model.init_scale", self.init_scale, low=0.0, strict=True)
-        check_choice("model.init", self.init, ("random", "zfb"))
-        if self.init == "zfb" and (self.name != "lsa" or self.layers != 1 or self.heads != 1):
-            fail("model.init", "'random' unless the family is lsa with one layer and one head", self.init)
+        check_choice("model.init_scheme", self.init_scheme, ("random", "zfb"))
+        if self.init_scheme == "zfb" and (self.name != "lsa" or self.layers != 1 or self.heads != 1):
+            fail("model.init_scheme", "'random' unless the family is lsa with one layer and one head", self.init_scheme)
 
 
 class LSAWeights(AttentionWeights, nn.Module):
@@ -150,12 +150,12 @@ class LSA(ICLModel):
         if config.tied and config.layernorm and config.layers > 2:
             for block in self.blocks[2:]:
                 block.ln = self.blocks[1].ln
-        if config.init == "zfb":
+        if config.init_scheme == "zfb":
             self._zfb_init(generator)
 
     @torch.no_grad()
     def _zfb_init(self, generator: torch.Generator) -> None:
-        """Zhang–Frei–Bartlett's initialisation (LSAConfig.init): KQ = σ·blockdiag(ΘΘᵀ, 0), OV = −σ·e_y e_yᵀ."""
+        """Zhang–Frei–Bartlett's initialisation (LSAConfig.init_scheme): KQ = σ·blockdiag(ΘΘᵀ, 0), OV = −σ·e_y e_yᵀ."""
         d, sigma = self.d, self.config.init_scale
         theta = torch.randn((d, d), generator=generator, dtype=torch.float64)
         theta /= torch.linalg.matrix_norm(theta @ theta.T).sqrt()  # ‖ΘΘᵀ‖_F = 1
