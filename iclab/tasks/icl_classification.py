@@ -121,6 +121,11 @@ class ICLClassificationConfig(TaskConfig):
             fail("task.pool_size", "0 (the K classes are this family's pool)", self.pool_size)
 
     @property
+    def label_vocab(self) -> int:
+        """L: targets are label indices < L (models output L logits; iclab.config.TaskConfig.label_vocab)."""
+        return self.n_labels
+
+    @property
     def n_context_classes(self) -> int:
         """N/B: classes in the context of a bursty prompt."""
         return self.n_points // self.burstiness
