@@ -339,6 +339,18 @@ class ICLClassificationTask(Task[ICLClassificationConfig]):
             raise ValueError(f"split: unknown {name!r}; choose one of: {', '.join(SPLITS)}")
         return getattr(self, name)(batch, generator=generator, **kw)
 
+    def eval_sets(self, n: int, *, generator: torch.Generator) -> dict[str, Prompts]:
+        """The held-out sets (`Task.eval_sets`): "eval" (the training distribution), "icl" (`icl_novel`),
+        "icl_permuted" and "iwl", n prompts each in float64; the trainer logs eval_cross_entropy, eval_accuracy,
+        icl_accuracy, icl_permuted_accuracy, iwl_accuracy (and each set's cross-entropy)."""
+        f64 = torch.float64
+        return {
+            "eval": self.sample(n, generator=generator, dtype=f64),
+            "icl": self.icl_novel(n, generator=generator, dtype=f64),
+            "icl_permuted": self.icl_permuted(n, generator=generator, dtype=f64),
+            "iwl": self.iwl(n, generator=generator, dtype=f64),
+        }
+
     def targets(self, x: Tensor, prompts) -> Tensor:
         raise ValueError(f"targets: {self.config.name} labels belong to classes, not to inputs; draw a split instead")
 
