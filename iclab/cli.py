@@ -173,9 +173,7 @@ def _cmd_train(args: list[str]) -> int:
     else:  # class labels: the loss and what each accuracy measures
         held_out = ", ".join(f"{k} {v:.4g}" for k, v in result.final_eval.items() if k.endswith("accuracy"))
         held_out = f"held-out cross-entropy {result.final_eval.get('eval_cross_entropy', math.nan):.4g}, {held_out}"
-    print(
-        f"trained {cfg.name}: {held_out} after {result.steps} steps ({result.wall_time_s:.1f} s); run: {run.path}"
-    )
+    print(f"trained {cfg.name}: {held_out} after {result.steps} steps ({result.wall_time_s:.1f} s); run: {run.path}")
     for e, step in result.diverged.items():
         print(f"member {cfg.member_label(e)} diverged at step {step} and was stopped; the others went on")
     return 0

@@ -84,9 +84,9 @@ def test_metrics_cross_entropy_and_label_accuracy():
 
 @pytest.mark.parametrize("model", [LSAConfig(), SoftmaxConfig(), GPTConfig(variance_head=True)], ids=str)
 def test_family_without_labels_is_refused_by_name(model):
-    with pytest.raises(ConfigError, match=r"^model.name: .*class-label targets.*choose one of: .*gpt.*attn_only"):
+    with pytest.raises(ConfigError, match=r"^model\.name: .*class-label targets.*choose one of: .*gpt.*attn_only"):
         ExperimentConfig(task=ICLClassificationConfig(), model=model)
-    with pytest.raises(ConfigError, match="model.name"):
+    with pytest.raises(ConfigError, match=r"^model\.name"):
         make_model(model, 4, n_labels=L)
 
 
@@ -141,3 +141,44 @@ def _train(model, task, steps, *, lr=3e-3, batch=128, n_eval=512, seeds=()):
 
 
 BURSTY = ICLClassificationConfig(d=16, n_points=8, n_classes=1024, n_labels=16, burstiness=2)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+CLI_TINY = [
+    "--task.name", "icl_classification",
+    "--task.d", "8",
+    "--task.n_points", "8",
+    "--task.n_classes", "32",
+    "--task.n_labels", "4",
+    "--train.steps", "4",
+    "--train.batch_size", "16",
+    "--train.eval_every", "2",
+    "--train.checkpoint_every", "2",
+    "--eval.n_prompts", "32",
+    "--train.no-progress",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", [["gpt", "--model.width", "16"], ["attn_only", "--model.width", "16"]], ids=str)
+def test_cli_trains_a_label_task_and_logs_what_it_measures(tmp_path, capsys, model):
+    out = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--model.name", *model, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "held-out cross-entropy" in said and "icl_accuracy" in said and "iwl_accuracy" in said
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert list(metrics["step"]) == [0, 2, 4]
+    for column in ("eval_cross_entropy", "eval_accuracy", "icl_accuracy", "icl_permuted_accuracy", "iwl_accuracy"):
+        assert metrics[column].between(0, math.inf).all(), column
+    assert metrics["train_cross_entropy"].iloc[1:].notna().all() and "eval_half_mse" not in metrics
+    assert ((metrics.filter(like="accuracy") >= 0) & (metrics.filter(like="accuracy") <= 1)).all().all()
+    # a resumed label run continues from its checkpoint (the run's model is rebuilt with its label table)
+    assert main(["train", *CLI_TINY, "--model.name", *model, "--out", str(out), "--resume"]) == 0
+
+
+def test_cli_refuses_a_model_that_cannot_take_labels(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--model.name", "lsa", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.name" in err and "gpt, attn_only" in err
+    assert not out.exists()

@@ -22,6 +22,7 @@ a learned table (`gpt.label_table`), and the width is `width` (default 128). Ini
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -118,12 +119,16 @@ class AttnOnly(GPT):
         if n_labels is not None:
             self.W_label = label_table(n_labels, width, generator)
         self.W_pos = _normal((2 * config.max_points, width), GPT2_STD, generator)
-        self.blocks = nn.ModuleList(AttnOnlyBlock(width, config.heads, out_std, generator) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(
+            AttnOnlyBlock(width, config.heads, out_std, generator) for _ in range(config.layers)
+        )
         sizes = [width] + [config.classifier_hidden] * (config.classifier_layers - 1) + [n_labels or 1]
         self.classifier_W = nn.ParameterList(
-            _uniform((a, b), 1 / math.sqrt(a), generator) for a, b in zip(sizes[:-1], sizes[1:])
+            _uniform((a, b), 1 / math.sqrt(a), generator) for a, b in itertools.pairwise(sizes)
         )  # [fan_in, fan_out] each, nn.Linear default init
-        self.classifier_b = nn.ParameterList(_uniform((b,), 1 / math.sqrt(a), generator) for a, b in zip(sizes, sizes[1:]))
+        self.classifier_b = nn.ParameterList(
+            _uniform((b,), 1 / math.sqrt(a), generator) for a, b in itertools.pairwise(sizes)
+        )
         self.hook_embed = HookPoint()  # [B, L, d_model] read-in of the tokens
         self.hook_pos_embed = HookPoint()  # [L, d_model]
         self.hook_classifier_in = HookPoint()  # [B, L, d_model] the final residual stream

@@ -316,8 +316,8 @@ def train(
                 good = run.latest_checkpoint() if run is not None else None
                 raise TrainingDiverged(
                     f"train: held-out {eval_sets.metric_text} {last_eval:.3g} after step {step} is more than "
-                    f"{BLOWUP:.0e} times that of {eval_sets.baseline_text} ({float(eval_sets.blowup[0]) / BLOWUP:.3g}): "
-                    "a finite blow-up; "
+                    f"{BLOWUP:.0e} times that of {eval_sets.baseline_text} "
+                    f"({float(eval_sets.blowup[0]) / BLOWUP:.3g}): a finite blow-up; "
                     f"last good checkpoint: {good if good is not None else 'none'}"
                 )
             running.zero_()
@@ -416,9 +416,7 @@ class _EvalSets:
         if len(self.sets) == 1:
             merged = per_group[0]
         else:
-            merged = {
-                k: torch.stack([per_group[j][k][e] for e, j in enumerate(self.which)]) for k in per_group[0]
-            }
+            merged = {k: torch.stack([per_group[j][k][e] for e, j in enumerate(self.which)]) for k in per_group[0]}
         return merged[f"eval_{self.metric}"], merged
 
 
