@@ -187,8 +187,7 @@ CLI_TINY = [
     "--train.eval_every", "2",
     "--train.checkpoint_every", "2",
     "--eval.n_prompts", "32",
-    "--train.no-progress",
-]  # fmt: skip
+]  # fmt: skip  (progress on: off a terminal it prints plain lines, with the eval_cross_entropy postfix)
 
 
 @pytest.mark.parametrize("model", [["gpt", "--model.width", "16"], ["attn_only", "--model.width", "16"]], ids=str)

@@ -323,7 +323,7 @@ def train(
             running.zero_()
             since_eval = 0
             bar.update(step - bar.n)
-            bar.set_postfix({f"eval_{eval_sets.metric}": f"{last_eval:.4g}"})
+            bar.set_postfix(**{f"eval_{eval_sets.metric}": f"{last_eval:.4g}"})
             if writer is not None:
                 row = {
                     "step": step,
