@@ -70,9 +70,14 @@ def test_metrics_cross_entropy_and_label_accuracy():
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(4, 3, L, generator=gen, dtype=torch.float64)
     labels = torch.randint(L, (4, 3), generator=gen)
-    torch.testing.assert_close(cross_entropy(logits, labels), F.cross_entropy(logits.reshape(-1, L), labels.reshape(-1)))
+    torch.testing.assert_close(
+        cross_entropy(logits, labels), F.cross_entropy(logits.reshape(-1, L), labels.reshape(-1))
+    )
     assert cross_entropy(logits, labels, reduction="none").shape == (4, 3)
-    assert math.isclose(float(cross_entropy(torch.zeros(2, 1, L, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.long))), math.log(L))
+    assert math.isclose(
+        float(cross_entropy(torch.zeros(2, 1, L, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.long))),
+        math.log(L),
+    )
     right = (logits.argmax(-1) == labels).double().mean()
     torch.testing.assert_close(accuracy(logits, labels), right)
     logits[0, 0] = math.nan  # a NaN logit is never right
@@ -133,7 +138,9 @@ def _train(model, task, steps, *, lr=3e-3, batch=128, n_eval=512, seeds=()):
     cfg = ExperimentConfig(
         task=task,
         model=model,
-        train=TrainConfig(steps=steps, batch_size=batch, lr=lr, eval_every=steps, checkpoint_every=steps, progress=False),
+        train=TrainConfig(
+            steps=steps, batch_size=batch, lr=lr, eval_every=steps, checkpoint_every=steps, progress=False
+        ),
         eval=EvalConfig(n_prompts=n_eval),
         ensemble=EnsembleConfig(seeds=tuple(seeds)),
     )
@@ -177,16 +184,26 @@ def test_iid_few_classes_learn_in_weights(model):
 # ------------------------------------------------------------------------------------------------ the CLI
 
 CLI_TINY = [
-    "--task.name", "icl_classification",
-    "--task.d", "8",
-    "--task.n_points", "8",
-    "--task.n_classes", "32",
-    "--task.n_labels", "4",
-    "--train.steps", "4",
-    "--train.batch_size", "16",
-    "--train.eval_every", "2",
-    "--train.checkpoint_every", "2",
-    "--eval.n_prompts", "32",
+    "--task.name",
+    "icl_classification",
+    "--task.d",
+    "8",
+    "--task.n_points",
+    "8",
+    "--task.n_classes",
+    "32",
+    "--task.n_labels",
+    "4",
+    "--train.steps",
+    "4",
+    "--train.batch_size",
+    "16",
+    "--train.eval_every",
+    "2",
+    "--train.checkpoint_every",
+    "2",
+    "--eval.n_prompts",
+    "32",
 ]  # fmt: skip  (progress on: off a terminal it prints plain lines, with the eval_cross_entropy postfix)
 
 
@@ -212,3 +229,14 @@ def test_cli_refuses_a_model_that_cannot_take_labels(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model.name" in err and "gpt, attn_only" in err
     assert not out.exists()
+
+
+def test_cli_trains_an_ensemble_of_label_models(tmp_path):
+    out = tmp_path / "ens"
+    argv = ["train", *CLI_TINY, "--model.name", "gpt", "--model.width", "16", "--ensemble.seeds", "0", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    for column in ("eval_cross_entropy", "icl_accuracy", "iwl_accuracy", "train_cross_entropy"):
+        assert {f"{column}/member0", f"{column}/member1"} <= set(metrics), column
+    member = pd.read_parquet(out / "members" / "seed-1" / "metrics.parquet")
+    assert list(member["icl_accuracy"]) == list(metrics["icl_accuracy/member1"])

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from iclab.config import ModelConfig
+from iclab.models.attn_only import AttnOnly, AttnOnlyConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.features import FeatureLSA, FeatureLSAConfig
-from iclab.models.attn_only import AttnOnly, AttnOnlyConfig
 from iclab.models.gpt import GPT, GPTConfig
 from iclab.models.hooks import HookedModule, HookPoint
 from iclab.models.lla import LLAConfig, LocalLinearAttentionModel
