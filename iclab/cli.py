@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -167,10 +168,12 @@ def _cmd_train(args: list[str]) -> int:
     if dp is not None and dp.rank > 0:
         return 0
     draw_training_curve(run.path)
-    print(
-        f"trained {cfg.name}: held-out ½·MSE {result.final_eval_half_mse:.5g} after {result.steps} steps "
-        f"({result.wall_time_s:.1f} s); run: {run.path}"
-    )
+    if cfg.label_vocab is None:
+        held_out = f"held-out ½·MSE {result.final_eval_half_mse:.5g}"
+    else:  # class labels: the loss and what each accuracy measures
+        held_out = ", ".join(f"{k} {v:.4g}" for k, v in result.final_eval.items() if k.endswith("accuracy"))
+        held_out = f"held-out cross-entropy {result.final_eval.get('eval_cross_entropy', math.nan):.4g}, {held_out}"
+    print(f"trained {cfg.name}: {held_out} after {result.steps} steps ({result.wall_time_s:.1f} s); run: {run.path}")
     for e, step in result.diverged.items():
         print(f"member {cfg.member_label(e)} diverged at step {step} and was stopped; the others went on")
     return 0

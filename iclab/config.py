@@ -120,6 +120,12 @@ class TaskConfig:
         """k of vector targets y ∈ R^k (the model's output width); None for scalar targets."""
         return None
 
+    @property
+    def label_vocab(self) -> int | None:
+        """L of discrete label targets (y holds label indices < L; the model outputs L logits and trains with
+        cross-entropy); None for real targets."""
+        return None
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -130,6 +136,8 @@ class ModelConfig:
     """the family's registered name (the tag of the model union)"""
     vector_targets: ClassVar[bool] = False
     """the family has a k-wide output head for vector targets y ∈ R^k"""
+    label_targets: ClassVar[bool] = False
+    """the family reads label tokens and has an L-logit classification readout (tasks with `label_vocab`)"""
 
     layers: int = 1
     """number of layers K"""
@@ -402,10 +410,25 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
                 f"or model {', '.join(vector_models)} (no variance head)"
             )
 
+        if self.task.label_vocab is not None and not (self.model.label_targets and not self.model.variance_head):
+            from iclab.models import MODELS
+
+            label_models = [n for n in MODELS.names() if MODELS.config_class(n).label_targets]
+            what = " with a variance head" if self.model.label_targets else ""
+            raise ConfigError(
+                f"model.name: task {self.task.name!r} has class-label targets and model {self.model.name!r}{what} "
+                f"cannot read labels or output logits; choose one of: {', '.join(label_models)} (no variance head)"
+            )
+
     @property
     def target_dim(self) -> int | None:
         """k of the task's vector targets y ∈ R^k (the model's output head), None for scalar targets."""
         return self.task.target_dim
+
+    @property
+    def label_vocab(self) -> int | None:
+        """L of the task's class-label targets (the model's L logits), None for real targets."""
+        return self.task.label_vocab
 
     def member_label(self, e: int) -> str:
         """Ensemble member e's name: seed-<s>, then each per-member value (seed-0-lr-0.003-noise_var-0.25)."""

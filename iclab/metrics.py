@@ -1,4 +1,5 @@
-"""Metrics in one place: `half_mse`, `mse`, `nmse`, `error_rate`, `accuracy`, with one reduction rule.
+"""Metrics in one place: `half_mse`, `mse`, `nmse`, `error_rate`, `accuracy`, `cross_entropy`, with one reduction
+rule.
 
 Shapes: predictions and targets are [B, T] for scalar targets and [B, T, k] for vector targets y ∈ R^k (the
 output axis last), as `Prompts.y` and the learners' predictions are; any leading shape works for scalar targets.
@@ -12,7 +13,10 @@ Pointwise, for one prediction ŷ of one target y:
   ``nmse``           squared_error / d                     Garg's "normalised squared error", d the input dimension
   ``error_rate``     1[sign ŷ ≠ sign y] (sign 0 := +1) for ±1 labels; 1[argmax ŷ ≠ argmax y] for vector targets
                      (softmax regression: the most probable class); a NaN prediction (any NaN output) is an error
+                     ; for class labels (integer targets [B, T] against logits [B, T, L]): 1[argmax ŷ ≠ y]
   ``accuracy``       1 − error_rate
+  ``cross_entropy``  −log softmax(ŷ)_y for logits ŷ [B, T, L] and label indices y [B, T] (natural log: uniform
+                     logits score log L)
 
 The reduction rule: the squared error is SUMMED over the k outputs of a vector target, then AVERAGED over every
 other axis (prompts and queries), or over `dim` of the pointwise [B, T] errors when given. For scalar targets this is
@@ -34,7 +38,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Reduction", "accuracy", "error_rate", "half_mse", "misclassified", "mse", "nmse", "squared_error"]
+__all__ = [
+    "Reduction",
+    "accuracy",
+    "cross_entropy",
+    "error_rate",
+    "half_mse",
+    "misclassified",
+    "mse",
+    "nmse",
+    "squared_error",
+]
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -110,8 +124,11 @@ def misclassified(pred: Tensor, target: Tensor, *, vector: bool | None = None) -
     """Pointwise 1.0 where the predicted class is wrong (or the prediction is NaN), else 0.0: [B, T] (float64).
 
     Scalar ±1 labels: sign ŷ ≠ sign y, with sign 0 := +1. Vector targets [B, T, k]: argmax ŷ ≠ argmax y.
+    Class labels (integer target [B, T], logits pred [B, T, L]): argmax ŷ ≠ y.
     """
-    if _is_vector(target, vector):
+    if not target.is_floating_point():
+        wrong = (pred.argmax(-1) != target) | pred.isnan().any(-1)
+    elif _is_vector(target, vector):
         wrong = (pred.argmax(-1) != target.argmax(-1)) | pred.isnan().any(-1)
     else:
         wrong = ((pred >= 0) != (target >= 0)) | pred.isnan()
@@ -140,3 +157,21 @@ def accuracy(
 ) -> Tensor:
     """1 − error_rate: the fraction of right classes (a NaN prediction is never right)."""
     return _reduce(1.0 - misclassified(pred, target, vector=vector), reduction, dim)
+
+
+def cross_entropy(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    reduction: Reduction = "mean",
+    dim: int | tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """−log softmax(logits)[label] for logits [..., L] and integer labels [...] (natural log), reduced by the
+    module's rule over every axis but the logits' (`reduction` "none": the pointwise [...] losses). `dtype` casts
+    the logits first (float64 accumulation of a float32 evaluation)."""
+    if dtype is not None:
+        logits = logits.to(dtype)
+    # F.cross_entropy wants the classes on axis 1; flattening keeps any leading shape
+    flat = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
+    return _reduce(flat.reshape(labels.shape), reduction, dim)

@@ -91,6 +91,15 @@ def draw_training_curve(path: Path) -> Path:
         prompts = eval_prompts_for(config, torch.device("cpu"), torch.float64)
         name = f"GD, {m.layers} step{'s' * (m.layers > 1)}{' (tied)' * m.tied}"
         reference[name] = half_mse(GD(steps.etas), prompts)
+    if config.label_vocab is not None:  # class labels: held-out cross-entropy, uniform logits (log L) for scale
+        return plotting.plot_training_curve(
+            metrics["step"].to_numpy(),
+            metrics["eval_cross_entropy"].to_numpy(),
+            run.figure_path("training_curve.png"),
+            reference={"uniform logits (log L)": math.log(config.label_vocab)},
+            title=config.name,
+            ylabel="held-out cross-entropy",
+        )
     return plotting.plot_training_curve(
         metrics["step"].to_numpy(),
         metrics["eval_half_mse"].to_numpy(),

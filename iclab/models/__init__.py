@@ -9,6 +9,7 @@ its network):
   separate       separate x and (0, y) tokens: a softmax copy layer, then LSA (von Oswald's induction-head view)
   lla            local linear attention
   ssm            an attention-free gated linear recurrence with a selective scan (Mamba-style)
+  attn_only      Reddy's attention-only causal transformer with an MLP classifier (class labels, or real targets)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from iclab.config import ModelConfig
+from iclab.models.attn_only import AttnOnly, AttnOnlyConfig
 from iclab.models.base import ICLModel, seeded_generator
 from iclab.models.features import FeatureLSA, FeatureLSAConfig
 from iclab.models.gpt import GPT, GPTConfig
@@ -41,6 +43,7 @@ MODELS.register(FeatureLSAConfig, FeatureLSA)
 MODELS.register(SeparateConfig, SeparateTokenModel)
 MODELS.register(LLAConfig, LocalLinearAttentionModel)
 MODELS.register(SSMConfig, SelectiveSSM)
+MODELS.register(AttnOnlyConfig, AttnOnly)
 
 
 def model_class(name: str) -> type[ICLModel]:
@@ -49,13 +52,27 @@ def model_class(name: str) -> type[ICLModel]:
 
 
 def make_model(
-    config: ModelConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None
+    config: ModelConfig,
+    d: int,
+    *,
+    k: int | None = None,
+    n_labels: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> ICLModel:
     """The model named by config.name for inputs of dimension d (and vector targets y ∈ R^k: gpt only, see
-    ExperimentConfig.target_dim), initialised from `generator`; with config.variance_head, wrapped in a
+    ExperimentConfig.target_dim; or class labels < n_labels: the families that declare `label_targets`, see
+    ExperimentConfig.label_vocab), initialised from `generator`; with config.variance_head, wrapped in a
     `MeanVarianceModel` (iclab.models.variance) whose head is drawn after it."""
     generator = seeded_generator(generator)  # one stream: the variance head is drawn after the model, not beside it
     cls: Any = model_class(config.name)
+    if n_labels is not None:
+        if not config.label_targets or config.variance_head or k is not None:
+            labels = [n for n in MODELS.names() if MODELS.config_class(n).label_targets]
+            raise ConfigError(
+                f"model.name: class labels (L = {n_labels}) need model {', '.join(labels)} without a variance "
+                f"head, got {config.name!r}"
+            )
+        return cls(config, d, n_labels=n_labels, generator=generator)
     if k is None:
         model = cls(config, d, generator=generator)
     elif config.vector_targets and not config.variance_head:

@@ -6,8 +6,16 @@ A model answers, like every algorithm (iclab.algorithms.base):
 and for the trainer:
     training_loss(prompts) -> scalar tensor                   (default: ½·MSE at the queries, von Oswald's loss;
                                                                causal models with predict_prefixes: ½·MSE over
-                                                               every prefix, Garg's loss)
-    loss_name                                                 ("half_mse", "half_mse_all_prefixes", "nll")
+                                                               every prefix, Garg's loss; class labels:
+                                                               cross-entropy at the queries)
+    loss_name                                                 ("half_mse", "half_mse_all_prefixes", "nll",
+                                                               "cross_entropy")
+
+Class labels (docs/families.md "Class-label targets"): a family whose config declares `label_targets` can be built
+with `n_labels = L` (`make_model(..., n_labels=L)`); such a model takes y as label indices [B, n] (long) and its
+`predict` / `predict_prompts` return logits [B, m, L] (not labels: the loss needs them, and argmax gives the label;
+the reference learners of iclab.algorithms.icl_classification return indices [B, m], and
+`iclab.metrics.accuracy` scores both alike). `n_labels` is None for a model of real targets.
 The trainer never branches on the kind of model: it calls `training_loss`, and evaluates `predict_prompts`.
 
 Fast and naive paths: one switch, `impl: Literal["fast", "naive"]`. Every block with two implementations of the
@@ -44,7 +52,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from iclab.metrics import half_mse
+from iclab.metrics import cross_entropy, half_mse
 from iclab.models.hooks import HookedModule
 from iclab.shapes import Float, shape_checked
 from iclab.tasks.base import Prompts
@@ -119,6 +127,8 @@ class ICLModel(HookedModule):
     """the family writes out `members_training_loss` (iclab.training.ensemble uses it instead of vmap)"""
     members: int = 1
     """E > 1: E independent members stacked on every parameter's leading dimension (iclab.training.trainer)"""
+    n_labels: int | None = None
+    """L: the model reads label indices and predicts L logits per query (None: real targets)"""
     config: ModelConfig  # set by every family's constructor (its own ModelConfig subclass)
     d: int  # input dimension, set by every family's constructor
     layout: Layout  # how prompts become tokens (a class attribute, or set by the constructor)
@@ -131,6 +141,8 @@ class ICLModel(HookedModule):
     @property
     def loss_name(self) -> str:
         """What `training_loss` measures (the trainer logs it as train_<loss_name>)."""
+        if self.n_labels is not None:
+            return "cross_entropy"
         return "half_mse_all_prefixes" if self.predicts_prefixes else "half_mse"
 
     @property
@@ -169,7 +181,11 @@ class ICLModel(HookedModule):
     def training_loss(self, prompts: Prompts) -> Float[Tensor, ""]:
         """Scalar loss of one training batch: ½·mean squared error at the queries, or, for models that predict
         every prefix in one causal pass (`predict_prefixes`), over the prediction of every point of the prompt
-        (iclab.metrics.half_mse: summed over the outputs of vector targets, averaged over prompts and queries)."""
+        (iclab.metrics.half_mse: summed over the outputs of vector targets, averaged over prompts and queries).
+        Class labels (`n_labels` L): cross-entropy of the query logits [B, m, L] against y_q [B, m], averaged over
+        prompts and queries (Reddy's loss: the query only, not every prefix)."""
+        if self.n_labels is not None:
+            return cross_entropy(self.predict_prompts(prompts), prompts.y_q)
         if self.predicts_prefixes:
             return half_mse(self.predict_prefixes(prompts.x, prompts.y), prompts.y)
         return half_mse(self.predict_prompts(prompts), prompts.y_q)

@@ -19,6 +19,12 @@ edited. Tests check that both agree.
 Initialisation follows Garg et al.'s code (HuggingFace GPT-2 inside nn.Linear read-in/read-out): GPT-2 weights
 N(0, 0.02²), residual projections (W_O, W_out) N(0, (0.02/√(2·layers))²), biases 0, LayerNorms (1, 0); read-in and
 read-out as nn.Linear's default U(±1/√fan_in) for weight and bias. GELU is GPT-2's tanh approximation. No dropout.
+
+Class labels (tasks with `label_vocab` L, e.g. icl_classification; docs/families.md "Class-label targets"): built
+with `n_labels = L`, the model reads item tokens linearly as before (x W_E + b_E), reads label ℓ as row ℓ of a
+learned table W_label [L, d_model] (the one-hot read-in e_ℓ W_label, initialised as an nn.Linear(L, d_model)
+weight), and its read-out W_U [d_model, L] gives L logits at each item token: `predict` → [B, m, L],
+`predict_prefixes` → [B, T, L], trained with cross-entropy at the queries (`ICLModel.training_loss`).
 """
 
 from __future__ import annotations
@@ -34,11 +40,11 @@ from torch import Tensor, nn
 from iclab.config import ConfigError, ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.shapes import Float, shape_checked
+from iclab.shapes import Float, Int, shape_checked
 from iclab.tokens import InterleavedLayout, causal_mask
 from iclab.validation import check_int, fail
 
-__all__ = ["GPT", "MLP", "Attention", "Block", "GPTConfig"]
+__all__ = ["GPT", "MLP", "Attention", "Block", "GPTConfig", "label_table"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class GPTConfig(ModelConfig):
 
     name: ClassVar[str] = "gpt"
     vector_targets: ClassVar[bool] = True
+    label_targets: ClassVar[bool] = True
 
     width: int = 256
     """residual-stream width d_model (a multiple of heads)"""
@@ -74,6 +81,14 @@ def _normal(shape: tuple[int, ...], std: float, generator: torch.Generator | Non
 
 def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | None) -> nn.Parameter:
     return nn.Parameter((torch.rand(shape, generator=generator) * 2 - 1) * bound)
+
+
+def label_table(n_labels: int, width: int, generator: torch.Generator | None) -> nn.Parameter:
+    """[L, d_model] learned label embeddings: row ℓ is the read-in of label ℓ, the weight of a bias-free
+    nn.Linear(L, d_model) applied to the one-hot e_ℓ (and initialised as one, U(±1/√L)). A table rather than a
+    one-hot read-in: the same function without L-wide tokens; learned rather than Reddy's fixed random vectors:
+    labels are symbols, and the model may place them where it reads them best."""
+    return _uniform((n_labels, width), 1 / math.sqrt(n_labels), generator)
 
 
 class Attention(AttentionWeights, HookedModule):
@@ -198,24 +213,34 @@ class GPT(ICLModel):
     config: GPTConfig
     layout: InterleavedLayout
 
-    def __init__(self, config: GPTConfig, d: int, *, k: int | None = None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        config: GPTConfig,
+        d: int,
+        *,
+        k: int | None = None,
+        n_labels: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.layout = InterleavedLayout(k)  # k: vector targets y ∈ R^k, one output per coordinate (None: scalar)
         if config.width % config.heads:
             raise ValueError(f"model.width: must be a multiple of model.heads ({config.heads}), got {config.width}")
-        self.config, self.d = config, d
+        self.config, self.d, self.n_labels = config, d, n_labels
         width, tok = config.width, self.layout.width(d)
         out_std = GPT2_STD / math.sqrt(2 * config.layers)  # GPT-2's scaled init of residual projections
         self.W_E = _uniform((tok, width), 1 / math.sqrt(tok), generator)  # read-in, nn.Linear default init
         self.b_E = _uniform((width,), 1 / math.sqrt(tok), generator)
+        if n_labels is not None:  # drawn here, so a label model's other weights are not those of a regression one
+            self.W_label = label_table(n_labels, width, generator)
         self.W_pos = _normal((2 * config.max_points, width), GPT2_STD, generator)
         hidden = config.mlp_ratio * width
         self.blocks = nn.ModuleList(
             Block(width, config.heads, hidden, out_std, generator) for _ in range(config.layers)
         )
         self.ln_final = nn.LayerNorm(width)
-        k_out = self.layout.out_dim
+        k_out = self.layout.out_dim if n_labels is None else n_labels  # L logits for class labels
         self.W_U = _uniform((width, k_out), 1 / math.sqrt(width), generator)  # read-out, nn.Linear default init
         self.b_U = _uniform((k_out,), 1 / math.sqrt(width), generator)
         self.hook_embed = HookPoint()  # [B, L, d_model] read-in of the tokens
@@ -231,43 +256,77 @@ class GPT(ICLModel):
 
         mask [L, L] bool (True: may attend; default causal); positions [L] long (default 0 … L − 1).
         """
-        L = tokens.shape[1]
+        return self.run(tokens @ self.W_E + self.b_E, mask=mask, positions=positions)
+
+    def run(self, embedded: Tensor, *, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        """embedded [B, L, d_model] read-in tokens (`forward`'s, or `embed_labels`') → outputs [B, L, k_out]
+        (k_out = L logits for class labels); mask and positions as in `forward`."""
+        L = embedded.shape[1]
         if self.W_pos.shape[0] < L:
             raise ConfigError(  # the prompt is longer than the run's config allows: the user's to fix
-                f"GPT: {L} tokens exceed the {self.W_pos.shape[0]} learned positions (model.max_points = "
-                f"{self.config.max_points} points); raise model.max_points"
+                f"{type(self).__name__}: {L} tokens exceed the {self.W_pos.shape[0]} learned positions "
+                f"(model.max_points = {self.config.max_points} points); raise model.max_points"
             )
         pos = self.W_pos[:L] if positions is None else self.W_pos[positions]  # [L, d_model]
-        resid = self.hook_embed(tokens @ self.W_E + self.b_E) + self.hook_pos_embed(pos)  # [B, L, d_model]
+        resid = self.hook_embed(embedded) + self.hook_pos_embed(pos)  # [B, L, d_model]
         for block in self.blocks:
             resid = block(resid, mask)
-        return self.ln_final(resid) @ self.W_U + self.b_U  # [B, L, k_out]
+        return self.unembed(resid)
+
+    def unembed(self, resid: Tensor) -> Tensor:
+        """Final residual stream [B, L, d_model] → outputs [B, L, k_out]: LN_f, then the read-out W_U."""
+        return self.ln_final(resid) @ self.W_U + self.b_U
+
+    def embed_labels(self, x: Tensor, y: Tensor) -> Tensor:
+        """Items x [B, T, d] and label indices y [B, T] → read-in tokens [B, 2T, d_model] of the interleaved
+        stream x_1, ℓ_1, x_2, ℓ_2, …: x_t W_E + b_E, and row ℓ_t of W_label."""
+        if self.n_labels is None:
+            raise ValueError(f"model {self.name!r} was built for real targets (n_labels None), not class labels")
+        (B, T, _), width = x.shape, self.W_E.shape[1]
+        x_tok = x @ self.W_E + self.b_E  # [B, T, d_model]
+        y_tok = self.W_label[y]  # [B, T, d_model]
+        return torch.stack([x_tok, y_tok], dim=2).reshape(B, 2 * T, width)  # [B, T, 2, d_model] → [B, 2T, d_model]
 
     @shape_checked
     def predict_prefixes(
-        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"]
+        self, x: Float[Tensor, "batch T d"], y: Float[Tensor, "batch T *k"] | Int[Tensor, "batch T"]
     ) -> Float[Tensor, "batch T *k"]:
-        """x [B, T, d], y [B, T] → [B, T] in one causal pass: prediction t (at x_t's token) sees points < t."""
+        """x [B, T, d], y [B, T] → [B, T] in one causal pass: prediction t (at x_t's token) sees points < t.
+        Class labels (y [B, T] long): logits [B, T, L]."""
+        if self.n_labels is not None:
+            return self.run(self.embed_labels(x, y))[:, ::2]  # the x tokens' logits, [B, T, L]
         return self.layout.readout(self(self.layout.encode_stream(x, y)), 0)
 
     @shape_checked
     def predict(
         self,
         x_ctx: Float[Tensor, "batch n_ctx d"],
-        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"] | Int[Tensor, "batch n_ctx"],
         x_q: Float[Tensor, "batch n_q d"],
     ) -> Float[Tensor, "batch n_q *k"]:
         """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → [B, m]; each query is answered as if it were point n + 1.
+        Class labels (y_ctx [B, n] long, a model built with n_labels = L): logits [B, m, L].
 
         One pass over 2(n + m) tokens: the layout's query mask hides the queries from each other, and every query
         pair takes the positions of point n + 1 (2n, 2n + 1), so query j's prediction equals
         predict_prefixes([x_ctx, x_q[:, j]], …)[:, n] — the same question, with the positions seen in training.
         """
         n, m = x_ctx.shape[1], x_q.shape[1]
-        tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)  # [B, 2(n+m), D], query y tokens 0
+        if self.n_labels is not None:  # query label tokens hold label 0: no readout position ever sees them
+            y = torch.cat([y_ctx, y_ctx.new_zeros(x_q.shape[:2])], dim=1)  # [B, n+m]
+            embedded = self.embed_labels(torch.cat([x_ctx, x_q], dim=1), y)  # [B, 2(n+m), d_model]
+        else:
+            embedded = self.layout.encode_parts(x_ctx, y_ctx, x_q) @ self.W_E + self.b_E  # query y tokens 0
         if m == 1:  # the plain causal pass already is this
-            return self.layout.readout(self(tokens), n)
+            return self._read(self.run(embedded), n)
         pos = torch.arange(2 * (n + m), device=x_ctx.device)  # [2(n+m)]
         positions = torch.where(pos < 2 * n, pos, 2 * n + pos % 2)
         mask = self.layout.mask(n + m, n, device=x_ctx.device)  # [2(n+m), 2(n+m)]
-        return self.layout.readout(self(tokens, mask=mask, positions=positions), n)
+        return self._read(self.run(embedded, mask=mask, positions=positions), n)
+
+    def _read(self, outputs: Tensor, n_ctx: int) -> Tensor:
+        """outputs [B, 2T, k_out] → the predictions at the x tokens of points n_ctx …: [B, T − n_ctx] (or [..., k],
+        or logits [..., L])."""
+        if self.n_labels is not None:
+            return outputs[:, 2 * n_ctx :: 2]
+        return self.layout.readout(outputs, n_ctx)

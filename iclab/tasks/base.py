@@ -190,6 +190,14 @@ class Task(Generic[C]):
         y = self.add_noise(f, generator=generator)
         return Prompts(x=x, y=y, n_ctx=n, w=params.get("w"), f=f, params=params)
 
+    def eval_sets(self, n: int, *, generator: torch.Generator) -> dict[str, Prompts]:
+        """The held-out sets a run of this family is evaluated on, n prompts each, drawn one after another from
+        `generator` on its device in float64 (the trainer draws them once from eval.seed on the CPU): "eval", the
+        training distribution's (`sample`), first; a family whose evaluation separates strategies adds its splits
+        (icl_classification: icl, icl_permuted, iwl). The trainer scores each set by its targets and logs
+        `<set>_<metric>` (iclab.training.trainer.member_metrics)."""
+        return {"eval": self.sample(n, generator=generator, dtype=torch.float64)}
+
     def targets(self, x: Tensor, prompts: Prompts) -> Tensor:
         """Noiseless targets of the prompts' own functions at new inputs x [B, T, d] → [B, T] (or [B, T, k])."""
         if prompts.params is None:

@@ -121,6 +121,11 @@ class ICLClassificationConfig(TaskConfig):
             fail("task.pool_size", "0 (the K classes are this family's pool)", self.pool_size)
 
     @property
+    def label_vocab(self) -> int:
+        """L: targets are label indices < L (models output L logits; iclab.config.TaskConfig.label_vocab)."""
+        return self.n_labels
+
+    @property
     def n_context_classes(self) -> int:
         """N/B: classes in the context of a bursty prompt."""
         return self.n_points // self.burstiness
@@ -333,6 +338,18 @@ class ICLClassificationTask(Task[ICLClassificationConfig]):
         if name not in SPLITS:
             raise ValueError(f"split: unknown {name!r}; choose one of: {', '.join(SPLITS)}")
         return getattr(self, name)(batch, generator=generator, **kw)
+
+    def eval_sets(self, n: int, *, generator: torch.Generator) -> dict[str, Prompts]:
+        """The held-out sets (`Task.eval_sets`): "eval" (the training distribution), "icl" (`icl_novel`),
+        "icl_permuted" and "iwl", n prompts each in float64; the trainer logs eval_cross_entropy, eval_accuracy,
+        icl_accuracy, icl_permuted_accuracy, iwl_accuracy (and each set's cross-entropy)."""
+        f64 = torch.float64
+        return {
+            "eval": self.sample(n, generator=generator, dtype=f64),
+            "icl": self.icl_novel(n, generator=generator, dtype=f64),
+            "icl_permuted": self.icl_permuted(n, generator=generator, dtype=f64),
+            "iwl": self.iwl(n, generator=generator, dtype=f64),
+        }
 
     def targets(self, x: Tensor, prompts) -> Tensor:
         raise ValueError(f"targets: {self.config.name} labels belong to classes, not to inputs; draw a split instead")

@@ -66,9 +66,13 @@ class Ensemble(ICLModel):
     _call: _Call  # the skeleton the members' weights are plugged into (not a submodule: not trained)
     _skeleton: ICLModel  # a model of the family, copied by `member`
 
-    def __init__(self, config: ModelConfig, d: int, seeds: Sequence[int], *, k: int | None = None):
+    def __init__(
+        self, config: ModelConfig, d: int, seeds: Sequence[int], *, k: int | None = None, n_labels: int | None = None
+    ):
         super().__init__()
-        models = [make_model(config, d, k=k, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        models = [
+            make_model(config, d, k=k, n_labels=n_labels, generator=torch.Generator().manual_seed(s)) for s in seeds
+        ]
         params, buffers = stack_module_state(models)
         self.names = list(params)
         self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone()) for n in self.names)
@@ -79,6 +83,7 @@ class Ensemble(ICLModel):
         object.__setattr__(self, "_skeleton", models[0])
         self.config, self.d, self.members, self.seeds = config, d, len(seeds), tuple(seeds)
         self.layout = models[0].layout
+        self.n_labels = n_labels
         self.loss_name_ = models[0].loss_name
 
     @property

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
 from iclab.errors import CheckpointError
-from iclab.metrics import half_mse
+from iclab.metrics import accuracy, cross_entropy, half_mse
 from iclab.models import ICLModel, make_model
 from iclab.progress import step_progress
 from iclab.runs import (
@@ -45,9 +45,11 @@ __all__ = [
     "TrainingDiverged",
     "clip_grad_norm_per_member",
     "curriculum_for",
+    "eval_sets_for",
     "evaluate_half_mse",
     "load_model",
     "member_half_mse",
+    "member_metrics",
     "resolve_device",
     "stack_batches",
     "train",
@@ -66,11 +68,15 @@ class TrainResult:
     model: ICLModel
     run: RunDir | None
     final_eval_half_mse: float
+    """the last held-out ½·MSE (NaN for class-label tasks, whose loss is cross-entropy: see final_eval)"""
     steps: int
     wall_time_s: float
     eval_prompts: Prompts
     diverged: dict[int, int] = field(default_factory=dict)
     """ensemble members whose loss became non-finite: member index → step (they were stopped, the others went on)"""
+    final_eval: dict[str, float] = field(default_factory=dict)
+    """the last evaluation's columns, means over the living members (eval_half_mse; or eval_cross_entropy,
+    eval_accuracy, icl_accuracy, iwl_accuracy, … for class labels)"""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,9 +89,16 @@ def resolve_device(name: str) -> torch.device:
 
 def eval_prompts_for(config: ExperimentConfig, device: torch.device, dtype: torch.dtype) -> Prompts:
     """The fixed held-out set: drawn from eval.seed on the CPU (identical on every device), then moved."""
+    return eval_sets_for(config, device, dtype)["eval"]
+
+
+def eval_sets_for(config: ExperimentConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Prompts]:
+    """Every held-out set the task declares (`Task.eval_sets`; "eval" first, the training distribution's):
+    drawn from eval.seed on the CPU in float64 (identical on every device), then moved."""
     task = make_task(config.task)
     gen = torch.Generator().manual_seed(config.eval.seed)
-    return task.sample(config.eval.n_prompts, generator=gen, dtype=torch.float64).to(device, dtype)
+    sets = task.eval_sets(config.eval.n_prompts, generator=gen)
+    return {name: p.to(device, dtype) for name, p in sets.items()}
 
 
 @torch.no_grad()
@@ -111,6 +124,26 @@ def member_half_mse(model: ICLModel, prompts: Prompts, chunk: int = 8192) -> Ten
         pointwise = half_mse(pred, part.y_q.expand_as(pred), reduction="none", dtype=torch.float64)  # [E, B, m]
         total += pointwise.reshape(members, -1).sum(1).cpu()
     return total / (len(prompts) * prompts.y_q.shape[1])
+
+
+@torch.no_grad()
+def member_metrics(model: ICLModel, prompts: Prompts, chunk: int = 8192) -> dict[str, Tensor]:
+    """{metric: [members] float64 on the CPU} of each member on held-out prompts, by what their targets are: real
+    targets → {"half_mse"} (`member_half_mse`); class labels (y long) → {"cross_entropy", "accuracy"} of the
+    query logits [(E,) B, m, L] against y_q (iclab.metrics), accumulated over chunks in float64."""
+    if not prompts.discrete_y:
+        return {"half_mse": member_half_mse(model, prompts, chunk)}
+    members = model.members
+    ce = torch.zeros(members, dtype=torch.float64)
+    right = torch.zeros(members, dtype=torch.float64)
+    for start in range(0, len(prompts), chunk):
+        part = prompts[start : start + chunk]
+        logits = model.predict_prompts(part).reshape(members, *part.y_q.shape, -1)  # [E, B, m, L]
+        target = part.y_q.expand(members, *part.y_q.shape)  # [E, B, m]
+        ce += cross_entropy(logits, target, reduction="none", dtype=torch.float64).reshape(members, -1).sum(1).cpu()
+        right += accuracy(logits, target, reduction="none").reshape(members, -1).sum(1).cpu()
+    count = len(prompts) * prompts.y_q.shape[1]
+    return {"cross_entropy": ce / count, "accuracy": right / count}
 
 
 def clip_grad_norm_per_member(params: list[nn.Parameter], max_norm: float, members: int) -> None:
@@ -211,7 +244,7 @@ def train(
             print(f"resume: {writer.path} has no checkpoint; training from step 0", file=sys.stderr)
         writer.truncate_metrics(after_step=-1)
         _save(writer, 0, model, opt, gens, dead_at)
-        writer.log_metrics([{"step": 0, **_eval_columns(eval_sets.losses(model))}])
+        writer.log_metrics([{"step": 0, **_eval_columns(eval_sets.evaluate(model)[1])}])
 
     began = time.perf_counter()
     running = torch.zeros(members, device=device, dtype=torch.float64)
@@ -221,6 +254,7 @@ def train(
     # plain lines when not on a terminal; in a data-parallel run, rank 0 speaks for all
     bar = step_progress(t.steps, start, config.name, enabled=t.progress and (dp is None or dp.rank == 0))
     last_eval = math.nan
+    last_columns: dict[str, float] = {}
     for step in range(start + 1, t.steps + 1):
         # the curriculum is a function of the step alone, so a resumed run continues the same schedule
         d_active, n_points = (None, None) if curriculum is None else curriculum.at(step - 1)
@@ -253,8 +287,9 @@ def train(
         if step % t.eval_every == 0 or step == t.steps:
             train_losses = running / since_eval  # [members]
             train_losses = (train_losses if dp is None else dp.mean(train_losses)).cpu()  # the global batch's
-            eval_losses = eval_sets.losses(model)  # [members], each on its own task's held-out set
-            # a finite blow-up: BLOWUP times worse than predicting 0 on the held-out set
+            # [members], each on its own task's held-out set; and every column of every evaluation set ([members])
+            eval_losses, eval_columns = eval_sets.evaluate(model)
+            # a finite blow-up: BLOWUP times worse than predicting 0 (class labels: uniform logits) on the held-out set
             blown = eval_losses > eval_sets.blowup
             if (
                 members > 1
@@ -266,7 +301,9 @@ def train(
                     raise TrainingDiverged(f"train: every member's loss became non-finite (steps {dead_at.tolist()})")
                 train_losses = torch.where(alive, train_losses, math.nan)
                 eval_losses = torch.where(alive, eval_losses, math.nan)
+                eval_columns = {k: torch.where(alive, v, math.nan) for k, v in eval_columns.items()}
             train_loss, last_eval = float(train_losses.nanmean()), float(eval_losses.nanmean())
+            last_columns = {k: float(v.nanmean()) for k, v in eval_columns.items()}
             if not (math.isfinite(train_loss) and math.isfinite(last_eval)):
                 good = run.latest_checkpoint() if run is not None else None
                 bad = int(first_bad.item())
@@ -278,23 +315,24 @@ def train(
             if members == 1 and bool(blown.any()):
                 good = run.latest_checkpoint() if run is not None else None
                 raise TrainingDiverged(
-                    f"train: held-out ½·MSE {last_eval:.3g} after step {step} is more than {BLOWUP:.0e} times that "
-                    f"of predicting 0 ({float(eval_sets.blowup[0]) / BLOWUP:.3g}): a finite blow-up; "
+                    f"train: held-out {eval_sets.metric_text} {last_eval:.3g} after step {step} is more than "
+                    f"{BLOWUP:.0e} times that of {eval_sets.baseline_text} "
+                    f"({float(eval_sets.blowup[0]) / BLOWUP:.3g}): a finite blow-up; "
                     f"last good checkpoint: {good if good is not None else 'none'}"
                 )
             running.zero_()
             since_eval = 0
             bar.update(step - bar.n)
-            bar.set_postfix(eval_half_mse=f"{last_eval:.4g}")
+            bar.set_postfix(**{f"eval_{eval_sets.metric}": f"{last_eval:.4g}"})
             if writer is not None:
                 row = {
                     "step": step,
                     f"train_{model.loss_name}": train_loss,
-                    "eval_half_mse": last_eval,
+                    f"eval_{eval_sets.metric}": last_eval,
                     "lr": lr_used,
                     "wall_time_s": time.perf_counter() - began,
                 }
-                row.update(_eval_columns(eval_losses))
+                row.update(_eval_columns(eval_columns))
                 if members > 1:  # each member's own losses beside their means, and where it diverged (-1: never)
                     row.update({f"train_{model.loss_name}/member{e}": float(v) for e, v in enumerate(train_losses)})
                     row.update({f"diverged_at/member{e}": float(v) for e, v in enumerate(dead_at.tolist())})
@@ -305,8 +343,10 @@ def train(
             break
     bar.close()
     if start >= t.steps:  # resumed at its end: the same measure as the last evaluation (the living members' mean)
-        final = eval_sets.losses(model)
-        last_eval = float(torch.where((dead_at < 0).cpu(), final, math.nan).nanmean())
+        final, final_columns = eval_sets.evaluate(model)
+        living = (dead_at < 0).cpu()
+        last_eval = float(torch.where(living, final, math.nan).nanmean())
+        last_columns = {k: float(torch.where(living, v, math.nan).nanmean()) for k, v in final_columns.items()}
     diverged = {e: s for e, s in enumerate(dead_at.tolist()) if s >= 0} if members > 1 else {}
     if dp is not None:
         dp.barrier()  # the others leave once rank 0 has written the last checkpoint
@@ -314,37 +354,70 @@ def train(
         from iclab.training.ensemble import Ensemble, export_members
 
         export_members(writer, config, cast(Ensemble, model), diverged)
-    return TrainResult(model, run, last_eval, t.steps, time.perf_counter() - began, eval_set, diverged)
+    half = last_eval if eval_sets.metric == "half_mse" else math.nan
+    wall = time.perf_counter() - began
+    return TrainResult(model, run, half, t.steps, wall, eval_set, diverged, last_columns)
 
 
 BLOWUP = 1e8  # a held-out loss this many times that of predicting 0 is a divergence, finite or not
 
 
 class _EvalSets:
-    """The held-out sets of an ensemble's members: one per distinct task config (members that differ in
-    task.noise_var or task.pool_size are each evaluated on their own task, as their single runs are)."""
+    """The held-out sets of an ensemble's members: one group per distinct task config (members that differ in
+    task.noise_var or task.pool_size are each evaluated on their own task, as their single runs are).
+
+    A group is the task's `eval_sets` (`Task.eval_sets`): "eval", the held-out prompts of the training
+    distribution, and whatever further splits the family declares (icl_classification: icl, icl_permuted, iwl).
+    Each set is scored by what its targets are (`member_metrics`): real targets by ½·MSE, class labels by
+    cross-entropy and accuracy; the column of set s and metric q is `s_q` (eval_half_mse, eval_cross_entropy,
+    icl_accuracy, iwl_accuracy, …). The run's held-out loss, the one blow-ups and divergence are judged by, is the
+    "eval" set's first metric: `metric` (half_mse or cross_entropy)."""
 
     def __init__(self, singles: list[ExperimentConfig], device: torch.device, dtype: torch.dtype):
-        self.sets: list[Prompts] = []
+        self.sets: list[dict[str, Prompts]] = []
         self.which: list[int] = []  # member → index into sets
         index: dict[str, int] = {}
         for c in singles:
             key = json.dumps(config_to_dict(c.task), sort_keys=True)
             if key not in index:
                 index[key] = len(self.sets)
-                self.sets.append(eval_prompts_for(c, device, dtype))
+                self.sets.append(eval_sets_for(c, device, dtype))
             self.which.append(index[key])
-        self.first = self.sets[0]
-        # [E] the blow-up level of each member: BLOWUP times the ½·MSE of predicting 0 on its held-out set
-        zero = [half_mse(torch.zeros_like(p.y_q), p.y_q, dtype=torch.float64).cpu().clamp_min(1e-30) for p in self.sets]
-        self.blowup = BLOWUP * torch.stack([zero[j] for j in self.which])
+        self.first = self.sets[0]["eval"]
+        labels = singles[0].label_vocab
+        self.metric = "half_mse" if labels is None else "cross_entropy"
+        self.metric_text = "½·MSE" if labels is None else "cross-entropy"
+        self.baseline_text = "predicting 0" if labels is None else "uniform logits"
+        if labels is None:
+            # [E] the blow-up level of each member: BLOWUP times the ½·MSE of predicting 0 on its held-out set
+            zero = [
+                half_mse(torch.zeros_like(p["eval"].y_q), p["eval"].y_q, dtype=torch.float64).cpu().clamp_min(1e-30)
+                for p in self.sets
+            ]
+            self.blowup = BLOWUP * torch.stack([zero[j] for j in self.which])
+        else:  # uniform logits score log L on every prompt
+            self.blowup = torch.full((len(singles),), BLOWUP * math.log(labels), dtype=torch.float64)
 
     def losses(self, model: ICLModel) -> Tensor:
-        """[E] held-out ½·MSE of each member on its own set."""
+        """[E] held-out loss (`metric`) of each member on its own "eval" set."""
+        return self.evaluate(model, only_loss=True)[0]
+
+    def evaluate(self, model: ICLModel, only_loss: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """([E] held-out loss of each member, {column: [E] value of each member}) over every set of its group."""
+        per_group = []
+        for group in self.sets:
+            columns: dict[str, Tensor] = {}
+            for name, prompts in group.items():
+                if only_loss and name != "eval":
+                    continue
+                for metric, values in member_metrics(model, prompts).items():
+                    columns[f"{name}_{metric}"] = values
+            per_group.append(columns)
         if len(self.sets) == 1:
-            return member_half_mse(model, self.first)
-        per_set = [member_half_mse(model, s) for s in self.sets]  # each [E]
-        return torch.stack([per_set[j][e] for e, j in enumerate(self.which)])
+            merged = per_group[0]
+        else:
+            merged = {k: torch.stack([per_group[j][k][e] for e, j in enumerate(self.which)]) for k in per_group[0]}
+        return merged[f"eval_{self.metric}"], merged
 
 
 class _PerMemberSteps:
@@ -380,11 +453,14 @@ class _PerMemberSteps:
             p.copy_(old + lr * (p - old) - decay * old)
 
 
-def _eval_columns(losses: Tensor) -> dict[str, float]:
-    """The metric columns of held-out losses [members]: their mean, and each member's when there are several."""
-    columns = {"eval_half_mse": float(losses.nanmean())}  # NaN: a stopped member
-    if len(losses) > 1:
-        columns.update({f"eval_half_mse/member{e}": float(v) for e, v in enumerate(losses)})
+def _eval_columns(values: dict[str, Tensor]) -> dict[str, float]:
+    """The metric columns of held-out values {column: [members]}: their means, and each member's when there are
+    several."""
+    columns = {}
+    for name, v in values.items():
+        columns[name] = float(v.nanmean())  # NaN: a stopped member
+        if len(v) > 1:
+            columns.update({f"{name}/member{e}": float(x) for e, x in enumerate(v)})
     return columns
 
 
@@ -409,7 +485,8 @@ def check_sizes(config: ExperimentConfig) -> None:
             )
     with torch.device("meta"):
         try:  # one member's model, counted once per member
-            n = sum(p.numel() for p in make_model(config.model, t.d, k=config.target_dim).parameters()) * members
+            one = make_model(config.model, t.d, k=config.target_dim, n_labels=config.label_vocab)
+            n = sum(p.numel() for p in one.parameters()) * members
         except (RuntimeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"model: cannot build a {config.model.name!r} of these sizes ({exc})") from None
     if n > MAX_ELEMENTS:
@@ -425,8 +502,14 @@ def build_model(config: ExperimentConfig) -> ICLModel:
     if config.ensemble.seeds:
         from iclab.training.ensemble import Ensemble
 
-        return Ensemble(config.model, config.task.d, config.ensemble.seeds, k=k)
-    return make_model(config.model, config.task.d, k=k, generator=torch.Generator().manual_seed(config.train.seed))
+        return Ensemble(config.model, config.task.d, config.ensemble.seeds, k=k, n_labels=config.label_vocab)
+    return make_model(
+        config.model,
+        config.task.d,
+        k=k,
+        n_labels=config.label_vocab,
+        generator=torch.Generator().manual_seed(config.train.seed),
+    )
 
 
 def stack_batches(batches: list[Prompts]) -> Prompts:
