@@ -147,11 +147,16 @@ def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "
         if first == 1:
             t1, pgd1 = tr["1"], refs["1"]["half_mse"][PGD]
             tol = 3 * t1["gap_to_pgd_se"] + SLACK * pgd1
+            # every seed too, within its prompts' Monte Carlo error: a seed left at a saddle widens the seed SE
+            # enough to hide itself in the seed-mean test
+            seed_tol = 3 * t1["half_mse_prompt_se"] + SLACK * pgd1
+            gaps = [m["gap_to_pgd"] for m in t1["members"]]
             add(
                 f"{key}_one_layer_matches_pgd",
-                f"1-layer LSA ({key}) ½·MSE equals optimised 1-step PGD (seed mean, same prompts); gap "
-                f"{t1['gap_to_pgd_mean']:+.3g}",
-                pgd1, t1["half_mse_mean"], f"3 SE + 2 % = {tol:.2g}", abs(t1["gap_to_pgd_mean"]) <= tol,
+                f"1-layer LSA ({key}) ½·MSE equals optimised 1-step PGD (seed mean, same prompts, and every seed "
+                f"within 3 prompt SE + 2 % = {seed_tol:.2g}); gaps per seed " + ", ".join(f"{g:+.3g}" for g in gaps),
+                pgd1, t1["half_mse_mean"], f"3 SE + 2 % = {tol:.2g}",
+                abs(t1["gap_to_pgd_mean"]) <= tol and max(abs(g) for g in gaps) <= seed_tol,
             )  # fmt: skip
         deep = [k for k in sc.layers if k > 1]
         if deep:
