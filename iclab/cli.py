@@ -2,7 +2,8 @@
 
     iclab train [--preset NAME] [--config PATH] [--out DIR] [--force|--resume] [--task.d 10 --train.steps 500 …]
     iclab compare RUN [--against gd|gd++|ols|ridge:LAMBDA] [--json PATH]
-    iclab reproduce von-oswald|he|garg [--layers K] [--device cpu|cuda] [--scale smoke|paper] [--json PATH] [--out DIR]
+    iclab reproduce PAPER [its options] [--device cpu|cuda] [--scale smoke|paper] [--seed S] [--json PATH] [--out DIR]
+          PAPER: von-oswald, he, garg, mahankali-zfb, ahn, fu, akyurek, raventos (`iclab reproduce PAPER --help`)
     iclab reproduce all [--scale smoke] [--out DIR]   (every reproduction, resumable, then iclab report)
     iclab eval [--task linear --d 20 --n-points 41 …] [--learners ols,ridge:0.25,gd:1,knn:3,RUN_DIR]
                [--shifts none,skewed] [--metric nmse] [--json PATH] [--out DIR]
