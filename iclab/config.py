@@ -325,8 +325,10 @@ def _build(cls: type[_C], fields: dict[str, Any], section: str) -> _C:
 
 
 def change_family(config: _C, name: str) -> _C:
-    """`config` (a TaskConfig or ModelConfig) as family `name`, keeping every field the two families share and
-    taking the new family's defaults for the rest; unchanged when it already is that family."""
+    """`config` (a TaskConfig or ModelConfig) as family `name`, keeping every field the two families share that
+    was set away from the old family's default, and taking the new family's defaults for the rest; unchanged when it
+    already is that family. (A field left at the old default takes the new family's own: `--task.name
+    icl_classification` gets Reddy's d = 63, not the linear task's d = 10; a `--task.d 5` given or preset is kept.)"""
     if cast(Any, config).name == name:
         return config
     if isinstance(config, TaskConfig):
@@ -335,7 +337,12 @@ def change_family(config: _C, name: str) -> _C:
         from iclab.models import MODELS as registry  # type: ignore[assignment]
     cls = registry.config_class(name)
     new = {f.name for f in dataclasses.fields(cls)}
-    kept = {f.name: getattr(config, f.name) for f in dataclasses.fields(cast(Any, config)) if f.name in new}
+    old_defaults = type(config)()
+    kept = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(cast(Any, config))
+        if f.name in new and getattr(config, f.name) != getattr(old_defaults, f.name)
+    }
     return cast(_C, cls(**kept))
 
 

@@ -350,6 +350,15 @@ def test_change_family_keeps_shared_fields():
     assert (cfg.model.name, cfg.model.width, cfg.task.name, cfg.task.d) == ("gpt", 64, "quadratic", 3)
 
 
+def test_change_family_takes_the_new_defaults_for_fields_left_at_the_old_ones():
+    # the linear task's defaults (d = 10, 10 points) are not a choice: Reddy's classification task keeps its own
+    icl = change_family(task_config("linear"), "icl_classification")
+    defaults = task_config("icl_classification")
+    assert (icl.d, icl.n_points) == (defaults.d, defaults.n_points) == (63, 8)
+    chosen = change_family(task_config("linear", d=16, n_points=4), "icl_classification")
+    assert (chosen.d, chosen.n_points) == (16, 4)
+
+
 def test_runs_written_before_families_owned_their_configs_still_load():
     """A config.json of the one flat TaskConfig / ModelConfig (every family's field stored) loads as the family's
     config when the other families' fields hold their old defaults; a changed one is refused, not dropped."""
