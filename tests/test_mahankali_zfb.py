@@ -104,9 +104,12 @@ def test_read_preconditioner_is_the_part_of_the_prediction_odd_in_y():
     v = np.einsum("bn,bnd->bd", p.y_ctx.numpy(), p.x_ctx.numpy()) / n
     ref = np.einsum("bmd,de,be->bm", p.x_q.numpy(), read_preconditioner(model, n), v)
     np.testing.assert_allclose(odd, ref, rtol=1e-10, atol=1e-12)
-    # the GD-like term alone (effective_preconditioner) misses the rank-one b aᵀ part here
-    narrow = np.einsum("bmd,de,be->bm", p.x_q.numpy(), n * effective_preconditioner(model).numpy(), v)
+    # the GD-like term −n·c·Mᵀ alone misses the rank-one b aᵀ part here: the test is not vacuous
+    w, d = model.layer_weights(0), 3
+    gd_like = (-n * w.OV[0, d, d] * w.KQ[0, :d, :d].T).detach().numpy()
+    narrow = np.einsum("bmd,de,be->bm", p.x_q.numpy(), gd_like, v)
     assert np.abs(narrow - odd).max() > 1e-3
+    np.testing.assert_allclose(read_preconditioner(model, n), n * effective_preconditioner(model).numpy())
 
 
 def test_rescaled_model_scales_predictions_and_per_prompt_loss_matches_numpy():

@@ -178,12 +178,15 @@ def ood_curves(
 
 
 def effective_preconditioner(model: LSA) -> Tensor:
-    """A [d, d] with ŷ ≈ x_qᵀ A (1/N) Xᵀy for a one-layer, one-head LSA (docs/papers.md §6 linear family).
+    """A [d, d] / N with ŷ = x_qᵀ A (1/N) Xᵀy + (terms even in y) for a one-layer, one-head LSA (docs/papers.md §6
+    linear family): the whole part of the prediction that is linear in the labels.
 
-    ŷ = −Σ_i (OV e_i)_y · e_iᵀ KQ e_q; keeping the GD-like terms, (OV e_i)_y = c·y_i (c = OV[y, y]) and
-    e_iᵀ KQ e_q = x_iᵀ M x_q (M = KQ's x-block), so A = −c·N·Mᵀ with N the training context length.
-    The neglected terms (OV's y-row on x, KQ's y-row) are reported by `weight_match` and are ≈ 0 after
-    training. Returns −c·Mᵀ, i.e. A / N: multiply by the context length N the model is used at.
+    With KQ's x-block M, its y-row b = KQ[y, :d], OV's y-row (a = OV[y, :d], c = OV[y, y]) and the query token
+    [x_q, 0], ŷ = −Σ_i (aᵀx_i + c·y_i)(x_iᵀ M x_q + y_i·bᵀx_q), whose terms odd in y are −c·x_qᵀMᵀ Σ_i y_i x_i (the
+    GD-like term) and −x_qᵀ b aᵀ Σ_i y_i x_i (a rank-one map, ≈ 0 after training from a GD-like start, but the one a
+    model settles in when training from iclab's default initialisation fails on anisotropic inputs, docs/papers.md
+    §6). So A = −N·(c·Mᵀ + b aᵀ) with N the context length; returns −(c·Mᵀ + b aᵀ), i.e. A / N: multiply by the
+    context length the model is used at.
     """
     if model.config.layers != 1 or model.config.heads != 1:
         raise ValueError("model: the effective preconditioner is defined for one layer with one head")
@@ -191,7 +194,8 @@ def effective_preconditioner(model: LSA) -> Tensor:
     w = cast(LSAWeights, model.weights[0])
     c = w.OV[0, d, d].detach().double()
     m = w.KQ[0, :d, :d].detach().double()
-    return -c * m.T
+    a, b = w.OV[0, d, :d].detach().double(), w.KQ[0, d, :d].detach().double()
+    return -(c * m.T + torch.outer(b, a))
 
 
 def layer_preconditioners(model: LSA) -> Tensor:

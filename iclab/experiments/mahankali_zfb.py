@@ -2,7 +2,7 @@
 docs/papers.md §6.
 
 One trained LSA layer (`LSAConfig(layers=1)`, one head) against the closed forms of iclab.theory. The trained
-preconditioner Â (ŷ ≈ x_qᵀ Â (1/n) Xᵀy) is read from the weights (`effective_preconditioner` times n). Cases:
+preconditioner Â (ŷ ≈ x_qᵀ Â (1/n) Xᵀy) is read from the weights (`effective_preconditioner`, with its rank-one b aᵀ term, times n). Cases:
 
 1. isotropic: x ~ N(0, I), w ~ N(0, I), noise σ²: Â ≈ n/(n + d + 1 + σ²)·I and the held-out ½·MSE ≈
    ½(excess risk + σ²) with excess risk d(d + 1 + σ²)/(n + d + 1 + σ²) (Mahankali et al.);
@@ -186,17 +186,9 @@ def _precond(A: np.ndarray) -> GD:
 
 def read_preconditioner(model: LSA, n: int) -> np.ndarray:
     """Â [d, d] of a one-layer, one-head LSA used at context length n: the part of its prediction that is linear in
-    v = (1/n) Xᵀy, ŷ = x_qᵀ Â v + (terms even in y).
-
-    With KQ's x-block M, its y-row b = KQ[y, :d], OV's y-row (a = OV[y, :d], c = OV[y, y]), the query token [x_q, 0]
-    and ŷ = −Σ_i (aᵀx_i + c y_i)(x_iᵀ M x_q + y_i bᵀx_q), the terms odd in y are −c x_qᵀMᵀ Σ_i y_i x_i and
-    −x_qᵀ b aᵀ Σ_i y_i x_i, so Â = −n (c Mᵀ + b aᵀ). `effective_preconditioner` keeps the first (GD-like) term only;
-    the second is a rank-one map that training from iclab's default initialisation can settle in.
-    """
-    d = model.d
-    w = model.layer_weights(0)
-    a, b = w.OV[0, d, :d].detach().double(), w.KQ[0, d, :d].detach().double()
-    return ((effective_preconditioner(model) - torch.outer(b, a)) * n).numpy()
+    v = (1/n) Xᵀy, ŷ = x_qᵀ Â v + (terms even in y) — `effective_preconditioner` (with its rank-one b aᵀ term, the
+    one a failed default-initialised seed uses) times n."""
+    return (effective_preconditioner(model) * n).numpy()
 
 
 def _seed_stats(models, A_star: np.ndarray, prompts: Prompts, n: int) -> dict[str, Any]:
