@@ -1,9 +1,19 @@
 """Tables, figures and claims of `iclab reproduce ahn` (iclab.experiments.ahn), from its metrics alone.
 
+What is claimed (Ahn et al. for the setting trained): iclab's LSA has every block of KQ and OV free, Ahn et al.'s
+*full* parametrisation, whose L-layer stationary points are GD++ (value x-block ∝ I, key-query x-block ∝ I on
+isotropic inputs; on x ~ N(0, Σ) the change of variables z = Σ^{-1/2}x makes the key-query block ∝ Σ⁻¹: GD++
+preconditioned by Σ⁻¹). Their "A_l ∝ Σ⁻¹ preconditioned GD" result is for the restricted (value x-block 0) form,
+which is not trained here; so beyond one layer the claims are the full-parametrisation ones — every A_l ∝ Σ⁻¹, the
+model *is* Σ⁻¹-preconditioned GD++ with its own per-layer numbers (projected onto that form it keeps its loss), and
+it beats optimised L-step PGD (not "≈ PGD"). At one layer the two forms coincide: LSA = optimised 1-step PGD.
+
 Tolerances: losses are compared on the same 10 000 held-out prompts (paired); a gap's standard error adds the
 prompts' Monte Carlo error of the seed-mean difference and the spread over seeds in quadrature; on top, 2 % of the
-reference is allowed for what a finite Adam run leaves (stated, not derived). Shape tolerances (cosine ≥ 0.99,
-steps within 10 %) are stated thresholds.
+reference is allowed for what a finite Adam run leaves (stated, not derived). The projection test allows 3 paired
+SE + 5 % of the model's loss (stated: the off-form entries a finite run leaves change an L = 3 model's loss, ~3e-4,
+by a few per cent: −3.5 % … +0.3 % at smoke scale). Shape tolerances (cosine ≥ 0.99, steps within 10 %) are stated
+thresholds.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ __all__ = ["ahn_claims", "figures", "tables"]
 PGD, GD, GDPP = "PGD (optimised A_l)", "GD", "GD++ (Σ⁻¹-preconditioned)"
 TARGET = {"iso": "I", "sigma": "Σ⁻¹"}
 SLACK = 0.02  # relative allowance for a finite training run
+PROJ_SLACK = 0.05  # relative allowance for the off-form entries a finite run leaves (stated)
 
 
 def _fmt(values: list[float]) -> str:
@@ -43,6 +54,7 @@ def tables(metrics: dict[str, Any], sc: Any) -> list[tuple[str, str]]:
                 {
                     "L": k,
                     "LSA ½MSE": f"{tr['half_mse_mean']:.4g} ± {tr['half_mse_seed_se']:.2g}",
+                    "LSA → GD++ form": float(np.mean([mm["projection_half_mse"] for mm in members])),
                     "PGD opt.": losses[PGD],
                     "GD": losses[GD],
                     "GD++ (Σ⁻¹)": losses[GDPP],
@@ -57,7 +69,9 @@ def tables(metrics: dict[str, Any], sc: Any) -> list[tuple[str, str]]:
             )
         title = "isotropic x ~ N(0, I)" if key == "iso" else "x ~ N(0, Σ), Σ = diag(1, 1, 1/4, 1/16, 1), w ~ N(0, Σ⁻¹)"
         note = (
-            "\n(½·MSE on the same held-out prompts, LSA: mean ± SE over seeds; η_l: best scalar fit of A_l onto "
+            "\n(½·MSE on the same held-out prompts, LSA: mean ± SE over seeds; LSA → GD++ form: the trained model "
+            f"projected onto {TARGET[key]}-preconditioned GD++ with its own per-layer numbers (ahn.gdpp_projection); "
+            "η_l: best scalar fit of A_l onto "
             f"{TARGET[key]}; x-block: ‖OV_xx‖/(√d·|OV_yy|), GD++: γ_l·N/η_l)"
         )
         sections.append((f"Task {key}: {title}", format_table(rows) + note))
@@ -161,20 +175,19 @@ def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "
         deep = [k for k in sc.layers if k > 1]
         if deep:
             ratios = {k: tr[str(k)]["half_mse_mean"] / refs[str(k)]["half_mse"][PGD] for k in deep}
-            ok = all(
-                tr[str(k)]["gap_to_pgd_mean"] <= 3 * tr[str(k)]["gap_to_pgd_se"] + SLACK * refs[str(k)]["half_mse"][PGD]
-                for k in deep
-            )
+            # below PGD by more than 3 SE: the full parametrisation's free x-block is GD++'s data transform, which
+            # PGD lacks (Ahn et al.'s full-parametrisation stationary points are GD++, not PGD, beyond one layer)
+            ok = all(tr[str(k)]["gap_to_pgd_mean"] < -3 * tr[str(k)]["gap_to_pgd_se"] for k in deep)
             worst = max(ratios, key=lambda k: ratios[k])
             pp_ratio = {k: refs[str(k)]["half_mse"][GDPP] / refs[str(k)]["half_mse"][PGD] for k in deep}
             add(
-                f"{key}_deep_at_most_pgd",
-                f"L-layer LSA ({key}) reaches optimised L-step PGD or beats it (its free x-block adds GD++'s data "
-                "transform, Ahn et al.'s full-P stationary points); LSA/PGD ratios "
-                + ", ".join(f"L={k}: {r:.3f}" for k, r in ratios.items())
-                + "; GD++ (Σ⁻¹) / PGD: "
-                + ", ".join(f"L={k}: {pp_ratio[k]:.3f}" for k in deep),
-                1.0, ratios[worst], "ratio ≤ 1 + (3 SE + 2 %)/PGD", ok,
+                f"{key}_deep_beats_pgd",
+                f"L ≥ 2-layer LSA ({key}, full parametrisation) beats optimised L-step PGD by more than 3 SE (its "
+                "free x-block adds GD++'s data transform); LSA/PGD ratios "
+                + ", ".join(f"L={k}: {r:.3g}" for k, r in ratios.items())
+                + "; tuned GD++ (Σ⁻¹) / PGD: "
+                + ", ".join(f"L={k}: {pp_ratio[k]:.3g}" for k in deep),
+                "< 1", ratios[worst], "gap < −3 SE", ok,
             )  # fmt: skip
         if len(sc.layers) > 1:
             pairs = list(zip(sc.layers, sc.layers[1:]))
@@ -215,14 +228,20 @@ def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "
                 "PGD's (N/(N + d + 1) here): relative deviation",
                 0.0, dev, "≤ 10 %", dev <= 0.10,
             )  # fmt: skip
-        if deep:
-            to_gdpp = [v for k in deep for v in deviations(k, refs[str(k)]["gdpp_etas"])]
-            to_pgd = [v for k in deep for v in deviations(k, [a["eta"] for a in refs[str(k)]["pgd_alignment"]])]
-            add(
-                f"{key}_deep_steps_match_gdpp",
-                f"per-layer steps η_l of the L ≥ 2-layer LSA ({key}) match those of optimised Σ⁻¹-preconditioned GD++ "
-                f"(the form the trained layers take): largest relative deviation over layers and L (to optimised "
-                f"PGD's steps: {max(to_pgd):.0%}; GD++'s optimum need not be unique)",
-                0.0, max(to_gdpp), "≤ 10 %", max(to_gdpp) <= 0.10,
-            )  # fmt: skip
+        # every trained model is Σ⁻¹-preconditioned GD++ with its own per-layer numbers: the model projected onto
+        # that form (KQ_l = κ_l·blockdiag(Σ⁻¹, 0), OV_l = blockdiag(ρ_l·I, OV_l[y, y]), the rest 0; ahn.gdpp_projection)
+        # predicts as well as the model, within 3 paired SE + PROJ_SLACK of the model's loss
+        rel, ok_all = [], True
+        for k in sc.layers:
+            for mm in tr[str(k)]["members"]:
+                rel.append(mm["projection_gap"] / mm["half_mse"])
+                ok_all &= abs(mm["projection_gap"]) <= 3 * mm["projection_gap_se"] + PROJ_SLACK * mm["half_mse"]
+        worst_rel = max(rel, key=abs)
+        add(
+            f"{key}_is_gdpp_own_steps",
+            f"every trained LSA ({key}, every L and seed) is Σ⁻¹-preconditioned GD++ with the per-layer steps read "
+            "from its weights: the model projected onto that form (KQ_l[x, x] → κ_l·" + TARGET[key] + ", OV_l[x, x] → "
+            "ρ_l·I, other blocks → 0) has its loss; largest relative change (projection − model)/model",
+            0.0, worst_rel, f"3 paired SE + {PROJ_SLACK:.0%} of the model's loss", ok_all,
+        )  # fmt: skip
     return claims
