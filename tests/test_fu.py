@@ -130,3 +130,24 @@ def test_converged_at_is_the_first_iterate_near_least_squares():
             assert cos(preds([k])[0]) >= min(CONVERGED, ceiling), kind
             i = grid.index(k)
             assert 0 < i < len(grid) - 1 and cos(preds([grid[i - 1]])[0]) < ceiling, kind
+
+
+def test_two_fitted_layers_say_their_fits_are_vacuous():
+    """With two fitted layers any line fits (R² = 1 on both scales): the claims then test the slopes only, and say
+    so in their text; with three or more they do not."""
+    from iclab.experiments.fu import fu_claims
+
+    m = {
+        "kind": "GPT", "x_condition": 1.0, "alignment": {"best_newton": [0, 3, 5, 8], "best_gd": [1, 2, 4, 16]},
+        "fit_layers_newton": [2, 3], "fit_layers_gd": [2, 3], "newton_slope": 3.0, "newton_slope_se": 0.5,
+        "newton_r2": 1.0, "gd_log2_slope": 2.0, "gd_log2_slope_se": 0.25, "gd_r2": 1.0, "gd_r2_linear": 1.0,
+        "readout_first": 0.45, "readout_last": 0.25,
+    }  # fmt: skip
+    claims = {c.id: c for c in fu_claims("gpt-iso", m, "smoke")}
+    assert claims["gpt_iso_newton_linear"].holds and "R² is vacuous" in claims["gpt_iso_newton_linear"].description
+    assert claims["gpt_iso_gd_exponential"].holds and "vacuous" in claims["gpt_iso_gd_exponential"].description
+    m3 = {**m, "fit_layers_newton": [1, 2, 3], "fit_layers_gd": [1, 2, 3], "newton_r2": 0.5}
+    claims = {c.id: c for c in fu_claims("gpt-iso", m3, "smoke")}
+    assert "vacuous" not in claims["gpt_iso_newton_linear"].description
+    assert not claims["gpt_iso_newton_linear"].holds  # R² 0.5 < 0.8 with three layers
+    assert "smoke scale" in claims["gpt_iso_newton_linear"].description  # a failing GPT claim says why
