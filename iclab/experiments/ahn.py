@@ -42,8 +42,12 @@ tuned GD++ (Σ⁻¹) 0.565 / 0.0274 / 0.0007 (the 4-start tuner misses the 3-ste
 projected onto Σ⁻¹-preconditioned GD++ with their own numbers change their loss by −3.5 % … +0.3 % (within ~2 paired
 SE; mostly down: the off-form residue costs the model a little); their value x-blocks are GD++'s (ratio 0.88 in
 layer 1 of L = 2, GD++'s 0.89), so the deep models beat PGD (LSA/PGD 0.149 at L = 2, 0.0043 at L = 3). 13 of 13
-claims hold. Before (init std 0.01, 800 steps): one sigma 1-layer seed at the saddle (2.07) and L = 3 unconverged, 6
-of 13.
+claims hold with the default seeds 0, 1. Not robust yet: with --seeds 4 (4 min 42 s at load 4.5) 9 of 13 hold —
+seeds 2, 3 of sigma L = 2 stop on a plateau (½·MSE 0.37, 0.32; the last layer's A_l at cosine 0.17, 0.26 with Σ⁻¹)
+and seed 2 of sigma L = 3 (0.099), failing the sigma deep, layer-drop, alignment and projection claims; init std 0.1
+or 0.02 leaves 1 of 4 sigma L = 2 seeds there too (0.087, 0.29). About a quarter of the deep sigma runs stall at
+this budget; iso 12 of 12. Before (init std 0.01, 800 steps): one sigma 1-layer seed at the saddle (2.07) and L = 3
+unconverged, 6 of 13.
 """
 
 from __future__ import annotations
@@ -112,10 +116,10 @@ class Scale:
     init_std: float
 
 
-# smoke: 3000 cosine steps at lr 0.01, batch 256 per ensemble (both seeds in one pass): every L reaches its optimum's
-# neighbourhood (at 2000 steps one sigma L = 3 seed stopped at 2x the loss with A_3's cosine 0.95; lr 0.02 fixed
-# that but left an iso L = 2 seed at 0.38). References tuned once, on the whitened problem: GD++ on 4 000 prompts
-# with 4 starts, PGD on 10 000.
+# smoke: 3000 cosine steps at lr 0.01, batch 256 per ensemble (both seeds in one pass): every L of seeds 0, 1 reaches
+# its optimum's neighbourhood, about 1 in 4 other deep sigma seeds stalls (module docstring) (at 2000 steps one sigma
+# L = 3 seed stopped at 2x the loss with A_3's cosine 0.95; lr 0.02 fixed that but left an iso L = 2 seed at 0.38).
+# References tuned once, on the whitened problem: GD++ on 4 000 prompts with 4 starts, PGD on 10 000.
 # init std 0.05 at every scale, not Ahn's 1e-4: their P, Q are single matrices, iclab's KQ = W_KᵀW_Q and OV = W_O W_V
 # products of two factors, whose gradients at a 1e-4 start (~1e-12) fall below Adam's ε; at 0.01, 1 of 4 sigma
 # seeds of the 1-layer model stayed at the saddle (½·MSE 2.11 after 800 steps), at 0.05 none of 4.
