@@ -121,3 +121,45 @@ def test_diff_band():
     assert mean == 3.0 and se == pytest.approx(np.std([2.0, 4.0], ddof=1) / np.sqrt(2))
     mean, se = _diff_band([3.0, 3.0], [1.0, 1.0], [0.3, 0.4], [0.0, 0.0])
     assert mean == 2.0 and se == pytest.approx(0.5 / 2)
+
+
+def _synthetic_metrics(shallow_spd, deep_spd, shallow_mse, deep_mse, probe_last, seeds=2):
+    """A 1/4-layer × σ² ∈ {0, 0.5} metrics dict (d = 3) with given mean SPDs per reference (seed jitter ±1 %),
+    tight prompt SEs, held-out ½·MSE and the deepest model's last-layer probe R² (input and control 0)."""
+    rng = np.random.default_rng(0)
+    grid = {}
+    for depth, spd, mse in ((1, shallow_spd, shallow_mse), (4, deep_spd, deep_mse)):
+        grid[f"L{depth}"] = {}
+        for noise in (0.0, 0.5):
+            ref = dict(spd)
+            if noise == 0:
+                ref["ridge"] = ref["OLS"]
+            per_seed = {r: list(v * (1 + 0.01 * rng.standard_normal(seeds))) for r, v in ref.items()}
+            probes = [{"w": [0.0] * depth + [probe_last], "xty": [0.0] * (depth + 1)} for _ in range(seeds)]
+            control = [{"w": [0.0] * (depth + 1), "xty": [0.0] * (depth + 1)} for _ in range(seeds)]
+            grid[f"L{depth}"][f"{noise:g}"] = {
+                "spd": per_seed,
+                "spd_prompt_se": {r: [0.001 * v] * seeds for r, v in ref.items()},
+                "final_eval_half_mse": [mse * 0.5 * (3 + noise)] * seeds,
+                "probes": probes,
+                "control": control,
+            }
+    return {"setting": {"d": 3, "w_var": 1.0}, "depths": [1, 4], "noise_vars": [0.0, 0.5], "grid": grid}
+
+
+def test_claims_follow_the_orderings():
+    """The paper's pattern (shallow ≈ GD, deep ≈ ridge, deep closer to ridge than shallow, probes rise) holds every
+    claim; swapping the shallow and deep models fails the algorithm claims; models at the plateau (½·MSE ≈ that of
+    predicting 0) fail the closest-algorithm claims whatever their orderings."""
+    from iclab.experiments.akyurek_claims import akyurek_claims
+
+    gd_like, ridge_like = {"GD": 0.05, "ridge": 0.4, "OLS": 2.0}, {"GD": 0.4, "ridge": 0.05, "OLS": 1.0}
+    paper = {c.id: c.holds for c in akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 0.6, 0.3, 0.8), "smoke")}
+    assert all(paper.values()), paper
+    swapped = {c.id: c.holds for c in akyurek_claims(_synthetic_metrics(ridge_like, gd_like, 0.3, 0.6, 0.8), "x")}
+    assert not any(
+        swapped[c] for c in ("shallow_closest_to_gd", "deep_noisy_closest_to_ridge", "depth_approaches_ridge")
+    )
+    plateau = {c.id: c.holds for c in akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 1.0, 1.0, 0.02), "x")}
+    assert not any(plateau[c] for c in ("shallow_closest_to_gd", "deep_noisy_closest_to_ridge")), plateau
+    assert not plateau["probe_rises_with_layer"] and not plateau["probe_beats_control"], plateau

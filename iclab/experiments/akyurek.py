@@ -2,10 +2,10 @@
 al., ICLR 2023), docs/papers.md §4.
 
 A GPT (iclab.models.gpt) is trained on noisy linear regression, y = wᵀx + ε, w ~ N(0, I), x ~ N(0, I), ε ~ N(0, σ²),
-over a depth × noise grid (the grid of examples/akyurek-depth-noise.yaml: depths 1, 2, 4 × σ² ∈ {0, 0.1, 0.5},
-`--seeds` seeds each). Every depth trains its noise levels and seeds as ONE ensemble run (iclab.experiments.grouping:
-noise_var and the seed are per-member fields). Each trained model is then compared, on the run's held-out prompts,
-with three reference learners fitted to the same contexts:
+over a depth × noise grid, `--seeds` seeds per cell (at smoke scale the grid of examples/akyurek-depth-noise.yaml:
+depths 2, 4 × σ² ∈ {0, 0.5}, d = 3, 8 points). Every depth trains its noise levels and seeds as ONE ensemble run
+(iclab.experiments.grouping: noise_var and the seed are per-member fields). Each trained model is then compared, on
+the run's held-out prompts, with three reference learners fitted to the same contexts:
 
 * GD: one gradient step from w = 0 with the step tuned to the task (`gd:1`);
 * ridge with Akyürek's Bayes λ = σ²/τ² (`ridge`; at σ² = 0 it is min-norm least squares);
@@ -31,8 +31,28 @@ claim needs held-out ½·MSE below 0.8x that of predicting 0, a probe claim an R
 * ``probe_rises_with_layer``: probe R² for Xᵀy / w at the deepest model's last layer exceeds that of the input tokens;
 * ``probe_beats_control``: … and that of the untrained control's last layer.
 
-Scales: smoke — d = 5, n = 10 (the example sweep's setting), width 32, 2 heads, 800 Adam steps (the CPU budget:
-see SCALES); paper — Akyürek et
+Scales: smoke — d = 3, n = 8, depths 2 and 4, σ² ∈ {0, 0.5}, width 32, 2 heads, MLP ×2, batch 128, Adam lr 5e-3
+with 60 warm-up steps + cosine, 1 000 steps. Why: the loss plateau (½·MSE ≈ that of predicting 0) lengthens with d,
+and the earlier smoke setting (d = 5, n = 10, width 32, lr 1e-3, 800 steps) never left it (held-out ½·MSE 1.03x
+predicting 0, 0/5 claims, 7 min 56 s). Measured on the shared 2-core machine (OMP_NUM_THREADS=1, 4-member ensembles
+of 2 σ² × 2 seeds at d = 3, n = 8, batch 128, eval ½·MSE mean over members): a 4-layer width-32 GPT at lr 5e-3 leaves
+the plateau at ~200 steps (1.06 at 400 steps, predicting 0 gives 1.63) — lr 1e-2 is slower (1.21) and width 64
+no faster per step (1.13 at 400 steps at 1.6x the cost). The shallowest depth is 2, not 1: with interleaved x, y
+tokens one attention layer sees x_i and y_i as separate tokens, so its answer is a function of sums over x tokens and
+over y tokens and cannot pair x_i with its y_i (one GD step's Σ y_i x_i); measured, a 1-layer width-64 GPT stalls at
+0.85x predicting 0 at σ² = 0 after 500 steps at lr 3e-3, while a 2-layer one leaves the plateau at ~300 steps. A
+2-layer GPT over interleaved tokens is thus the analogue of Akyürek's 1-layer model over concatenated (x, y) tokens.
+Measured at smoke scale (`--seeds 2`, 5 min 18 s wall on the shared 2-core machine at load 4.2–4.7, OMP_NUM_THREADS=1:
+287 s to train — 101 / 178 s for 2 / 4 layers — and 26 s to analyse; an earlier 600-step version took 2 min 50 s at
+load 3.5): held-out ½·MSE 0.38x / 0.75x (2 layers) and 0.21x / 0.53x (4 layers) that of predicting 0 at σ² = 0 / 0.5.
+3/5 claims hold: deep_noisy_closest_to_ridge (4.2 SE), probe_rises_with_layer and probe_beats_control (3.3 SE; R² of
+Xᵀy 0.06 vs −0.01 — weak but above the control). depth_approaches_ridge misses (1.9 SE: SPD to ridge 1.07 → 0.67 at
+σ² = 0 and 1.32 → 0.81 at σ² = 0.5, but the two seeds differ widely, one leaving the plateau later).
+shallow_closest_to_gd fails (−3.8 SE: the 2-layer model is closer to ridge/OLS, SPD 1.07 vs GD 1.64 at σ² = 0):
+per k it is closer to GD than to ridge from k = 4 (σ² = 0) or 5 (σ² = 0.5) on (σ² = 0.5, k = 8: 1.30 vs 1.88), but the
+k-average is dominated by k = 1, where one GD step with a single tuned step size overshoots (SPD 4.5).
+
+paper — Akyürek et
 al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch 64, AdamW lr 1e-4
 β₂ = 0.98, cosine schedule with 20 % warm-up, 5 001 × 100 steps), depths 1, 2, 4, 8, 12, 16 (their Fig. 4 phase
 diagram) × σ² ∈ {0, 0.1, 1}. Their transformer is pre-LN without a final LayerNorm and learned positions over
@@ -91,10 +111,10 @@ class Scale:
 SCALES = {
     # tests only: seconds on a CPU; nothing is learned, the pipeline is exercised
     "tiny": Scale(3, 6, (1, 2), (0.0, 0.5), 16, 2, 2, 20, 32, 1e-3, 2, 48, 100),
-    # the example sweep's grid and task (examples/akyurek-depth-noise.yaml), cut to the ~4-minute CPU budget of a
-    # smoke scale: width 32 (not 64), batch 64 (not 128), 800 steps (not 1 500). A first try at width 64, 1 000 steps
-    # was ~4x over budget (1 + 2 + 4 layers × 6 ensemble members per step).
-    "smoke": Scale(5, 10, (1, 2, 4), (0.0, 0.1, 0.5), 32, 2, 2, 800, 64, 1e-3, 80, 1000, 2000),
+    # d = 3, 8 points, depths 2 and 4, σ² ∈ {0, 0.5}: the ~4-minute CPU budget (see the module docstring's
+    # measurements). With interleaved x, y tokens a 1-layer GPT cannot form the products x_i·y_i that one GD step needs,
+    # so the shallowest depth is 2 (the analogue of Akyürek's 1-layer model over concatenated (x, y) tokens).
+    "smoke": Scale(3, 8, (2, 4), (0.0, 0.5), 32, 2, 2, 1000, 128, 5e-3, 60, 1000, 2000),
     # Akyürek et al.'s code defaults (google-research/incontext: model_trainer.py, transformer_lib_flax.py, main.py)
     "paper": Scale(20, 40, (1, 2, 4, 8, 12, 16), (0.0, 0.1, 1.0), 512, 8, 4, 500_100, 64, 1e-4, 100_000, 4000, 8000),
 }
