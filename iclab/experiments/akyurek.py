@@ -47,7 +47,8 @@ Measured at smoke scale (`--seeds 2`, 5 min 18 s wall on the shared 2-core machi
 load 3.5): held-out ½·MSE 0.38x / 0.75x (2 layers) and 0.21x / 0.53x (4 layers) that of predicting 0 at σ² = 0 / 0.5.
 3/5 claims hold: deep_noisy_closest_to_ridge (4.2 SE), probe_rises_with_layer and probe_beats_control (3.3 SE; R² of
 Xᵀy 0.06 vs −0.01 — weak but above the control). depth_approaches_ridge misses (1.9 SE: SPD to ridge 1.07 → 0.67 at
-σ² = 0 and 1.32 → 0.81 at σ² = 0.5, but the two seeds differ widely, one leaving the plateau later).
+σ² = 0 and 1.32 → 0.81 at σ² = 0.5, but the two seeds differ widely, one leaving the plateau later; `--seeds 3`,
+4 min 41 s at load 2.7 → 0.4, gives the same 3/5 and 1.8 SE, with a drop for every seed and noise level).
 shallow_closest_to_gd fails (−3.8 SE: the 2-layer model is closer to ridge/OLS, SPD 1.07 vs GD 1.64 at σ² = 0):
 per k it is closer to GD than to ridge from k = 4 (σ² = 0) or 5 (σ² = 0.5) on (σ² = 0.5, k = 8: 1.30 vs 1.88), but the
 k-average is dominated by k = 1, where one GD step with a single tuned step size overshoots (SPD 4.5).
