@@ -2,7 +2,8 @@
 docs/papers.md §6.
 
 One trained LSA layer (`LSAConfig(layers=1)`, one head) against the closed forms of iclab.theory. The trained
-preconditioner Â (ŷ ≈ x_qᵀ Â (1/n) Xᵀy) is read from the weights (`effective_preconditioner`, with its rank-one b aᵀ term, times n). Cases:
+preconditioner Â (ŷ ≈ x_qᵀ Â (1/n) Xᵀy) is read from the weights (`effective_preconditioner`, with its rank-one
+b aᵀ term, times n). Cases:
 
 1. isotropic: x ~ N(0, I), w ~ N(0, I), noise σ²: Â ≈ n/(n + d + 1 + σ²)·I and the held-out ½·MSE ≈
    ½(excess risk + σ²) with excess risk d(d + 1 + σ²)/(n + d + 1 + σ²) (Mahankali et al.);
