@@ -29,21 +29,21 @@ the same three per LSA covariance (``lsa_<cov>_…``), and ``lsa_<cov>_later_lay
 count never falls with depth and grows from first to last layer). Measured numbers: the report and docs (below).
 
 Scales: smoke — d = 4, 8 context points, a 4-layer GPT (width 64, 4 heads, 1 500 Adam steps of batch 128 at lr 3e-3,
-warm-up + cosine) and a 4-layer LSA (2 000 steps of batch 256 at lr 1e-2) per covariance (isotropic and κ = 10;
-κ = 100 only at paper scale), one seed: measured 3:15 and 3:27 wall on the 2-core machine at load ≈ 0.5–2.5
-(one thread, 187–195 s CPU); 8.9 minutes under load ≈ 4–5. Why this setting (seed 0, one thread; Newton per layer): a d = 3 GPT (6 layers,
-2 000 steps) does all its in-context work in its first readable layer (Newton 0 5 5 5 5 5: d = 3 converges too fast to
+warm-up + cosine) and a 4-layer LSA (2 000 steps of batch 256 at lr 1e-2) per covariance (isotropic and κ = 10; κ = 100
+only at paper scale), one seed: measured 3:15 and 3:27 wall on the 2-core machine at load ≈ 0.5–2.5 (one thread, 187–195
+s CPU); 8.9 minutes under load ≈ 4–5. Why this setting (seed 0, one thread; Newton per layer): a d = 3 GPT (6 layers, 2
+000 steps) does all its in-context work in its first readable layer (Newton 0 5 5 5 5 5: d = 3 converges too fast to
 leave depth anything to do); d = 5 (10 points) stays on or near the loss plateau within budget (width 32, batch 64:
-½·MSE 2.2 after 1 500 steps; width 64, batch 128, lr 1e-3: ½·MSE 1.2, flat Newton 0 3 3 3); d = 4 with width 32,
-batch 64 is undertrained (½·MSE 0.77, flat 0 4 4 4); width 64, batch 128 learns. At lr 2e-3 (½·MSE 0.22 iso, 0.36
-κ = 10) its first two layers are unreadable: iso Newton 0 3 5 8, GD 1 2 4 16; κ = 10 Newton 0 3 4 6, GD 1 4 2 8 — all
-14 claims hold, but the GPT fits rest on two layers (R² and the log-vs-linear contrast vacuous); seed 1 there: Newton
-0 5 5 6 (R² 0.75, fails), seed 2: 0 4 5 8, GD 1 2 4 16 (hold). Five layers at lr 2e-3 (Newton 0 4 5 7 7, GD 1 2 4 8 8)
-cost 25 % more and flatten at the end. lr 3e-3 trains further (½·MSE 0.08) and leaves only layer 0 unreadable, so
-three layers are fitted: seed 1 there: Newton 0 4 7 9 (2.50 ± 0.12, R² 0.99), GD 1 4 8 16 (log R² 1.00 vs linear 0.96),
-both hold. The LSA κ = 10 Newton fit depends on its training (d = 4; Newton per layer, slope, R²): 600 steps at 5e-3
-2 4 3 5 (0.80, 0.64), 2 000 steps 4 5 5 8 (1.20, 0.80), 3 000 steps 4 4 4 8 (1.20, 0.60), 2 000 steps at 1e-2
-4 7 7 11 (2.10, 0.89, the smoke setting);
+½·MSE 2.2 after 1 500 steps; width 64, batch 128, lr 1e-3: ½·MSE 1.2, flat Newton 0 3 3 3); d = 4 with width 32, batch
+64 is undertrained (½·MSE 0.77, flat 0 4 4 4); width 64, batch 128 learns. At lr 2e-3 (½·MSE 0.22 iso, 0.36 κ = 10) its
+first two layers are unreadable: iso Newton 0 3 5 8, GD 1 2 4 16; κ = 10 Newton 0 3 4 6, GD 1 4 2 8 — all 14 claims
+hold, but the GPT fits rest on two layers (R² and the log-vs-linear contrast vacuous); seed 1 there: Newton 0 5 5 6 (R²
+0.75, fails), seed 2: 0 4 5 8, GD 1 2 4 16 (hold). Five layers at lr 2e-3 (Newton 0 4 5 7 7, GD 1 2 4 8 8) cost 25 %
+more and flatten at the end. lr 3e-3 trains further (½·MSE 0.08) and leaves only layer 0 unreadable, so three layers are
+fitted: seed 1 there: Newton 0 4 7 9 (2.50 ± 0.12, R² 0.99), GD 1 4 8 16 (log R² 1.00 vs linear 0.96), both hold. The
+LSA κ = 10 Newton fit depends on its training (d = 4; Newton per layer, slope, R²): 600 steps at 5e-3 2 4 3 5 (0.80,
+0.64), 2 000 steps 4 5 5 8 (1.20, 0.80), 3 000 steps 4 4 4 8 (1.20, 0.60), 2 000 steps at 1e-2 4 7 7 11 (2.10, 0.89, the
+smoke setting);
 paper — Fu et al.'s setting (Garg's GPT-2: 12 layers, 8 heads, width 256; d = 20, 41 points, curriculum, 500 001
 steps of batch 64, Adam 1e-4), covariances isotropic, κ = 10, κ = 100, and 12-layer LSA stacks (not run yet).
 
