@@ -15,7 +15,8 @@ body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0
 h1{font-size:1.6em}h2{font-size:1.3em;margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1.1em}
 .scroll{overflow-x:auto;margin:.5em 0}
 table{border-collapse:collapse;font-size:.85em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top;white-space:normal;overflow-wrap:break-word;max-width:26em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+th,td{white-space:normal;overflow-wrap:break-word;max-width:26em}
 th{background:#f0f0f0}
 tr.fail td{background:#fde2e2;color:#8a0000;font-weight:600}
 td.holds-no{color:#b00000;font-weight:700}td.holds-yes{color:#116611}
