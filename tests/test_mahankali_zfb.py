@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from iclab.analysis.compare import effective_preconditioner
+from iclab.analysis.compare import effective_preconditioner, per_prompt_half_mse
 from iclab.cli import main
 from iclab.config import ConfigError
-from iclab.experiments.mahankali_zfb import SCALES, _rescaled, per_prompt_half_mse, read_preconditioner
+from iclab.experiments.mahankali_zfb import SCALES, _rescaled, read_preconditioner
 from iclab.models.lsa import LSA, LSAConfig
 from iclab.models.separate import SeparateConfig
 from iclab.tasks import make_task

@@ -33,6 +33,7 @@ __all__ = [
     "interpolation_curve",
     "layer_preconditioners",
     "ood_curves",
+    "per_prompt_half_mse",
     "weight_match",
 ]
 
@@ -57,6 +58,12 @@ def half_mse(learner: Learner, prompts: Prompts, *, noiseless: bool = False) -> 
     if target is None:
         raise ValueError("noiseless: the prompts carry no noiseless targets f")
     return metrics.half_mse(_predict(learner, prompts), target, dtype=torch.float64).item()
+
+
+def per_prompt_half_mse(learner: Learner, prompts: Prompts) -> Tensor:
+    """[B] float64: each prompt's ½·squared error, averaged over its queries (the per-prompt losses behind a
+    held-out ½·MSE and its standard error)."""
+    return metrics.half_mse(_predict(learner, prompts), prompts.y_q, dim=1, dtype=torch.float64)
 
 
 def implicit_linear_map(learner: Learner, prompts: Prompts) -> Tensor:

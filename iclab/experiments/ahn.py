@@ -65,13 +65,12 @@ from iclab import theory
 from iclab.algorithms.gd import GD, GDPlusPlus
 from iclab.algorithms.preconditioned import LayerwisePGD, tune_preconditioners
 from iclab.algorithms.tuning import tune_steps
-from iclab.analysis.compare import layer_preconditioners
+from iclab.analysis.compare import layer_preconditioners, per_prompt_half_mse
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.experiments.driver import Analysis, Context, Reproduction
-from iclab.metrics import half_mse as pointwise_half_mse
 from iclab.models.lsa import LSA, LSAConfig
 from iclab.report import Claim
-from iclab.tasks import Prompts, make_task
+from iclab.tasks import make_task
 from iclab.tasks.linear import LinearConfig, LinearRegressionTask
 from iclab.validation import check_int
 
@@ -188,12 +187,6 @@ class _Whitened:
         return self.learner.predict(x_ctx / s, y_ctx, x_q / s)
 
 
-def _per_prompt(learner: Any, prompts: Prompts) -> Tensor:
-    with torch.no_grad():
-        pred = learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
-    return pointwise_half_mse(pred, prompts.y_q, dim=1, dtype=torch.float64)  # [B]
-
-
 def precond_alignment(a: Tensor, target: Tensor) -> dict[str, float]:
     """A [d, d] against a target T (Σ⁻¹): best scalar η = ⟨A, T⟩/‖T‖², cosine ⟨A, T⟩/(‖A‖‖T‖), relative distance
     ‖A − ηT‖/‖A‖ and the off-diagonal mass ‖offdiag A‖/‖A‖ (T diagonal: Σ's eigenbasis is the coordinate one)."""
@@ -304,12 +297,12 @@ def _analyse_task(
         preconds = root @ pgd_white[k] @ root  # [L, d, d]: the whitened optimum in x-coordinates
         gd = tune_steps(task, k, n_prompts=sc.tune_prompts, n_starts=sc.tune_starts)
         pp = gdpp[k]
-        learners = {
+        learners: dict[str, Any] = {
             PGD_NAME: LayerwisePGD(preconds),
             "GD": GD(gd.etas),
             "GD++ (Σ⁻¹-preconditioned)": _Whitened(GDPlusPlus(pp.etas, pp.gammas), sigma),
         }
-        per_ref = {name: _per_prompt(lr, eval64) for name, lr in learners.items()}
+        per_ref = {name: per_prompt_half_mse(lr, eval64) for name, lr in learners.items()}
         refs[str(k)] = {
             "half_mse": {name: v.mean().item() for name, v in per_ref.items()},
             "standard_error": {name: (v.std() / math.sqrt(len(v))).item() for name, v in per_ref.items()},
@@ -329,9 +322,9 @@ def _analyse_task(
         for s in range(seeds):
             t = ctx.trained[_name(key, k, s)]
             model = cast(LSA, t.result.model.cpu().double())
-            per = _per_prompt(model, eval64)
+            per = per_prompt_half_mse(model, eval64)
             diffs.append(per - pgd_pp)
-            proj = _per_prompt(gdpp_projection(model, target), eval64) - per  # paired: projection − model
+            proj = per_prompt_half_mse(gdpp_projection(model, target), eval64) - per  # paired: projection − model
             a = layer_preconditioners(model) * n  # [L, d, d]: A_l
             members.append(
                 {

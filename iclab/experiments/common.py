@@ -12,11 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from iclab import locks
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
-from iclab.metrics import half_mse
 from iclab.report import Claim, write_report
 from iclab.runs import RunDir, atomic_write_bytes
 from iclab.training import TrainResult, train
@@ -76,9 +73,9 @@ def train_run(cfg: ExperimentConfig, out: Path, resume: bool) -> tuple[TrainResu
 
 def standard_error(learner, prompts) -> float:
     """Standard error of a held-out ½·MSE estimate (per-prompt losses, queries averaged within a prompt)."""
-    with torch.no_grad():
-        per_prompt = half_mse(learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q), prompts.y_q, dim=1)
-    return (per_prompt.std() / len(prompts) ** 0.5).item()
+    from iclab.analysis.compare import per_prompt_half_mse
+
+    return (per_prompt_half_mse(learner, prompts).std() / len(prompts) ** 0.5).item()
 
 
 def finish(

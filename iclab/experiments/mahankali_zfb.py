@@ -42,11 +42,10 @@ import torch
 
 from iclab import theory
 from iclab.algorithms.gd import GD
-from iclab.analysis.compare import effective_preconditioner
+from iclab.analysis.compare import effective_preconditioner, per_prompt_half_mse
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.experiments.mahankali_zfb_claims import CONVERGED_REL, claims, figures
-from iclab.metrics import half_mse
 from iclab.models.lsa import LSA, LSAConfig
 from iclab.report import Claim, format_table
 from iclab.tasks import Prompts, make_task
@@ -169,11 +168,9 @@ def _prompts(task: LinearConfig, count: int, seed: int, n: int | None = None, sp
     return make_task(task).sample(count, generator=gen, dtype=torch.float64, n_points=n or task.n_points)
 
 
-def per_prompt_half_mse(learner: Any, prompts: Prompts) -> np.ndarray:
-    """[B] ½·MSE of each prompt (queries averaged within a prompt), float64."""
-    with torch.no_grad():
-        pred = learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)
-    return half_mse(pred.double(), prompts.y_q.double(), dim=1).numpy()
+def _losses(learner: Any, prompts: Prompts) -> np.ndarray:
+    """[B] ½·MSE of each prompt (queries averaged within a prompt), float64 (`per_prompt_half_mse`)."""
+    return per_prompt_half_mse(learner, prompts).cpu().numpy()
 
 
 def _se(values: np.ndarray) -> float:
@@ -194,10 +191,10 @@ def read_preconditioner(model: LSA, n: int) -> np.ndarray:
 
 def _seed_stats(models, A_star: np.ndarray, prompts: Prompts, n: int) -> dict[str, Any]:
     """Per-seed losses, paired gaps to A* on the same prompts, Â and its distance to A*, the convergence verdict."""
-    ref = per_prompt_half_mse(_precond(A_star), prompts)
+    ref = _losses(_precond(A_star), prompts)
     seeds = []
     for model in models:
-        loss = per_prompt_half_mse(model, prompts)
+        loss = _losses(model, prompts)
         A = read_preconditioner(model, n)
         gap, gap_se = float(loss.mean() - ref.mean()), _se(loss - ref)
         floor = np.linalg.eigvalsh(A_star)[0]
@@ -316,7 +313,7 @@ class MahankaliZFB(Reproduction):
                 rows = []
                 for j, M in enumerate(sc.test_lengths):
                     p = _prompts(task("aniso-zfb", N), sc.eval_prompts, 3000 + 100 * j + N, M, np.diag(lam_test))
-                    losses = np.mean([per_prompt_half_mse(_rescaled(m, N / M), p) for m in trained], axis=0)
+                    losses = np.mean([_losses(_rescaled(m, N / M), p) for m in trained], axis=0)
                     closed = 0.5 * theory.zfb_excess_risk(lam, N, M, lam_test)
                     # exact risk of the read-out preconditioners: what training left (the rest is Monte Carlo)
                     readout = float(
