@@ -87,7 +87,9 @@ def test_metrics_cross_entropy_and_label_accuracy():
 # ------------------------------------------------------------------------------------------------ declared capability
 
 
-@pytest.mark.parametrize("model", [LSAConfig(), SoftmaxConfig(), GPTConfig(variance_head=True)], ids=str)
+@pytest.mark.parametrize(
+    "model", [LSAConfig(), SoftmaxConfig(variance_head=True), GPTConfig(variance_head=True)], ids=str
+)
 def test_family_without_labels_is_refused_by_name(model):
     with pytest.raises(ConfigError, match=r"^model\.name: .*class-label targets.*choose one of: .*gpt.*attn_only"):
         ExperimentConfig(task=ICLClassificationConfig(), model=model)

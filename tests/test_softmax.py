@@ -292,3 +292,75 @@ def test_two_heads_learn_debiased_gd(tmp_path):
 
 
 # 1 and 4 heads at this budget (and 2 heads again) are trained and checked by `iclab reproduce he` (tests/test_he.py).
+
+
+# ------------------------------------------------------------------------------------------------ class labels
+
+LABEL_TASK = dict(name="icl_classification", d=6, n_points=4, n_classes=32, n_labels=5, n_queries=2)
+
+
+def _label_prompts(batch=3, seed=0, dtype=torch.float64):
+    from iclab.tasks import make_task
+
+    task = make_task(task_config(**LABEL_TASK))
+    return task.sample(batch, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(heads=2, layers=2, layernorm=True, mlp=True, positions=True)],
+                         ids=["default", "l2h2-ln-mlp-pos"])  # fmt: skip
+def test_label_model_is_the_concat_model_on_label_tokens(kw):
+    """Context tokens [x_i, W_label[ℓ_i]], queries [x_q, 0_L]; logits −(the queries' final L slots), through the
+    numpy token loop; one query at a time gives the same logits."""
+    L, d = LABEL_TASK["n_labels"], LABEL_TASK["d"]
+    cfg = model_config(name="softmax", init_scale=6.0, **kw)
+    model = make_model(cfg, d, n_labels=L, generator=torch.Generator().manual_seed(3)).double()
+    p = _label_prompts()
+    assert model.W_label.shape == (L, L) and model.layout.width(d) == d + L
+    tokens = torch.cat([torch.cat([p.x_ctx, model.W_label[p.y_ctx]], -1), torch.cat([p.x_q, torch.zeros(3, 2, L,
+                        dtype=torch.float64)], -1)], 1)  # fmt: skip
+    logits = model.predict_prompts(p)
+    assert logits.shape == (3, 2, L)
+    expected = -naive_forward(model, tokens, p.n_ctx)[:, p.n_ctx :, d:]
+    np.testing.assert_allclose(logits.detach().numpy(), expected, atol=1e-10)
+    torch.testing.assert_close(model.predict(p.x_ctx, p.y_ctx, p.x_q[:, 1:]), logits[:, 1:])
+    assert model.loss_name == "cross_entropy"
+    model.training_loss(p).backward()
+    assert model.W_label.grad is not None and model.W_label.grad.abs().sum() > 0
+
+
+def test_label_model_refuses_float_free_use_and_keeps_the_regression_model():
+    regression = make_model(model_config(name="softmax"), 4, generator=torch.Generator().manual_seed(0))
+    assert regression.n_labels is None and not hasattr(regression, "W_label") and regression.layout.width(4) == 5
+    with pytest.raises(ValueError, match="real targets"):
+        regression.embed_labels(torch.zeros(1, 2, 4), torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 1, 4))
+
+
+def test_label_model_trains_in_context_and_ensembles_equal_single_runs():
+    """Through the trainer: a bursty task of 1024 classes (in-context learning pays). The small init starts at
+    uniform logits (cross-entropy log L); 60 steps bring it well below, and a 2-member ensemble (vmap) equals the
+    two single runs. Measured: icl_accuracy 0.99 after 150 steps at lr 1e-2 (one head, d = 16, L = 8)."""
+    import dataclasses
+    import math
+
+    from iclab.config import EnsembleConfig
+    from iclab.tasks import make_task
+    from iclab.training.trainer import member_metrics
+
+    task = task_config("icl_classification", d=8, n_points=4, n_classes=1024, n_labels=4, burstiness=2)
+    base = dict(task=task, model=model_config(name="softmax"), eval=EvalConfig(n_prompts=128))
+    train_cfg = TrainConfig(steps=60, batch_size=32, lr=1e-2, eval_every=60, checkpoint_every=60, progress=False)
+    untrained = make_model(base["model"], LABEL_TASK["d"], n_labels=LABEL_TASK["n_labels"])
+    p = _label_prompts(dtype=torch.float32)
+    with torch.no_grad():
+        start = float(untrained.training_loss(p))
+    assert math.isclose(start, math.log(LABEL_TASK["n_labels"]), rel_tol=1e-3)
+    ens = train(ExperimentConfig(**base, train=train_cfg, ensemble=EnsembleConfig(seeds=(0, 1))))
+    icl = make_task(task).icl_novel(128, generator=torch.Generator().manual_seed(5))
+    together = member_metrics(ens.model, icl)  # {metric: [E]}
+    for s in (0, 1):
+        single = train(ExperimentConfig(**base, train=dataclasses.replace(train_cfg, seed=s)))
+        alone = member_metrics(single.model, icl)
+        torch.testing.assert_close(together["cross_entropy"][s], alone["cross_entropy"][0], rtol=1e-4, atol=1e-6)
+        assert together["accuracy"][s] == alone["accuracy"][0]
+        assert single.final_eval["eval_cross_entropy"] < 0.8 * math.log(4)  # from log L = 1.386
+    assert ens.final_eval["icl_accuracy"] > 0.5  # chance 1/4

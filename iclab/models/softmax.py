@@ -19,6 +19,18 @@ Options (ModelConfig): layers; heads; layernorm (pre-LayerNorm before the attent
 mlp (a residual GELU MLP of width mlp_ratio·D after each attention layer); positions (a learned embedding
 [max_points, D] added to the tokens: context token i gets index i, every query the index N, so queries stay
 exchangeable). Default: none of them, as in He et al.
+
+Class labels (tasks with `label_vocab` L, e.g. icl_classification; docs/families.md "Class-label targets"): the
+concat layout puts the target inside the token, so a label goes there too, as an L-wide slot. Built with
+`n_labels = L`, context tokens are e_i = [x_i, W_label[ℓ_i]] ∈ R^(d + L) — row ℓ of a learned table W_label
+[L, L] (`iclab.models.gpt.label_table`, the one-hot e_ℓ through a learned L × L read-in) — query tokens
+[x_q, 0_L], and the L logits are −(the query's final label slots), the layout's readout (`ConcatLayout(k=L)`):
+`predict` → [B, m, L], trained with cross-entropy at the queries (`ICLModel.training_loss`). Concatenated, not
+added: a label added onto x would mix the item the keys match on with the label the values carry, and the
+readout would need a slot of its own anyway. One layer can then be an induction head: KQ's x-block β·I attends to
+the context items nearest to x_q, and OV's label block (−c·W_label⁻¹ on the label slots) copies their labels into
+the logits. Without `mlp` the logits are a mixture of context tokens, so the model cannot recall a label from its
+weights (in-weights learning needs `mlp`: it reads x_q with the attention's output).
 """
 
 from __future__ import annotations
@@ -33,8 +45,9 @@ from torch import Tensor, nn
 
 from iclab.config import ConfigError, ModelConfig
 from iclab.models.base import AttentionWeights, ICLModel, Impl, seeded_generator
+from iclab.models.gpt import label_table
 from iclab.models.hooks import HookedModule, HookPoint
-from iclab.shapes import Float, shape_checked
+from iclab.shapes import Float, Int, shape_checked
 from iclab.tokens import ConcatLayout
 from iclab.validation import check_bool, check_int, check_real
 
@@ -43,9 +56,10 @@ __all__ = ["SoftmaxAttention", "SoftmaxAttentionLayer", "SoftmaxConfig"]
 
 @dataclass(frozen=True)
 class SoftmaxConfig(ModelConfig):
-    """Multi-head softmax attention (He et al.; `SoftmaxAttention`)."""
+    """Multi-head softmax attention (He et al.; `SoftmaxAttention`); takes class labels (module docstring)."""
 
     name: ClassVar[str] = "softmax"
+    label_targets: ClassVar[bool] = True
 
     layernorm: bool = False
     """pre-LayerNorm before the attention (and the MLP) of every layer"""
@@ -151,16 +165,28 @@ class SoftmaxBlock(HookedModule):
 
 
 class SoftmaxAttention(ICLModel):
-    """K layers of multi-head softmax attention on the concat layout (module docstring); also a Learner."""
+    """K layers of multi-head softmax attention on the concat layout (module docstring); also a Learner.
+
+    With `n_labels` L: tokens [x, W_label[ℓ]] of width d + L and L logits per query (module docstring)."""
 
     layout = ConcatLayout()
 
-    def __init__(self, config: SoftmaxConfig, d: int, *, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        config: SoftmaxConfig,
+        d: int,
+        *,
+        n_labels: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         generator = seeded_generator(generator)  # never the global RNG
         self.config = config
         self.d = d
-        width = d + 1
+        self.n_labels = n_labels
+        if n_labels is not None:
+            self.layout = ConcatLayout(n_labels)  # the L label slots: readout −(last L slots) = the logits
+        width = self.layout.width(d)
         # As LSA: variance init_scale / (K · fan-in). A small init matters: from near-uniform attention the ȳ term
         # (pure noise) first drives Σ_h OV_h's y-row to 0, and the heads then split into opposite-sign KQ (He et
         # al.'s debiased GD); from an O(1) init the heads can settle on one same-sign kernel smoother instead.
@@ -169,6 +195,8 @@ class SoftmaxAttention(ICLModel):
         self.pos_embed = None
         if config.positions:
             self.pos_embed = nn.Parameter(0.02 * torch.randn((config.max_points, width), generator=generator))
+        if n_labels is not None:  # drawn last: the other weights are drawn as for real targets of the same width
+            self.W_label = label_table(n_labels, n_labels, generator)  # [L, L]
 
     def layer_weights(self, layer: int) -> SoftmaxAttentionLayer:
         """Layer `layer`'s attention (W_Q, W_K, W_V, W_O; KQ, OV, scale: iclab.models.base's convention)."""
@@ -189,13 +217,24 @@ class SoftmaxAttention(ICLModel):
             z = block(z, n_ctx)
         return z
 
+    def embed_labels(self, x_ctx: Tensor, y_ctx: Tensor, x_q: Tensor) -> Tensor:
+        """Items x_ctx [B, n, d] with label indices y_ctx [B, n] and queries x_q [B, m, d] → tokens
+        [B, n + m, d + L]: [x_i, W_label[ℓ_i]] for the context, [x_q, 0_L] for the queries."""
+        if self.n_labels is None:
+            raise ValueError(f"model {self.name!r} was built for real targets (n_labels None), not class labels")
+        return self.layout.encode_parts(x_ctx, self.W_label[y_ctx], x_q)  # W_label[y] [B, n, L] fills the slots
+
     @shape_checked
     def predict(
         self,
         x_ctx: Float[Tensor, "batch n_ctx d"],
-        y_ctx: Float[Tensor, "batch n_ctx *k"],
+        y_ctx: Float[Tensor, "batch n_ctx *k"] | Int[Tensor, "batch n_ctx"],
         x_q: Float[Tensor, "batch n_q d"],
     ) -> Float[Tensor, "batch n_q *k"]:
-        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m] = −(queries' final y-slots)."""
-        tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)
+        """x_ctx [B, n, d], y_ctx [B, n], x_q [B, m, d] → predictions [B, m] = −(queries' final y-slots).
+        Class labels (y_ctx [B, n] long, a model built with n_labels = L): logits [B, m, L], −(the label slots)."""
+        if self.n_labels is not None:
+            tokens = self.embed_labels(x_ctx, y_ctx, x_q)
+        else:
+            tokens = self.layout.encode_parts(x_ctx, y_ctx, x_q)
         return self.layout.readout(self(tokens, x_ctx.shape[1]), x_ctx.shape[1])
