@@ -129,7 +129,9 @@ def test_eval_sets_and_blowup_level_of_a_label_task():
     assert math.isclose(float(sets.blowup[0]), 1e8 * math.log(L))
     model = make_model(cfg.model, SMALL_TASK.d, n_labels=L)
     loss, columns = sets.evaluate(model)
-    assert set(columns) == {f"{s}_{q}" for s in sets.sets[0] for q in ("cross_entropy", "accuracy")}
+    metrics = {f"{s}_{q}" for s in sets.sets[0] for q in ("cross_entropy", "accuracy")}
+    assert metrics <= set(columns) and "induction_score" in columns  # and the progress measures
+    assert set(columns) - metrics == set(sets.tasks[0].eval_measures(model, sets.sets[0]))
     assert loss == columns["eval_cross_entropy"]
 
 

@@ -10,13 +10,16 @@ Raventós et al.) draws M parameter sets once from `pool_seed` and gives every p
 from __future__ import annotations
 
 import math
-from typing import Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
 from iclab.config import TaskConfig
 from iclab.prompts import Prompts
+
+if TYPE_CHECKING:
+    from iclab.models.base import ICLModel
 
 __all__ = ["Draw", "Prompts", "Task"]
 
@@ -197,6 +200,12 @@ class Task(Generic[C]):
         (icl_classification: icl, icl_permuted, iwl). The trainer scores each set by its targets and logs
         `<set>_<metric>` (iclab.training.trainer.member_metrics)."""
         return {"eval": self.sample(n, generator=generator, dtype=torch.float64)}
+
+    def eval_measures(self, model: ICLModel, sets: dict[str, Prompts]) -> dict[str, Tensor]:
+        """{column: [members]} of what the trainer logs about `model` beside the metrics of `sets` (this task's
+        `eval_sets`) at every evaluation: nothing for most families; icl_classification logs the induction-head
+        and previous-token scores and Reddy's progress measures (iclab.analysis.induction)."""
+        return {}
 
     def targets(self, x: Tensor, prompts: Prompts) -> Tensor:
         """Noiseless targets of the prompts' own functions at new inputs x [B, T, d] → [B, T] (or [B, T, k])."""

@@ -351,6 +351,14 @@ class ICLClassificationTask(Task[ICLClassificationConfig]):
             "iwl": self.iwl(n, generator=generator, dtype=f64),
         }
 
+    def eval_measures(self, model, sets: dict[str, Prompts]) -> dict[str, Tensor]:
+        """The induction-head and previous-token scores and Reddy's progress measures of `model` (each member of an
+        ensemble) on the in-context split "icl" (iclab.analysis.induction.training_measures); {} for a model
+        without interleaved attention patterns."""
+        from iclab.analysis.induction import training_measures  # analysis imports models, which import tasks
+
+        return training_measures(model, sets["icl"])
+
     def targets(self, x: Tensor, prompts) -> Tensor:
         raise ValueError(f"targets: {self.config.name} labels belong to classes, not to inputs; draw a split instead")
 

@@ -36,7 +36,7 @@ from iclab.runs import (
     optimizer_to_tensors,
     restore_generator,
 )
-from iclab.tasks import Prompts, make_task
+from iclab.tasks import Prompts, Task, make_task
 from iclab.tasks.curriculum import Curriculum
 from iclab.training.distributed import DataParallel
 
@@ -375,6 +375,7 @@ class _EvalSets:
 
     def __init__(self, singles: list[ExperimentConfig], device: torch.device, dtype: torch.dtype):
         self.sets: list[dict[str, Prompts]] = []
+        self.tasks: list[Task] = []  # each group's task, whose `eval_measures` add columns
         self.which: list[int] = []  # member → index into sets
         index: dict[str, int] = {}
         for c in singles:
@@ -382,6 +383,7 @@ class _EvalSets:
             if key not in index:
                 index[key] = len(self.sets)
                 self.sets.append(eval_sets_for(c, device, dtype))
+                self.tasks.append(make_task(c.task))
             self.which.append(index[key])
         self.first = self.sets[0]["eval"]
         labels = singles[0].label_vocab
@@ -405,13 +407,15 @@ class _EvalSets:
     def evaluate(self, model: ICLModel, only_loss: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """([E] held-out loss of each member, {column: [E] value of each member}) over every set of its group."""
         per_group = []
-        for group in self.sets:
+        for task, group in zip(self.tasks, self.sets):
             columns: dict[str, Tensor] = {}
             for name, prompts in group.items():
                 if only_loss and name != "eval":
                     continue
                 for metric, values in member_metrics(model, prompts).items():
                     columns[f"{name}_{metric}"] = values
+            if not only_loss:  # what the task measures beyond the metrics (induction-head scores, …)
+                columns.update(task.eval_measures(model, group))
             per_group.append(columns)
         if len(self.sets) == 1:
             merged = per_group[0]
