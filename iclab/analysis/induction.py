@@ -38,7 +38,7 @@ as a curve beside the accuracies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -163,7 +163,8 @@ def training_measures(model: ICLModel, prompts: Prompts, max_prompts: int = 512)
     """{measure: [members]} of a model or an ensemble (each member on its own) on the first `max_prompts`
     prompts: what the trainer logs at each evaluation (`progress_measures`)."""
     prompts = prompts[:max_prompts]
-    members = [model] if model.members == 1 else [model.member(e) for e in range(model.members)]  # type: ignore[attr-defined]
+    ensemble = cast(Any, model)  # an iclab.training.ensemble.Ensemble when members > 1
+    members = [model] if model.members == 1 else [ensemble.member(e) for e in range(model.members)]
     per_member = [progress_measures(m, prompts) for m in members]
     if not per_member[0]:
         return {}
