@@ -188,6 +188,9 @@ class TrainConfig:
     """garg: active dimensions 5 → d (+1) and points 11 → n_points (+2) every curriculum_every steps"""
     curriculum_every: int = 2000
     """steps between curriculum increments (Garg: 2000)"""
+    interventions: tuple[str, ...] = ()
+    """activation edits applied at every training step and evaluation, KIND:HOOK[@HEAD][=TARGET[:STRENGTH]]
+    (iclab.models.interventions: zero, mean, patch, clamp=previous|induction)"""
 
     def __post_init__(self) -> None:
         check_int("train.steps", self.steps, 0)
@@ -213,6 +216,14 @@ class TrainConfig:
         check_bool("train.progress", self.progress)
         check_choice("train.curriculum", self.curriculum, CURRICULA)
         check_int("train.curriculum_every", self.curriculum_every, 1)
+        if not isinstance(self.interventions, tuple) or not all(isinstance(v, str) for v in self.interventions):
+            fail("train.interventions", "a list of intervention specs (strings)", self.interventions)
+        from iclab.models.interventions import parse_interventions  # models import config: a late import
+
+        try:
+            parse_interventions(self.interventions, "train.interventions")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass(frozen=True)

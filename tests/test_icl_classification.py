@@ -64,6 +64,7 @@ def test_defaults_are_reddys_base_setting():
         ({"n_labels": 1}, "task.n_labels"),
         ({"p_bursty": 1.5}, "task.p_bursty"),
         ({"zipf_alpha": -1.0}, "task.zipf_alpha"),
+        ({"p_novel": 1.5}, "task.p_novel"),
         ({"within_class_noise": -0.1}, "task.within_class_noise"),
         ({"pool_size": 4}, "task.pool_size"),
         ({"n_points": 8, "burstiness": 1, "n_labels": 4, "n_classes": 8}, "task.burstiness"),  # N/B > L
@@ -145,6 +146,23 @@ def test_the_fraction_of_bursty_prompts_is_p_bursty():
     repeats = torch.tensor([len(set(r)) < 8 for r in p.classes[:, :8].tolist()])
     assert torch.equal(repeats[p.bursty], torch.ones(int(p.bursty.sum()), dtype=torch.bool))
     assert float(repeats[~p.bursty].double().mean()) < 0.02  # birthday bound: 28/4096 ≈ 0.007
+
+
+def test_the_fraction_of_novel_class_prompts_is_p_novel():
+    """Reddy's p_C: novel prompts have class ids ≥ K (fresh centroids), are bursty, and hold the query's class;
+    the rest follow p_bursty (here 0: i.i.d. trained classes)."""
+    n, p_n, K = 20000, 0.4, 64
+    p = _task(p_bursty=0.0, p_novel=p_n, n_classes=K).sample(n, generator=_gen(2))
+    novel = (p.classes >= K).all(1)  # [B]
+    assert torch.equal(novel | (p.classes < K).all(1), torch.ones(n, dtype=torch.bool))  # never mixed
+    assert abs(float(novel.double().mean()) - p_n) < Z * math.sqrt(p_n * (1 - p_n) / n)
+    assert torch.equal(p.bursty, novel)
+    in_ctx = (p.classes[:, :8] == p.classes[:, 8:9]).any(1)
+    assert bool(in_ctx[novel].all())
+    # the novel prompts' labels are those of their own classes: one label per class within a prompt
+    for row in torch.nonzero(novel)[:50, 0].tolist():
+        pairs = set(zip(p.classes[row].tolist(), p.y[row].tolist()))
+        assert len(pairs) == len(set(p.classes[row].tolist()))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 1.5])

@@ -35,7 +35,10 @@ Evaluation splits that separate the two strategies (Reddy 2023 Fig. 1b; each ret
   `iwl`           in-weights: items and queries of trained classes from p, the query's class absent from the
                   context; copying a context label is right only when another class shares the label:
                   probability (K/L − 1)/(K − 1) ≈ 1/L over the label assignment when L divides K.
-`sample` draws the training distribution. The reference learners (ideal induction head, class-mean lookup,
+`sample` draws the training distribution; with p_novel > 0 (Reddy's p_C) that fraction of the training prompts
+is drawn as `icl_novel` prompts, which only the context can answer (Reddy's novel classes come from a fixed set
+of K_c = 128 extra centroids with labels drawn per sequence; here each such prompt has fresh centroids).
+The reference learners (ideal induction head, class-mean lookup,
 chance) are in `iclab.algorithms.icl_classification`.
 
 Settings and their sources (defaults of the config): D = 63, N = 8, L = 32, ε = 0.1, α = 0, p_bursty = 1 are
@@ -99,6 +102,8 @@ class ICLClassificationConfig(TaskConfig):
     """fraction of bursty prompts (the rest draw every class i.i.d.)"""
     zipf_alpha: float = 0.0
     """rank–frequency exponent α: p_k ∝ k^(−α) (0: uniform)"""
+    p_novel: float = 0.0
+    """fraction of training prompts of novel classes, as the icl split draws them (Reddy's p_C)"""
     class_seed: int = 0
     """seed of the class centroids, the label assignment and the label vectors"""
 
@@ -116,6 +121,9 @@ class ICLClassificationConfig(TaskConfig):
         if self.p_bursty > 1:
             fail("task.p_bursty", "a fraction in [0, 1]", self.p_bursty)
         check_real("task.zipf_alpha", self.zipf_alpha, low=0.0)
+        check_real("task.p_novel", self.p_novel, low=0.0)
+        if self.p_novel > 1:
+            fail("task.p_novel", "a fraction in [0, 1]", self.p_novel)
         check_int("task.class_seed", self.class_seed, 0)
         if self.pool_size != 0:
             fail("task.pool_size", "0 (the K classes are this family's pool)", self.pool_size)
@@ -273,7 +281,18 @@ class ICLClassificationTask(Task[ICLClassificationConfig]):
             classes = torch.where(
                 bursty.unsqueeze(1), self.bursty_classes(batch, generator=generator, device=device), classes
             )
-        return self.labelled(classes, bursty, generator=generator, dtype=dtype)
+        prompts = self.labelled(classes, bursty, generator=generator, dtype=dtype)
+        if c.p_novel > 0:  # Reddy's p_C: these prompts only the context can answer
+            novel = torch.rand(batch, generator=generator, device=device) < c.p_novel  # [B]
+            fresh = self.icl_novel(batch, generator=generator, device=device, dtype=dtype)
+            pick = lambda a, b: torch.where(novel.view(-1, *[1] * (a.dim() - 1)), a, b)  # noqa: E731
+            prompts = self._prompts(
+                pick(fresh.x, prompts.x),
+                pick(fresh.y, prompts.y),
+                pick(fresh.classes, prompts.classes),
+                pick(fresh.bursty, prompts.bursty),
+            )
+        return prompts
 
     def labelled(
         self, classes: Tensor, bursty: Tensor, *, generator: torch.Generator, dtype: torch.dtype

@@ -24,7 +24,7 @@ import copy
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -34,6 +34,7 @@ from torch.func import functional_call, stack_module_state
 from iclab.config import ExperimentConfig, ModelConfig, config_to_dict
 from iclab.models import ICLModel, make_model
 from iclab.models.base import Impl
+from iclab.models.hooks import HookPoint
 from iclab.prompts import Prompts
 from iclab.runs import RunDir
 
@@ -141,6 +142,11 @@ class Ensemble(ICLModel):
 
         with _no_fallback_warning():
             return torch.func.vmap(one)(self._stacked_weights())
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """The family's hook points, on the skeleton every member's forward runs through (under vmap a hook sees
+        one member's activations; iclab.models.interventions edits them member by member)."""
+        return cast(ICLModel, self._call.inner).hook_points()
 
     def member(self, e: int) -> ICLModel:
         """Member e as an ordinary model (a copy with its weights)."""

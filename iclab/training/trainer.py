@@ -25,9 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from iclab.config import ConfigError, ExperimentConfig, config_to_dict
-from iclab.errors import CheckpointError
+from iclab.errors import CheckpointError, SpecError
 from iclab.metrics import accuracy, cross_entropy, half_mse
 from iclab.models import ICLModel, make_model
+from iclab.models.interventions import Intervened
 from iclab.progress import step_progress
 from iclab.runs import (
     RunDir,
@@ -202,6 +203,7 @@ def train(
     tasks = [make_task(c.task) for c in singles]
     dp = DataParallel.from_env(device)  # started by torchrun: this process's share (and GPU) of a data-parallel run
     model = build_model(config).to(device=device, dtype=dtype).set_impl(t.impl)
+    intervened = _install_interventions(model, t.interventions)  # taken off again before the model is returned
     if dp is not None:
         if config.ensemble.seeds:
             raise ConfigError("ensemble.seeds: an ensemble is one pass already; train it in one process, not torchrun")
@@ -356,7 +358,26 @@ def train(
         export_members(writer, config, cast(Ensemble, model), diverged)
     half = last_eval if eval_sets.metric == "half_mse" else math.nan
     wall = time.perf_counter() - began
+    if intervened is not None:
+        intervened.remove()  # the returned (and saved) model is the plain network
     return TrainResult(model, run, half, t.steps, wall, eval_set, diverged, last_columns)
+
+
+def _install_interventions(model: ICLModel, specs: tuple[str, ...]) -> Intervened | None:
+    """`train.interventions` installed on the model (iclab.models.interventions), or None when there are none."""
+    if not specs:
+        return None
+    try:
+        intervened = Intervened(model, specs, field="train.interventions")
+    except SpecError as e:
+        raise ConfigError(str(e)) from None
+    if intervened.needs_classes and model.members > 1:
+        intervened.remove()
+        raise ConfigError(
+            "train.interventions: clamp=induction reads each prompt's classes and runs on single models; "
+            "train the seeds as separate runs (no ensemble.seeds)"
+        )
+    return intervened
 
 
 BLOWUP = 1e8  # a held-out loss this many times that of predicting 0 is a divergence, finite or not
