@@ -136,7 +136,7 @@ def _cmd_train(args: list[str]) -> int:
     from iclab.experiments.presets import preset
     from iclab.training import train
     from iclab.training.distributed import DataParallel
-    from iclab.training.trainer import check_sizes, resolve_device
+    from iclab.training.trainer import check_interventions, check_sizes, resolve_device
 
     help_asked = "-h" in args or "--help" in args
     opts, rest = _tyro(TrainOptions, [a for a in args if a not in ("-h", "--help")], prog="iclab train", unknown=True)
@@ -156,6 +156,7 @@ def _cmd_train(args: list[str]) -> int:
     cfg = _tyro(_experiment_type(base), rest, prog="iclab train", default=base)
     resolve_device(cfg.train.device)  # e.g. cuda without a GPU: fail before creating the run directory
     check_sizes(cfg)  # absurd sizes: one line, before anything is allocated or written
+    check_interventions(cfg)  # hook names and heads exist in this model: before the run directory is made
     out = opts.out or Path("runs") / cfg.name
     dp = DataParallel.from_env(resolve_device(cfg.train.device))  # under torchrun: one of several processes
     if dp is None or dp.rank == 0:  # the one process that creates, locks and writes the run
@@ -249,8 +250,9 @@ class CompareOptions:
 
     run: tyro.conf.Positional[Path]
     """run directory"""
-    against: str = "gd"
-    """reference: gd (K tuned steps), gd++ (K tuned steps), ols, ridge:LAMBDA"""
+    against: str | None = None
+    """reference: gd (K tuned steps; the default), gd++ (K tuned steps), ols, ridge:LAMBDA; a class-label run:
+    comma-separated induction, induction:centroid, lookup, chance (default all)"""
     json: Path | None = None
     """also write the metrics as JSON here"""
 
@@ -386,8 +388,9 @@ class EvalOptions(Generic[TaskT]):
     """comma-separated learner names (see `iclab learners`) and run directories"""
     task: TaskT = dataclasses.field(default_factory=_garg_task)
     """the task; its fields are also accepted without the prefix (--d 20, --n-points 41, --task linear)"""
-    metric: str = "nmse"
-    """half_mse, mse, nmse (= mse/d), error_rate (classification; argmax for vector targets), each also _noiseless"""
+    metric: str | None = None
+    """half_mse, mse, nmse (= mse/d), error_rate (classification; argmax for vector targets), each also _noiseless
+    (default nmse); class-label tasks (icl_classification): accuracy (default) or cross_entropy, per held-out split"""
     shifts: str = "none"
     """comma-separated shifts (iclab.shifts): none, scale_x:2, skewed, orthant, orthogonal_query, length:60, …"""
     n_prompts: int = 1280
@@ -420,24 +423,30 @@ def _flat_task_args(args: list[str], task: TaskConfig) -> list[str]:
 def _cmd_eval(args: list[str]) -> int:
     import torch
 
-    from iclab.experiments.eval_run import run_eval
+    from iclab.experiments.eval_run import default_metric, run_eval
+    from iclab.tasks import TASKS
 
     args, families = _pop_family_names(args, ("task",))
-    task = change_family(_garg_task(), families.get("task", "linear"))
+    family = families.get("task", "linear")
+    if family in TASKS.names() and TASKS.config_class(family)().label_vocab is not None:
+        task = task_config(family)  # a label task starts from its own defaults (Reddy's), not Garg's 41 points
+    else:
+        task = change_family(_garg_task(), family)
     default = EvalOptions(task=task)
     options_class = cast(Any, EvalOptions)[type(task)]  # specialised at run time to the task's config class
     opts = _tyro(options_class, _flat_task_args(args, task), prog="iclab eval", default=default)
     for name in ("n_prompts", "n_boot"):
         if getattr(opts, name) < 1:
             raise UsageError(f"{name}: must be an integer >= 1, got {getattr(opts, name)}")
-    out = opts.out or Path("runs") / f"eval-{opts.task.name}-d{opts.task.d}-{opts.metric}"
+    metric = opts.metric or default_metric(opts.task)
+    out = opts.out or Path("runs") / f"eval-{opts.task.name}-d{opts.task.d}-{metric}"
     if out.exists() and any(out.iterdir()) and not opts.force:
         raise UsageError(f"out: {str(out)!r} exists; pass --force to overwrite it or choose another --out")
     _log_errors_under(out, ".")  # out is eval's once it exists (empty or --force, checked above)
     results, text = run_eval(
         opts.task,
         opts.learners,
-        metric=opts.metric,
+        metric=metric,
         shifts=opts.shifts,
         n_prompts=opts.n_prompts,
         seed=opts.seed,
@@ -467,8 +476,9 @@ class AnalyzeOptions:
 
     run: tyro.conf.Positional[Path]
     """the run directory"""
-    what: str = "implicit,probes,weights"
-    """comma-separated analyses: implicit, probes, weights, alignment (GD and Newton per layer)"""
+    what: str | None = None
+    """comma-separated analyses: implicit, probes, weights, alignment (GD and Newton per layer); default
+    implicit,probes,weights; class-label runs: induction (the query's attention on its class, the default)"""
     n_prompts: int = 4000
     """prompts drawn from the run's task"""
     seed: int = 1
@@ -484,7 +494,7 @@ def _cmd_analyze(args: list[str]) -> int:
         raise UsageError(
             f"n_prompts: must be an integer >= 20 (probes split it in train/validation/test), got {opts.n_prompts}"
         )
-    what = [w.strip() for w in opts.what.split(",") if w.strip()]
+    what = None if opts.what is None else [w.strip() for w in opts.what.split(",") if w.strip()]
     _log_errors_under(opts.run, "config.json")
     _, text = analyze_run(opts.run, what, n_prompts=opts.n_prompts, seed=opts.seed, out=opts.out)
     print(text)

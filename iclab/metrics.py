@@ -124,9 +124,12 @@ def misclassified(pred: Tensor, target: Tensor, *, vector: bool | None = None) -
     """Pointwise 1.0 where the predicted class is wrong (or the prediction is NaN), else 0.0: [B, T] (float64).
 
     Scalar ±1 labels: sign ŷ ≠ sign y, with sign 0 := +1. Vector targets [B, T, k]: argmax ŷ ≠ argmax y.
-    Class labels (integer target [B, T], logits pred [B, T, L]): argmax ŷ ≠ y.
+    Class labels (integer target [B, T], logits pred [B, T, L]): argmax ŷ ≠ y; predicted label indices (integer
+    pred [B, T], the reference learners'): ŷ ≠ y.
     """
-    if not target.is_floating_point():
+    if not target.is_floating_point() and not pred.is_floating_point():
+        wrong = pred != target
+    elif not target.is_floating_point():
         wrong = (pred.argmax(-1) != target) | pred.isnan().any(-1)
     elif _is_vector(target, vector):
         wrong = (pred.argmax(-1) != target.argmax(-1)) | pred.isnan().any(-1)

@@ -24,6 +24,7 @@ __all__ = [
     "DPI",
     "index_labels",
     "new_figure",
+    "plot_bars",
     "plot_curves",
     "plot_training_curve",
     "plot_weight_heatmaps",
@@ -247,4 +248,44 @@ def plot_curves(
         ax.set_xscale("log")
     style_axes(ax, xlabel=xlabel, ylabel=ylabel)
     _use_integer_xticks(ax, xs)
+    return save_figure(_finish(fig, ax, title), path)
+
+
+def plot_bars(
+    groups: list[str],
+    values: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    ylabel: str,
+    errors: Mapping[str, np.ndarray] | None = None,
+    reference: Mapping[str, float] | None = None,
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """Grouped bars: one group per name in `groups` (e.g. evaluation splits), one bar per series in each.
+
+    Args:
+        values: series name → [len(groups)] heights; NaN leaves the bar out.
+        errors: series name → [len(groups)] error-bar half-widths (e.g. one standard error).
+        reference: label → y of a dashed horizontal line (e.g. chance 1/L).
+    """
+    n = len(groups)
+    ys = {name: np.asarray(v, dtype=float).reshape(-1) for name, v in values.items()}
+    for name, y in ys.items():
+        if y.shape[0] != n:
+            raise ValueError(f"series {name!r}: {y.shape[0]} values for {n} groups")
+    fig = new_figure(max(6.0, 0.5 * n * max(len(ys), 1) + 2.0), 4.0)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(ys), 1)
+    xs = np.arange(n)
+    for i, (name, y) in enumerate(ys.items()):
+        err = None if errors is None or name not in errors else np.asarray(errors[name], dtype=float)
+        ax.bar(xs + (i - (len(ys) - 1) / 2) * width, y, width, yerr=err, capsize=3, color=f"C{i % 10}", label=name)
+    for j, (label, y_ref) in enumerate((reference or {}).items()):
+        ax.axhline(y_ref, color=f"{0.3 + 0.2 * (j % 3):.1f}", ls="--", lw=1.0, label=label)
+    ax.set_xticks(xs, groups)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    style_axes(ax, xlabel="", ylabel=ylabel)
+    ax.grid(False, axis="x")
     return save_figure(_finish(fig, ax, title), path)

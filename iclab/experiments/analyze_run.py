@@ -7,6 +7,10 @@ Analyses (``--what``, comma-separated):
   weights     KQ / OV (W_KQ / W_PV) heatmaps per layer and head, diagonal-homogeneity and zero-sum statistics
               (iclab.analysis.patterns)
   alignment   layer ↔ iteration alignment with GD steps and Newton iterations (iclab.analysis.alignment)
+  induction   class-label runs (icl_classification; the only analysis they take, and their default): per layer and
+              head, the attention the query pays to the context items of its own class (their labels, for the
+              interleaved gpt / attn_only: iclab.analysis.induction; their tokens, which hold item and label, for
+              the concat softmax), against uniform attention, on the in-context split ("icl": novel classes)
 Prompts are drawn from the run's own task with `--seed` (apart from its training and held-out prompts).
 Results go to RUN/analysis/ (or --out): <analysis>.json and figures/<analysis>*.png, plus summary.json.
 """
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from iclab.config import ConfigError, ExperimentConfig, config_from_dict
 from iclab.runs import RunDir, atomic_write_bytes
@@ -77,12 +82,71 @@ def _alignment(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen
     return {**result.to_dict(), "figures": {k: str(v) for k, v in figures.items()}}
 
 
+@torch.no_grad()
+def _concat_induction(model, prompts: Prompts) -> dict[str, Tensor]:
+    """{"induction": [layers, H]} of a concat-layout label model (softmax): the query row of
+    blocks.{l}.attn.hook_pattern [B, H, T, N] summed over the context tokens of the query's class (a token holds
+    item and label), averaged over prompts and queries; and "uniform": [layers, 1], the same of uniform attention."""
+    n = prompts.n_ctx
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(len(model.blocks))]
+    _, cache = model.run_with_cache(prompts.x_ctx, prompts.y_ctx, prompts.x_q, names=names, method="predict")
+    assert prompts.params is not None
+    classes = prompts.params["classes"]  # [B, T]
+    same = (classes[:, None, n:, None] == classes[:, None, None, :n]).double()  # [B, 1, m, N]
+    induction = torch.stack([(cache[name][:, :, n:].double() * same).sum(-1).mean((0, 2)) for name in names])
+    uniform = same.mean(-1).mean().expand(len(names), 1)
+    return {"induction": induction, "uniform": uniform}
+
+
+def _induction(model, config: ExperimentConfig, prompts: Prompts, out: Path, gen: torch.Generator) -> dict[str, Any]:
+    from iclab import plotting
+    from iclab.analysis.induction import head_scores, uniform_scores
+
+    if config.label_vocab is None:
+        raise ConfigError(
+            f"what: 'induction' reads runs of class-label tasks (icl_classification), not task {config.task.name!r}"
+        )
+    sets = make_task(config.task).eval_sets(len(prompts), generator=gen)
+    split = "icl" if "icl" in sets else "eval"
+    icl = sets[split].to(dtype=torch.float64)
+    scores = head_scores(model, icl)
+    assert icl.params is not None  # the family's prompts carry their classes
+    if scores:
+        uniform = uniform_scores(icl.params["classes"], icl.n_ctx, scores["induction"].shape[0])
+        kind = "interleaved: attention on the labels of the query's class"
+    else:
+        scores = _concat_induction(model, icl)
+        uniform = {"induction": scores.pop("uniform")}
+        kind = "concat: attention on the context tokens of the query's class"
+    layers, heads = scores["induction"].shape
+    groups = [f"L{layer}H{head}" for layer in range(layers) for head in range(heads)]
+    values = {k: v.flatten().numpy() for k, v in scores.items() if k in ("induction", "match_item", "previous_token")}
+    chance = float(uniform["induction"].mean())
+    title = f"{config.name}: the query's attention, {split} split ({kind.split(':')[0]})"
+    reference = {f"uniform attention ({chance:.3f})": chance}
+    path = out / "figures" / "induction.png"
+    fig = plotting.plot_bars(groups, values, path, ylabel="attention", reference=reference, title=title, ylim=(0, 1.05))
+    best = divmod(int(scores["induction"].argmax()), heads)
+    return {
+        "split": split,
+        "n_prompts": len(icl),
+        "layout": kind,
+        "scores": {k: v.tolist() for k, v in scores.items()},
+        "uniform": {k: v.tolist() for k, v in uniform.items()},
+        "best_head": {"layer": best[0], "head": best[1], "induction": float(scores["induction"].max())},
+        "figure": str(fig),
+    }
+
+
 ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {
     "implicit": _implicit,
     "probes": _probes,
     "weights": _weights,
     "alignment": _alignment,
+    "induction": _induction,
 }
+LABEL_ANALYSES = ("induction",)
+"""what a class-label run takes (the others read real-valued predictions)"""
 
 
 def _headline(name: str, summary: dict[str, Any]) -> str:
@@ -102,6 +166,13 @@ def _headline(name: str, summary: dict[str, Any]) -> str:
                 f"OV last-row mass {ov['min_last_row_mass']:.3f}, zero-sum {ov['zero_sum']:.3f}"
             )
         return "weights: " + "; ".join(rows) + f" (figure {summary['figure']})"
+    if name == "induction":
+        b = summary["best_head"]
+        return (
+            f"induction: best head layer {b['layer']} head {b['head']} puts {b['induction']:.3f} of the query's "
+            f"attention on its class ({summary['layout'].split(':')[1].strip()}; uniform "
+            f"{summary['uniform']['induction'][0][0]:.3f}; {summary['split']} split, figure {summary['figure']})"
+        )
     if name == "alignment":
         return (
             f"alignment: per layer, best GD steps {summary['best_gd']}, best Newton iterations "
@@ -111,14 +182,23 @@ def _headline(name: str, summary: dict[str, Any]) -> str:
 
 
 def analyze_run(
-    path: Path, what: list[str], *, n_prompts: int = 4000, seed: int = 1, out: Path | None = None
+    path: Path, what: list[str] | None = None, *, n_prompts: int = 4000, seed: int = 1, out: Path | None = None
 ) -> tuple[dict[str, Any], str]:
-    """Run the named analyses on the run at `path`; returns (summary, printable text)."""
-    for name in what:
+    """Run the named analyses on the run at `path` (default: implicit, probes, weights; class-label runs:
+    induction); returns (summary, printable text)."""
+    for name in what or ():
         if name not in ANALYSES:
             raise ConfigError(f"what: unknown analysis {name!r}; choose one of: {', '.join(ANALYSES)}")
     run = RunDir.open(path)
     config = config_from_dict(run.config())
+    labels = config.label_vocab is not None
+    if what is None:
+        what = list(LABEL_ANALYSES) if labels else ["implicit", "probes", "weights"]
+    if labels and (other := [name for name in what if name not in LABEL_ANALYSES]):
+        raise ConfigError(
+            f"what: {other[0]!r} reads real-valued predictions; run {str(path)!r} has class labels (task "
+            f"{config.task.name!r}): choose from: {', '.join(LABEL_ANALYSES)}"
+        )
     scalar_only = [name for name in what if name in ("implicit", "alignment")]
     if config.target_dim is not None and scalar_only:
         raise ConfigError(

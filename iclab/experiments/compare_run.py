@@ -1,4 +1,10 @@
-"""`iclab compare RUN --against ALG`: a trained run against a reference learner on the run's held-out prompts."""
+"""`iclab compare RUN --against ALG`: a trained run against a reference learner on the run's held-out prompts.
+
+A run of a class-label task (icl_classification) is compared with the label references instead — the ideal
+induction head, the in-weights class-mean lookup and chance (iclab.algorithms.icl_classification), all of them
+unless --against names some — by accuracy (and the run's cross-entropy) on each of the run's own held-out splits
+(`eval_sets_for`: eval, icl, icl_permuted, iwl from eval.seed), the sets the trainer logged.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +25,12 @@ from iclab.models.lsa import LSA, LSAConfig
 from iclab.report import format_table
 from iclab.runs import RunDir
 from iclab.tasks import make_task
-from iclab.training.trainer import eval_prompts_for, load_model
+from iclab.training.trainer import eval_prompts_for, eval_sets_for, load_model
 
-__all__ = ["REFERENCES", "compare_run"]
+__all__ = ["LABEL_REFERENCES", "REFERENCES", "compare_label_run", "compare_run"]
 
 REFERENCES = ("gd", "gd++", "ols", "ridge:LAMBDA")
+LABEL_REFERENCES = ("induction", "induction:centroid", "lookup", "chance")
 
 
 def _reference(name: str, task, layers: int, tied: bool):
@@ -50,10 +57,55 @@ def _reference(name: str, task, layers: int, tied: bool):
     raise ConfigError(f"against: unknown value {name!r}; choose one of: {', '.join(REFERENCES)}")
 
 
-def compare_run(path: Path, against: str) -> tuple[dict[str, Any], str]:
-    """Returns (summary dict, printable table). Uses the run's own held-out set (eval.seed)."""
+def compare_label_run(path: Path, against: str | None = None) -> tuple[dict[str, Any], str]:
+    """A class-label run against the label references (comma-separated `against`, default all of
+    LABEL_REFERENCES) on its own held-out splits: (summary dict, printable tables)."""
+    from iclab.algorithms.registry import make_learner, parse_spec, split_learner_list
+    from iclab.evaluation_labels import split_scores, split_table
+
     run = RunDir.open(path)
     config = config_from_dict(run.config())
+    task = make_task(config.task)
+    names = list(LABEL_REFERENCES) if against is None else split_learner_list(against)
+    for name in names:
+        if parse_spec(name)[0] not in ("induction", "lookup", "chance"):
+            raise ConfigError(
+                f"against: run {str(path)!r} was trained on class labels (task {config.task.name!r}); "
+                f"{name!r} is not a label reference; choose from: {', '.join(LABEL_REFERENCES)}"
+            )
+    sets = eval_sets_for(config, torch.device("cpu"), torch.float64)
+    label = Path(path).name or str(path)
+    learners: dict[str, Any] = {label: load_model(run).double().eval()}
+    learners.update({name: make_learner(name, task) for name in names})
+    scores = split_scores(learners, sets)
+    L = config.label_vocab
+    assert L is not None
+    summary: dict[str, Any] = {
+        "run": str(path),
+        "against": names,
+        "n_prompts": config.eval.n_prompts,
+        "n_labels": L,
+        "splits": {s: {n: sc.to_dict() for n, sc in by.items()} for s, by in scores.items()},
+    }
+    n = config.eval.n_prompts
+    text = [
+        f"accuracy per held-out split (the run's eval sets, {n} prompts each, ± one standard error; chance 1/L = "
+        f"{1 / L:.4g})",
+        format_table(split_table(scores, "accuracy")),
+        f"cross-entropy of the run (uniform logits log L = {math.log(L):.4g})",
+        format_table(split_table(scores, "cross_entropy")[:1]),
+    ]
+    return summary, "\n".join(text)
+
+
+def compare_run(path: Path, against: str | None = None) -> tuple[dict[str, Any], str]:
+    """Returns (summary dict, printable table). Uses the run's own held-out set (eval.seed). `against` defaults to
+    gd; a class-label run goes to `compare_label_run`."""
+    run = RunDir.open(path)
+    config = config_from_dict(run.config())
+    if config.label_vocab is not None:
+        return compare_label_run(path, against)
+    against = "gd" if against is None else against
     if config.target_dim is not None:
         raise ConfigError(
             f"run: {str(path)!r} was trained on vector targets (task {config.task.name!r}, k = {config.target_dim}); "

@@ -1,10 +1,16 @@
 """`iclab eval`: error vs number of in-context examples for a list of learners (algorithms and trained runs) on the
 same prompts, under the training distribution and any shifts; prints a table, draws the curves, writes JSON.
+
+On a class-label task (`TaskConfig.label_vocab`, e.g. icl_classification) the question is another: accuracy (and
+cross-entropy, for learners with logits) on each of the task's held-out splits (`Task.eval_sets`: eval, icl,
+icl_permuted, iwl), one table, one bar chart and the JSON (iclab.evaluation_labels). Learners, runs and metrics
+that do not fit the task's targets are refused in one line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,20 +20,80 @@ import numpy as np
 import torch
 
 from iclab import plotting
-from iclab.algorithms.registry import LearnerSpecError, make_learner, split_learner_list
+from iclab.algorithms.icl_classification import LEARNERS as LABEL_LEARNERS
+from iclab.algorithms.registry import LearnerSpecError, make_learner, parse_spec, split_learner_list
 from iclab.config import TaskConfig, config_from_dict, config_to_dict
 from iclab.errors import SpecError
 from iclab.evaluation import METRICS, curves_table, error_curves
+from iclab.evaluation_labels import LABEL_METRICS, plot_split_scores, split_scores, split_table
 from iclab.report import format_table
 from iclab.runs import RunDir, atomic_write_bytes
 from iclab.shifts import apply_shift, parse_shift
 from iclab.tasks import Prompts, make_task
 
-__all__ = ["eval_prompts", "resolve_learners", "run_eval"]
+__all__ = ["default_metric", "eval_prompts", "resolve_learners", "run_eval"]
 
 
 def _targets(k: int | None) -> str:
     return "scalar targets" if k is None else f"vector targets (k = {k})"
+
+
+def _kind(labels: int | None) -> str:
+    return "real targets" if labels is None else f"class labels (L = {labels})"
+
+
+def default_metric(task_config: TaskConfig) -> str:
+    """nmse (Garg's) for real targets, accuracy for class labels."""
+    return "nmse" if task_config.label_vocab is None else "accuracy"
+
+
+def _check_metric(metric: str, task_config: TaskConfig) -> None:
+    labels = task_config.label_vocab
+    allowed = METRICS if labels is None else LABEL_METRICS
+    if metric in allowed:
+        return
+    other = LABEL_METRICS if labels is None else METRICS
+    if metric in other:
+        what = "scores class labels" if labels is None else "measures real-valued predictions"
+        raise SpecError(
+            f"metric: {metric!r} {what}; task {task_config.name!r} has {_kind(labels)}: choose one of: "
+            f"{', '.join(allowed)}"
+        )
+    raise SpecError(f"metric: unknown value {metric!r}; choose one of: {', '.join(allowed)}")
+
+
+def _check_run(spec: str, config, task) -> None:
+    """A run fits the task: its d, its kind of targets (real, vector, labels) and its L."""
+    if config.task.d != task.d:
+        raise LearnerSpecError(
+            f"learners: run {spec!r} was trained with d = {config.task.d}, the task has d = {task.d}"
+        )
+    if config.target_dim != task.config.target_dim:
+        raise LearnerSpecError(
+            f"learners: run {spec!r} was trained on {_targets(config.target_dim)}, the task "
+            f"{task.config.name!r} has {_targets(task.config.target_dim)}"
+        )
+    ran, has = config.label_vocab, task.config.label_vocab
+    if ran != has:
+        raise LearnerSpecError(
+            f"learners: run {spec!r} was trained on {_kind(ran)}, the task {task.config.name!r} has {_kind(has)}"
+        )
+
+
+def _check_learner(spec: str, task) -> None:
+    """A registry learner fits the task's targets: label learners for label tasks, the others for real ones."""
+    name = parse_spec(spec)[0]
+    labels = task.config.label_vocab
+    if name in LABEL_LEARNERS and labels is None:
+        raise LearnerSpecError(
+            f"learners: {spec!r} predicts class labels; task {task.config.name!r} has real targets "
+            "(see `iclab learners`)"
+        )
+    if name not in LABEL_LEARNERS and labels is not None:
+        raise LearnerSpecError(
+            f"learners: {spec!r} predicts real values; task {task.config.name!r} has {_kind(labels)}: choose "
+            f"from {', '.join(LABEL_LEARNERS)} (induction:centroid, chance:L) or a run trained on class labels"
+        )
 
 
 def resolve_learners(specs: list[str], task) -> dict[str, Any]:
@@ -40,17 +106,10 @@ def resolve_learners(specs: list[str], task) -> dict[str, Any]:
         if (path / "config.json").is_file():
             run = RunDir.open(path)
             config = config_from_dict(run.config())
-            if config.task.d != task.d:
-                raise LearnerSpecError(
-                    f"learners: run {spec!r} was trained with d = {config.task.d}, the task has d = {task.d}"
-                )
-            if config.target_dim != task.config.target_dim:
-                raise LearnerSpecError(
-                    f"learners: run {spec!r} was trained on {_targets(config.target_dim)}, the task "
-                    f"{task.config.name!r} has {_targets(task.config.target_dim)}"
-                )
+            _check_run(spec, config, task)
             learners[path.name or spec] = load_model(run)
         else:
+            _check_learner(spec, task)
             learners[spec] = make_learner(spec, task)
     return learners
 
@@ -76,7 +135,7 @@ def run_eval(
     task_config: TaskConfig,
     learners: str,
     *,
-    metric: str = "nmse",
+    metric: str | None = None,
     shifts: str = "none",
     n_prompts: int = 1280,
     seed: int = 0,
@@ -84,9 +143,14 @@ def run_eval(
     dtype: torch.dtype = torch.float32,
     out: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Returns (JSON-ready results, printable text). Figures go to out/ when given."""
-    if metric not in METRICS:
-        raise SpecError(f"metric: unknown value {metric!r}; choose one of: {', '.join(METRICS)}")
+    """Returns (JSON-ready results, printable text). Figures go to out/ when given. `metric` defaults to
+    `default_metric(task_config)`; a class-label task is evaluated per split (`run_label_eval`)."""
+    metric = default_metric(task_config) if metric is None else metric
+    _check_metric(metric, task_config)
+    if task_config.label_vocab is not None:
+        return run_label_eval(
+            task_config, learners, metric=metric, shifts=shifts, n_prompts=n_prompts, seed=seed, dtype=dtype, out=out
+        )
     task = make_task(task_config)
     shift_specs = split_learner_list(shifts)  # same comma grammar
     for s in shift_specs:
@@ -129,5 +193,87 @@ def run_eval(
             )
             text.append(f"figure: {fig}")
     if out is not None:
+        atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+    return results, "\n".join(text)
+
+
+def _other_classes_note(task_config: TaskConfig, specs: list[str]) -> list[str]:
+    """A line per run trained on other classes than the task's (n_classes, class_seed, …): its in-weights split
+    then asks about classes it never saw."""
+    lines = []
+    own = {k: v for k, v in config_to_dict(task_config).items() if k not in ("n_queries",)}
+    for spec in specs:
+        if (Path(spec) / "config.json").is_file():
+            ran = config_to_dict(config_from_dict(RunDir.open(Path(spec)).config()).task)
+            differ = sorted(k for k in own if k in ran and ran[k] != own[k])
+            if differ:
+                fields = ", ".join(differ)
+                lines.append(
+                    f"note: run {spec!r} was trained with other task fields ({fields}): it is scored here on "
+                    "classes and labels it may never have seen"
+                )
+    return lines
+
+
+def run_label_eval(
+    task_config: TaskConfig,
+    learners: str,
+    *,
+    metric: str = "accuracy",
+    shifts: str = "none",
+    n_prompts: int = 1280,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    out: Path | None = None,
+) -> tuple[dict[str, Any], str]:
+    """A class-label task: every learner's accuracy (and cross-entropy) on each held-out split the task declares
+    (`Task.eval_sets`, n_prompts each, drawn from `seed`); returns (JSON-ready results, printable text) and draws
+    out/figures/eval_splits.png (the bars of `metric`, ± one standard error) when out is given."""
+    _check_metric(metric, task_config)
+    if [s for s in split_learner_list(shifts) if s != "none"]:
+        raise SpecError(
+            f"shifts: task {task_config.name!r} has class labels; its held-out splits (eval, icl, icl_permuted, iwl) "
+            "take the place of shifts: give none"
+        )
+    task = make_task(task_config)
+    specs = split_learner_list(learners)
+    resolved = resolve_learners(specs, task)
+    resolved = {n: lr.to(dtype) if isinstance(lr, torch.nn.Module) else lr for n, lr in resolved.items()}
+    began = time.perf_counter()
+    sets = {
+        n: p.to(dtype=dtype)
+        for n, p in task.eval_sets(n_prompts, generator=torch.Generator().manual_seed(seed)).items()
+    }
+    scores = split_scores(resolved, sets)
+    seconds = time.perf_counter() - began
+    L = task_config.label_vocab
+    assert L is not None
+    splits = {s: {n: sc.to_dict() for n, sc in by.items()} for s, by in scores.items()}
+    results: dict[str, Any] = {
+        "task": config_to_dict(task_config),
+        "metric": metric,
+        "n_prompts": n_prompts,
+        "seed": seed,
+        "n_labels": L,
+        "seconds": seconds,
+        "splits": splits,
+    }
+    text = [
+        f"{task_config.name}: accuracy per held-out split (± one standard error over {n_prompts} prompts; "
+        f"chance 1/L = {1 / L:.4g})",
+        format_table(split_table(scores, "accuracy")),
+    ]
+    if any(math.isfinite(sc.cross_entropy) for by in scores.values() for sc in by.values()):
+        text.append(f"cross-entropy (learners with logits; uniform logits log L = {math.log(L):.4g})")
+        rows = [
+            r for r in split_table(scores, "cross_entropy") if any(v != "—" for k, v in r.items() if k != "learner")
+        ]
+        text.append(format_table(rows))
+    text += _other_classes_note(task_config, specs)
+    text.append(f"({len(resolved)} learners × {len(sets)} splits × {n_prompts} prompts in {seconds:.2f} s)")
+    if out is not None:
+        title = f"{task_config.name}, d = {task.d}, L = {L}: {metric} per split"
+        fig = plot_split_scores(scores, metric, out / "figures" / "eval_splits.png", n_labels=L, title=title)
+        text.append(f"figure: {fig}")
         atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
     return results, "\n".join(text)
