@@ -67,6 +67,7 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+IV_UNKNOWN = ["--train.interventions", "zero:blocks.7.attn.hook_z"]
 ERRORS = [
     (["train", "--task.d", "0"], [r"error: task\.d: ", ">= 1"]),
     (["train", "--task.x_dist", "cauchy"], [r"x[-_]dist", "cauchy", "uniform", "gaussian"]),
@@ -85,6 +86,11 @@ ERRORS = [
     (["train", "--eval.alphas"], [r"error: eval\.alphas: ", "non-empty"]),
     (["train", "--name", "../escape"], ["error: name: ", "/"]),
     (["train", "--force", "--resume"], ["--force", "--resume"]),
+    (["train", "--train.interventions", "zero"], [r"error: train\.interventions: ", "KIND:HOOK"]),
+    (
+        ["train", "--task.name", "icl_classification", "--model.name", "attn_only", *IV_UNKNOWN],
+        [r"error: train\.interventions: unknown hook point 'blocks\.7\.attn\.hook_z'; choose from: blocks\.0"],
+    ),
     (["compare", "/nonexistent"], ["/nonexistent"]),
     (["compare"], ["compare", "PATH|run"]),
     (["reproduce", "von-oswald", "--layers", "0"], ["layers", ">= 1"]),

@@ -44,6 +44,7 @@ from iclab.training.distributed import DataParallel
 __all__ = [
     "TrainResult",
     "TrainingDiverged",
+    "check_interventions",
     "clip_grad_norm_per_member",
     "curriculum_for",
     "eval_sets_for",
@@ -361,6 +362,15 @@ def train(
     if intervened is not None:
         intervened.remove()  # the returned (and saved) model is the plain network
     return TrainResult(model, run, half, t.steps, wall, eval_set, diverged, last_columns)
+
+
+def check_interventions(config: ExperimentConfig) -> None:
+    """ConfigError (one line, naming train.interventions) unless every intervention's hook point and head exist
+    in the configured model; builds the model once (on the CPU) to see them."""
+    if config.train.interventions:
+        intervened = _install_interventions(build_model(config), config.train.interventions)
+        if intervened is not None:
+            intervened.remove()
 
 
 def _install_interventions(model: ICLModel, specs: tuple[str, ...]) -> Intervened | None:
