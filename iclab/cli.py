@@ -384,8 +384,9 @@ TaskT = TypeVar("TaskT", bound=TaskConfig)
 class EvalOptions(Generic[TaskT]):
     """Error vs number of in-context examples for learners (algorithms and trained runs) on the same prompts."""
 
-    learners: str = "ols,ridge:0.1,averaging,knn:3,gd:1,newton:5"
-    """comma-separated learner names (see `iclab learners`) and run directories"""
+    learners: str | None = None
+    """comma-separated learner names (see `iclab learners`) and run directories (default
+    ols,ridge:0.1,averaging,knn:3,gd:1,newton:5; class-label tasks: induction,lookup,chance)"""
     task: TaskT = dataclasses.field(default_factory=_garg_task)
     """the task; its fields are also accepted without the prefix (--d 20, --n-points 41, --task linear)"""
     metric: str | None = None
@@ -423,7 +424,7 @@ def _flat_task_args(args: list[str], task: TaskConfig) -> list[str]:
 def _cmd_eval(args: list[str]) -> int:
     import torch
 
-    from iclab.experiments.eval_run import default_metric, run_eval
+    from iclab.experiments.eval_run import default_learners, default_metric, run_eval
     from iclab.tasks import TASKS
 
     args, families = _pop_family_names(args, ("task",))
@@ -445,7 +446,7 @@ def _cmd_eval(args: list[str]) -> int:
     _log_errors_under(out, ".")  # out is eval's once it exists (empty or --force, checked above)
     results, text = run_eval(
         opts.task,
-        opts.learners,
+        opts.learners or default_learners(opts.task),
         metric=metric,
         shifts=opts.shifts,
         n_prompts=opts.n_prompts,

@@ -159,3 +159,14 @@ def test_compare_and_analyze_refuse_what_a_label_run_cannot_answer(other_runs, c
     _one_line_error(capsys, ["compare", ao, "--against", "gd"], "'gd' is not a label reference")
     _one_line_error(capsys, ["analyze", ao, "--what", "implicit"], "'implicit' reads real-valued predictions")
     _one_line_error(capsys, ["analyze", lin, "--what", "induction"], "'induction' reads runs of class-label tasks")
+
+
+def test_label_task_defaults_reddy_task_reference_learners_and_accuracy(tmp_path, capsys):
+    """`iclab eval --task.name icl_classification` alone: the family's own defaults (D = 63, L = 32), the label
+    references, accuracy."""
+    path = tmp_path / "r.json"
+    assert main(["eval", "--task.name", "icl_classification", "--n-prompts", "100", "--json", str(path),
+                 "--out", str(tmp_path / "e")]) == 0  # fmt: skip
+    results = json.loads(path.read_text())
+    assert results["metric"] == "accuracy" and results["task"]["d"] == 63 and results["n_labels"] == 32
+    assert list(results["splits"]["icl"]) == ["induction", "lookup", "chance"]

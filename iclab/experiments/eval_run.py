@@ -31,7 +31,7 @@ from iclab.runs import RunDir, atomic_write_bytes
 from iclab.shifts import apply_shift, parse_shift
 from iclab.tasks import Prompts, make_task
 
-__all__ = ["default_metric", "eval_prompts", "resolve_learners", "run_eval"]
+__all__ = ["default_learners", "default_metric", "eval_prompts", "resolve_learners", "run_eval"]
 
 
 def _targets(k: int | None) -> str:
@@ -40,6 +40,13 @@ def _targets(k: int | None) -> str:
 
 def _kind(labels: int | None) -> str:
     return "real targets" if labels is None else f"class labels (L = {labels})"
+
+
+def default_learners(task_config: TaskConfig) -> str:
+    """Garg's baselines for real targets; the induction head, the class-mean lookup and chance for class labels."""
+    return (
+        "ols,ridge:0.1,averaging,knn:3,gd:1,newton:5" if task_config.label_vocab is None else "induction,lookup,chance"
+    )
 
 
 def default_metric(task_config: TaskConfig) -> str:
