@@ -252,7 +252,8 @@ class EnsembleConfig:
 
     Member e equals the single run with train.seed = seeds[e] and, for each per-member field that is set (a list as
     long as `seeds`), that field's e-th value in place of the base config's: train.lr, train.weight_decay,
-    task.noise_var, task.pool_size. Members must differ (as runs)."""
+    task.noise_var, task.pool_size, and icl_classification's n_classes, burstiness, p_bursty, zipf_alpha (fields
+    that change no tensor shape). Members must differ (as runs)."""
 
     seeds: tuple[int, ...] = ()
     """one member per seed (empty: one model, seeded train.seed)"""
@@ -264,13 +265,26 @@ class EnsembleConfig:
     """per-member task.noise_var"""
     pool_size: tuple[int, ...] = ()
     """per-member task.pool_size"""
+    n_classes: tuple[int, ...] = ()
+    """per-member task.n_classes (icl_classification)"""
+    burstiness: tuple[int, ...] = ()
+    """per-member task.burstiness (icl_classification)"""
+    p_bursty: tuple[float, ...] = ()
+    """per-member task.p_bursty (icl_classification)"""
+    zipf_alpha: tuple[float, ...] = ()
+    """per-member task.zipf_alpha (icl_classification)"""
 
     PER_MEMBER: ClassVar[dict[str, str]] = {
         "lr": "train",
         "weight_decay": "train",
         "noise_var": "task",
         "pool_size": "task",
-    }  # per-member field → the config section it overrides
+        "n_classes": "task",
+        "burstiness": "task",
+        "p_bursty": "task",
+        "zipf_alpha": "task",
+    }  # per-member field → the config section it overrides (fields that change no shape)
+    INTEGER: ClassVar[tuple[str, ...]] = ("pool_size", "n_classes", "burstiness")
 
     def __post_init__(self) -> None:
         if not isinstance(self.seeds, tuple | list):
@@ -282,8 +296,8 @@ class EnsembleConfig:
             if not isinstance(values, tuple | list) or (values and len(values) != len(self.seeds)):
                 fail(f"ensemble.{name}", f"empty or one value per seed ({len(self.seeds)})", values)
             for v in values:
-                if name == "pool_size":
-                    check_int("ensemble.pool_size", v, 0)
+                if name in self.INTEGER:
+                    check_int(f"ensemble.{name}", v, 0)
                 else:
                     check_real(f"ensemble.{name}", v, low=0.0, strict=name == "lr")
         members = list(zip(self.seeds, *(getattr(self, n) or [None] * len(self.seeds) for n in self.PER_MEMBER)))
@@ -403,6 +417,14 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
                     "ensemble.seeds",
                     f"seeds other than eval.seed − 1 = {self.eval.seed - 1}",
                     list(self.ensemble.seeds),
+                )
+        task_fields = {f.name for f in dataclasses.fields(self.task)}
+        for name, section in EnsembleConfig.PER_MEMBER.items():
+            if section == "task" and getattr(self.ensemble, name) and name not in task_fields:
+                fail(
+                    f"ensemble.{name}",
+                    f"empty: task {self.task.name!r} has no field {name}",
+                    getattr(self.ensemble, name),
                 )
         for e in range(len(self.ensemble.seeds)):  # each member must be a valid run (e.g. its task's noise_var)
             self.member(e)

@@ -4,6 +4,7 @@ columns, refusal of families that cannot take labels, ensembles, and short train
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -23,7 +24,7 @@ from iclab.models.softmax import SoftmaxConfig
 from iclab.tasks import make_task
 from iclab.tasks.icl_classification import ICLClassificationConfig
 from iclab.training.ensemble import Ensemble
-from iclab.training.trainer import _EvalSets, member_metrics, stack_batches, train
+from iclab.training.trainer import _EvalSets, member_metrics, member_metrics_each, stack_batches, train
 
 L = 8
 SMALL_TASK = ICLClassificationConfig(d=12, n_points=8, n_classes=64, n_labels=L, n_queries=3)
@@ -133,6 +134,37 @@ def test_eval_sets_and_blowup_level_of_a_label_task():
     assert metrics <= set(columns) and "induction_score" in columns  # and the progress measures
     assert set(columns) - metrics == set(sets.tasks[0].eval_measures(model, sets.sets[0]))
     assert loss == columns["eval_cross_entropy"]
+
+
+def test_members_of_other_tasks_are_each_scored_on_their_own_sets():
+    """An ensemble whose members differ in K, B and p_bursty (per-member task fields) logs, per member, the metrics
+    and progress measures of that member's single run: each member on its own task's held-out sets (E, not E²,
+    evaluations: `member_metrics_each`, checked against the naive per-member loop)."""
+    base = ExperimentConfig(
+        task=SMALL_TASK,
+        model=SMALL_ATTN,
+        train=TrainConfig(steps=2, batch_size=8, eval_every=2, checkpoint_every=2, progress=False),
+        eval=EvalConfig(n_prompts=24),
+    )
+    members = EnsembleConfig(seeds=(0, 1, 2), n_classes=(16, 32, 64), burstiness=(2, 4, 2), p_bursty=(1.0, 1.0, 0.5))
+    config = dataclasses.replace(base, ensemble=members)
+    ens = train(config)
+    singles = [config.member(e) for e in range(3)]
+    _, columns = _EvalSets(singles, torch.device("cpu"), torch.float32).evaluate(ens.model)
+    for e, single_config in enumerate(singles):
+        single = train(single_config)
+        assert set(columns) == set(single.final_eval)
+        for key, value in single.final_eval.items():
+            assert float(columns[key][e]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    sets = [
+        _EvalSets([base.replace(task={"n_classes": k})], torch.device("cpu"), torch.float32).sets[0]["icl"]
+        for k in (16, 32, 64)
+    ]
+    model = Ensemble(SMALL_ATTN, SMALL_TASK.d, [0, 1, 2], n_labels=L)
+    fast = member_metrics_each(model, sets, chunk=10)
+    naive = [member_metrics(model.member(e), sets[e]) for e in range(3)]
+    for key in ("cross_entropy", "accuracy"):
+        torch.testing.assert_close(fast[key], torch.cat([n[key] for n in naive]))
 
 
 # ------------------------------------------------------------------------------------------------ training

@@ -46,7 +46,7 @@ def ensemble_config(configs: list[ExperimentConfig]) -> ExperimentConfig | None:
     first = configs[0]
     per_member: dict[str, tuple[Any, ...]] = {}
     for field, section in EnsembleConfig.PER_MEMBER.items():
-        values = tuple(getattr(getattr(c, section), field) for c in configs)
+        values = tuple(getattr(getattr(c, section), field, None) for c in configs)  # None: not this family's
         if len(set(values)) > 1:
             per_member[field] = values
     try:

@@ -143,6 +143,23 @@ class Ensemble(ICLModel):
         with _no_fallback_warning():
             return torch.func.vmap(one)(self._stacked_weights())
 
+    def predict_each(self, prompts: Prompts) -> Tensor:
+        """[E, B, m] (or [E, B, m, k | L]): member e's predictions for its own prompts, rows e·B … (e + 1)·B − 1 of
+        the stacked prompts (members evaluated on held-out sets of their own tasks)."""
+        E = self.members
+        B = len(prompts) // E
+        if self.impl == "naive":
+            return torch.stack([self._run(e, "predict_prompts", prompts[e * B : (e + 1) * B]) for e in range(E)])
+        n_ctx = prompts.n_ctx
+
+        def one(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return functional_call(self._call, weights, ("predict_prompts", Prompts(x=x, y=y, n_ctx=n_ctx)))
+
+        x = prompts.x.reshape(E, B, *prompts.x.shape[1:])  # [E, B, T, d]
+        y = prompts.y.reshape(E, B, *prompts.y.shape[1:])  # [E, B, T(, k)]
+        with _no_fallback_warning():
+            return torch.func.vmap(one)(self._stacked_weights(), x, y)
+
     def hook_points(self) -> dict[str, HookPoint]:
         """The family's hook points, on the skeleton every member's forward runs through (under vmap a hook sees
         one member's activations; iclab.models.interventions edits them member by member)."""

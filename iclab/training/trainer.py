@@ -52,6 +52,7 @@ __all__ = [
     "load_model",
     "member_half_mse",
     "member_metrics",
+    "member_metrics_each",
     "resolve_device",
     "stack_batches",
     "train",
@@ -126,6 +127,32 @@ def member_half_mse(model: ICLModel, prompts: Prompts, chunk: int = 8192) -> Ten
         pointwise = half_mse(pred, part.y_q.expand_as(pred), reduction="none", dtype=torch.float64)  # [E, B, m]
         total += pointwise.reshape(members, -1).sum(1).cpu()
     return total / (len(prompts) * prompts.y_q.shape[1])
+
+
+@torch.no_grad()
+def member_metrics_each(model: ICLModel, per_member: list[Prompts], chunk: int = 8192) -> dict[str, Tensor]:
+    """{metric: [members] float64} of each member of an ensemble on its OWN held-out prompts (per_member[e], all of
+    one size and shape): one vmapped pass per chunk (`Ensemble.predict_each`), E evaluations, not E² as scoring
+    every member on every member's set would be. Metrics as `member_metrics`'."""
+    E, n = model.members, len(per_member[0])
+    discrete = per_member[0].discrete_y
+    sums: dict[str, Tensor] = {}
+    for start in range(0, n, chunk):
+        parts = [p[start : start + chunk] for p in per_member]
+        stacked = stack_batches(parts)
+        pred = cast(Any, model).predict_each(stacked)  # [E, b, m(, k | L)]
+        target = torch.stack([p.y_q for p in parts])  # [E, b, m(, k)]
+        if discrete:
+            values = {
+                "cross_entropy": cross_entropy(pred, target, reduction="none", dtype=torch.float64),
+                "accuracy": accuracy(pred, target, reduction="none"),
+            }
+        else:
+            values = {"half_mse": half_mse(pred, target, reduction="none", dtype=torch.float64)}
+        for name, v in values.items():
+            sums[name] = sums.get(name, 0) + v.double().reshape(E, -1).sum(1).cpu()
+    count = n * per_member[0].y_q.shape[1]
+    return {name: total / count for name, total in sums.items()}
 
 
 @torch.no_grad()
@@ -437,22 +464,23 @@ class _EvalSets:
 
     def evaluate(self, model: ICLModel, only_loss: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """([E] held-out loss of each member, {column: [E] value of each member}) over every set of its group."""
-        per_group = []
-        for task, group in zip(self.tasks, self.sets):
-            columns: dict[str, Tensor] = {}
-            for name, prompts in group.items():
-                if only_loss and name != "eval":
-                    continue
-                for metric, values in member_metrics(model, prompts).items():
-                    columns[f"{name}_{metric}"] = values
-            if not only_loss:  # what the task measures beyond the metrics (induction-head scores, …)
-                columns.update(task.eval_measures(model, group))
-            per_group.append(columns)
-        if len(self.sets) == 1:
-            merged = per_group[0]
-        else:
-            merged = {k: torch.stack([per_group[j][k][e] for e, j in enumerate(self.which)]) for k in per_group[0]}
-        return merged[f"eval_{self.metric}"], merged
+        columns: dict[str, Tensor] = {}
+        for name in self.sets[0]:
+            if only_loss and name != "eval":
+                continue
+            if len(self.sets) == 1:
+                values = member_metrics(model, self.sets[0][name])
+            else:  # each member on its own group's set, in one pass
+                values = member_metrics_each(model, [self.sets[j][name] for j in self.which])
+            columns.update({f"{name}_{metric}": v for metric, v in values.items()})
+        if not only_loss:  # what the task measures beyond the metrics (induction-head scores, …)
+            if len(self.sets) == 1:
+                columns.update(self.tasks[0].eval_measures(model, self.sets[0]))
+            else:
+                ensemble = cast(Any, model)
+                each = [self.tasks[j].eval_measures(ensemble.member(e), self.sets[j]) for e, j in enumerate(self.which)]
+                columns.update({k: torch.cat([m[k] for m in each]) for k in each[0]})
+        return columns[f"eval_{self.metric}"], columns
 
 
 class _PerMemberSteps:
@@ -559,7 +587,7 @@ def stack_batches(batches: list[Prompts]) -> Prompts:
     if first.params is not None:
         params = {k: torch.cat([cast(dict, b.params)[k] for b in batches]) for k in first.params}
     x, y = torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches])
-    return Prompts(x=x, y=y, n_ctx=first.n_ctx, w=cat("w"), f=cat("f"), params=params)
+    return Prompts(x=x, y=y, n_ctx=first.n_ctx, w=cat("w"), f=cat("f"), params=params, y_vocab=first.y_vocab)
 
 
 def _zero_dead_gradients(params: list[nn.Parameter], alive: Tensor) -> None:
