@@ -252,8 +252,8 @@ class EnsembleConfig:
 
     Member e equals the single run with train.seed = seeds[e] and, for each per-member field that is set (a list as
     long as `seeds`), that field's e-th value in place of the base config's: train.lr, train.weight_decay,
-    task.noise_var, task.pool_size, and icl_classification's n_classes, burstiness, p_bursty, zipf_alpha (fields
-    that change no tensor shape). Members must differ (as runs)."""
+    task.noise_var, task.pool_size, and icl_classification's n_classes, burstiness, p_bursty, zipf_alpha,
+    p_novel (fields that change no tensor shape). Members must differ (as runs)."""
 
     seeds: tuple[int, ...] = ()
     """one member per seed (empty: one model, seeded train.seed)"""
@@ -273,6 +273,8 @@ class EnsembleConfig:
     """per-member task.p_bursty (icl_classification)"""
     zipf_alpha: tuple[float, ...] = ()
     """per-member task.zipf_alpha (icl_classification)"""
+    p_novel: tuple[float, ...] = ()
+    """per-member task.p_novel (icl_classification)"""
 
     PER_MEMBER: ClassVar[dict[str, str]] = {
         "lr": "train",
@@ -283,6 +285,7 @@ class EnsembleConfig:
         "burstiness": "task",
         "p_bursty": "task",
         "zipf_alpha": "task",
+        "p_novel": "task",
     }  # per-member field → the config section it overrides (fields that change no shape)
     INTEGER: ClassVar[tuple[str, ...]] = ("pool_size", "n_classes", "burstiness")
 

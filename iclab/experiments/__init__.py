@@ -20,6 +20,7 @@ from iclab.experiments.garg import Garg
 from iclab.experiments.he import He
 from iclab.experiments.mahankali_zfb import MahankaliZFB
 from iclab.experiments.raventos import Raventos
+from iclab.experiments.reddy import Reddy
 from iclab.experiments.von_oswald import VonOswald
 from iclab.validation import check_choice
 
@@ -37,6 +38,7 @@ PAPERS: dict[str, Reproduction] = {
         Raventos(),
         Akyurek(),
         Ahn(),
+        Reddy(),
     )
 }
 
