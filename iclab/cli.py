@@ -405,6 +405,9 @@ class EvalOptions(Generic[TaskT]):
     """directory for figures and results.json (default runs/eval-<task>-d<d>-<metric>)"""
     force: bool = False
     """overwrite an existing output directory"""
+    intervene: tuple[str, ...] = ()
+    """activation edits applied to every trained run among the learners, KIND:HOOK[@HEAD][=TARGET[:STRENGTH]]
+    (iclab.models.interventions), e.g. zero:blocks.1.attn.hook_z@0"""
 
 
 def _flat_task_args(args: list[str], task: TaskConfig) -> list[str]:
@@ -454,6 +457,7 @@ def _cmd_eval(args: list[str]) -> int:
         n_boot=opts.n_boot,
         dtype=getattr(torch, opts.dtype),
         out=out,
+        intervene=tuple(opts.intervene),
     )
     print(text)
     if opts.json is not None:

@@ -75,7 +75,10 @@ def _mean_se(per_prompt: Tensor) -> tuple[float, float]:
 def score(learner: object, name: str, split: str, prompts: Prompts) -> SplitScore:
     """`learner` (anything with predict) on the queries of `prompts` (y label indices) → its SplitScore."""
     with torch.no_grad():
-        pred = learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)  # type: ignore[attr-defined]
+        if hasattr(learner, "predict_prompts"):  # a model: its prompts-level call (interventions bind the prompts)
+            pred = learner.predict_prompts(prompts)
+        else:
+            pred = learner.predict(prompts.x_ctx, prompts.y_ctx, prompts.x_q)  # type: ignore[attr-defined]
     y_q = prompts.y_q  # [B, m] long
     logits = pred.is_floating_point()
     if (logits and pred.shape[:-1] != y_q.shape) or (not logits and pred.shape != y_q.shape):

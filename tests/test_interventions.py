@@ -225,3 +225,36 @@ def test_clamping_the_ideal_induction_pattern_makes_in_context_learning_perfect(
     with intervene(model, ["clamp:blocks.1.attn.hook_pattern=induction"]):
         clamped = _accuracy(model, sets["icl_novel"])
     assert clamped > max(before + 4 * _se(before), 0.95)  # measured 0.996 (from 0.85)
+
+
+def test_eval_applies_interventions_to_trained_runs(tmp_path, capsys):
+    """`iclab eval --intervene` edits every trained run among the learners (named with its edits); a hook the run
+    lacks or no run at all is a one-line error with exit code 2."""
+    from iclab.cli import main
+
+    task = ["--task.name", "icl_classification", "--task.d", "8", "--task.n-classes", "32", "--task.n-labels", "8"]
+    run = tmp_path / "run"
+    tiny = ["--model.name", "attn_only", "--model.width", "16", "--model.classifier-hidden", "16"]
+    steps = [
+        "--train.steps",
+        "2",
+        "--train.batch-size",
+        "8",
+        "--train.eval-every",
+        "2",
+        "--train.checkpoint-every",
+        "2",
+    ]
+    assert main(["train", *task, *tiny, *steps, "--eval.n-prompts", "8", "--out", str(run)]) == 0
+    capsys.readouterr()
+    base = ["eval", *task, "--n-prompts", "64", "--out", str(tmp_path / "ev")]
+    assert main([*base, "--learners", f"chance,{run}", "--intervene", "zero:blocks.1.attn.hook_z@0"]) == 0
+    assert "run [zero:blocks.1.attn.hook_z@0]" in capsys.readouterr().out
+    for learners, spec, message in [
+        (str(run), "zero:blocks.4.attn.hook_z", "error: intervene: unknown hook point"),
+        ("chance", "zero:blocks.1.attn.hook_z", "error: intervene: edits trained runs"),
+        (str(run), "zero", "error: intervene: 'zero' is not KIND:HOOK"),
+    ]:
+        assert main([*base, "--force", "--learners", learners, "--intervene", spec]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and len(err.strip().splitlines()) == 1, err

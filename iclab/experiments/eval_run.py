@@ -103,8 +103,11 @@ def _check_learner(spec: str, task) -> None:
         )
 
 
-def resolve_learners(specs: list[str], task) -> dict[str, Any]:
-    """Learner names (registry specs) and run directories (a path holding config.json) → name → learner."""
+def resolve_learners(specs: list[str], task, intervene: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Learner names (registry specs) and run directories (a path holding config.json) → name → learner. With
+    `intervene` (iclab.models.interventions specs) every trained run is evaluated under those edits, named
+    "<run> [<specs>]"; SpecError if no learner is a trained run or a hook is not the run's."""
+    from iclab.models.interventions import Intervened
     from iclab.training.trainer import load_model
 
     learners: dict[str, Any] = {}
@@ -114,10 +117,17 @@ def resolve_learners(specs: list[str], task) -> dict[str, Any]:
             run = RunDir.open(path)
             config = config_from_dict(run.config())
             _check_run(spec, config, task)
-            learners[path.name or spec] = load_model(run)
+            model = load_model(run)
+            name = path.name or spec
+            if intervene:
+                Intervened(model, intervene, field="intervene")  # stays on: the model lives for this evaluation
+                name = f"{name} [{'; '.join(intervene)}]"
+            learners[name] = model
         else:
             _check_learner(spec, task)
             learners[spec] = make_learner(spec, task)
+    if intervene and not any(isinstance(v, torch.nn.Module) for v in learners.values()):
+        raise SpecError("intervene: edits trained runs' activations; give a run directory among --learners")
     return learners
 
 
@@ -149,20 +159,30 @@ def run_eval(
     n_boot: int = 1000,
     dtype: torch.dtype = torch.float32,
     out: Path | None = None,
+    intervene: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], str]:
     """Returns (JSON-ready results, printable text). Figures go to out/ when given. `metric` defaults to
-    `default_metric(task_config)`; a class-label task is evaluated per split (`run_label_eval`)."""
+    `default_metric(task_config)`; a class-label task is evaluated per split (`run_label_eval`). `intervene`:
+    activation edits applied to every trained run (`resolve_learners`)."""
     metric = default_metric(task_config) if metric is None else metric
     _check_metric(metric, task_config)
     if task_config.label_vocab is not None:
         return run_label_eval(
-            task_config, learners, metric=metric, shifts=shifts, n_prompts=n_prompts, seed=seed, dtype=dtype, out=out
+            task_config,
+            learners,
+            metric=metric,
+            shifts=shifts,
+            n_prompts=n_prompts,
+            seed=seed,
+            dtype=dtype,
+            out=out,
+            intervene=intervene,
         )
     task = make_task(task_config)
     shift_specs = split_learner_list(shifts)  # same comma grammar
     for s in shift_specs:
         parse_shift(s)
-    resolved = resolve_learners(split_learner_list(learners), task)
+    resolved = resolve_learners(split_learner_list(learners), task, intervene)
     prompts = eval_prompts(task, n_prompts, seed, dtype)
     results: dict[str, Any] = {"task": config_to_dict(task_config), "metric": metric, "n_prompts": n_prompts,
                                "seed": seed, "shifts": {}}  # fmt: skip
@@ -232,6 +252,7 @@ def run_label_eval(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     out: Path | None = None,
+    intervene: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], str]:
     """A class-label task: every learner's accuracy (and cross-entropy) on each held-out split the task declares
     (`Task.eval_sets`, n_prompts each, drawn from `seed`); returns (JSON-ready results, printable text) and draws
@@ -244,7 +265,7 @@ def run_label_eval(
         )
     task = make_task(task_config)
     specs = split_learner_list(learners)
-    resolved = resolve_learners(specs, task)
+    resolved = resolve_learners(specs, task, intervene)
     resolved = {n: lr.to(dtype) if isinstance(lr, torch.nn.Module) else lr for n, lr in resolved.items()}
     began = time.perf_counter()
     sets = {
