@@ -25,7 +25,7 @@ CLAIMS = {
     "probe_rises_with_layer",
     "probe_beats_control",
 }
-FIGURES = ("closest_algorithm", "error_curves", "probes")
+FIGURES = ("closest_algorithm", "spd_per_k", "error_curves", "probes")
 
 
 def _one_line_error(capsys, code: int, *mentions: str) -> None:
@@ -64,7 +64,9 @@ def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
         for noise in tiny.noise_vars:
             cell = m["grid"][f"L{depth}"][f"{noise:g}"]
             assert cell["closest"] in {"GD", "ridge", "OLS"}
-            assert all(len(cell["spd"][r]) == 2 for r in ("GD", "ridge", "OLS"))
+            # the three references of the claims, and one-step GD with one η for every k (reported, never "closest")
+            assert set(cell["spd"]) == {"GD", "ridge", "OLS", "GD, one η"}
+            assert all(len(v) == 2 for v in cell["spd"].values())
             assert all(len(v) == n for v in cell["spd_per_k"].values())
             assert set(cell["curves"]) == {"model", "GD", "ridge", "OLS"} and len(cell["curves"]["model"]) == n + 1
             assert len(cell["probes"]) == 2 and len(cell["probes"][0]["xty"]) == depth + 1
@@ -162,4 +164,9 @@ def test_claims_follow_the_orderings():
     )
     plateau = {c.id: c.holds for c in akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 1.0, 1.0, 0.02), "x")}
     assert not any(plateau[c] for c in ("shallow_closest_to_gd", "deep_noisy_closest_to_ridge")), plateau
+    # a failed claim says why: here the models never left predicting 0, there the ordering is the opposite one
+    text = {c.id: c.description for c in akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 1.0, 1.0, 0.02), "x")}
+    assert "does not hold at x scale: the models' ½·MSE is not below 0.8x" in text["shallow_closest_to_gd"]
+    text = {c.id: c.description for c in akyurek_claims(_synthetic_metrics(ridge_like, gd_like, 0.3, 0.6, 0.8), "x")}
+    assert "the measured ordering is the opposite one" in text["depth_approaches_ridge"]
     assert not plateau["probe_rises_with_layer"] and not plateau["probe_beats_control"], plateau

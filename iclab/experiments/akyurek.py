@@ -7,11 +7,22 @@ depths 2, 4 × σ² ∈ {0, 0.5}, d = 3, 8 points). Every depth trains its noise
 (iclab.experiments.grouping: noise_var and the seed are per-member fields). Each trained model is then compared, on
 the run's held-out prompts, with three reference learners fitted to the same contexts:
 
-* GD: one gradient step from w = 0 with the step tuned to the task (`gd:1`);
+* GD: one gradient step from w = 0 with its step tuned for each context length k (iclab.algorithms.gd_per_k);
 * ridge with Akyürek's Bayes λ = σ²/τ² (`ridge`; at σ² = 0 it is min-norm least squares);
-* OLS: min-norm least squares (`ols`).
+* OLS: min-norm least squares (`ols`);
+* and, reported for comparison but never a candidate for "closest", `gd:1`: one step with ONE step size, tuned at
+  the full length n and used at every k (the GD reference before issue 12).
 
-Measures, per (depth, σ², seed), at every context length k = 1 … n (Akyürek et al. §4: averaged over k):
+What Akyürek et al.'s public code does (google-research/google-research, incontext/algos.py and plotting.py; the
+paper's text was not available to check, docs/papers.md §4 has the details): its GD learners use hand-set constant
+learning rates (0.02, 0.03; no tuning, neither over k nor per k), refit every prefix from w = 0 with one step per
+example (k steps for k examples, on the summed squared error, gradient clipped to ±20); ridge uses fixed α ∈ {0.1,
+0.5, 1}; the "prediction divergence" (SPD) is plotted per k on the next real example, and how the phase diagram picks
+one closest algorithm is not in the code. iclab makes each reference stronger instead: GD's step tuned per k (one
+step size overshoots at small k — for d = 3, n = 8, σ² = 0 it is 0.67 where 0.2 is best at k = 1 — and that, not
+the model, then decides an average over k), ridge with the Bayes λ.
+
+Measures, per (depth, σ², seed), at every context length k = 1 … n (then averaged over k, iclab's reduction):
 
 * SPD — squared prediction difference (ŷ_model − ŷ_ref)² on probe queries x ~ N(0, diag(s²)) (2d + 1 per prompt,
   iclab.analysis.implicit), mean over prompts and probes, with its standard error over prompts;
@@ -31,33 +42,37 @@ claim needs held-out ½·MSE below 0.8x that of predicting 0, a probe claim an R
 * ``probe_rises_with_layer``: probe R² for Xᵀy / w at the deepest model's last layer exceeds that of the input tokens;
 * ``probe_beats_control``: … and that of the untrained control's last layer.
 
-Scales: smoke — d = 3, n = 8, depths 2 and 4, σ² ∈ {0, 0.5}, width 32, 2 heads, MLP ×2, batch 128, Adam lr 5e-3
-with 60 warm-up steps + cosine, 1 000 steps. Why: the loss plateau (½·MSE ≈ that of predicting 0) lengthens with d,
-and the earlier smoke setting (d = 5, n = 10, width 32, lr 1e-3, 800 steps) never left it (held-out ½·MSE 1.03x
-predicting 0, 0/5 claims, 7 min 56 s). Measured on the shared 2-core machine (OMP_NUM_THREADS=1, 4-member ensembles
-of 2 σ² × 2 seeds at d = 3, n = 8, batch 128, eval ½·MSE mean over members): a 4-layer width-32 GPT at lr 5e-3 leaves
-the plateau at ~200 steps (1.06 at 400 steps, predicting 0 gives 1.63) — lr 1e-2 is slower (1.21) and width 64
-no faster per step (1.13 at 400 steps at 1.6x the cost). The shallowest depth is 2, not 1: with interleaved x, y
-tokens one attention layer sees x_i and y_i as separate tokens, so its answer is a function of sums over x tokens and
-over y tokens and cannot pair x_i with its y_i (one GD step's Σ y_i x_i); measured, a 1-layer width-64 GPT stalls at
-0.85x predicting 0 at σ² = 0 after 500 steps at lr 3e-3, while a 2-layer one leaves the plateau at ~300 steps. A
-2-layer GPT over interleaved tokens is thus the analogue of Akyürek's 1-layer model over concatenated (x, y) tokens.
-Measured at smoke scale (`--seeds 2`, 5 min 18 s wall on the shared 2-core machine at load 4.2–4.7, OMP_NUM_THREADS=1:
-287 s to train — 101 / 178 s for 2 / 4 layers — and 26 s to analyse; an earlier 600-step version took 2 min 50 s at
-load 3.5): held-out ½·MSE 0.38x / 0.75x (2 layers) and 0.21x / 0.53x (4 layers) that of predicting 0 at σ² = 0 / 0.5.
-3/5 claims hold: deep_noisy_closest_to_ridge (4.2 SE), probe_rises_with_layer and probe_beats_control (3.3 SE; R² of
-Xᵀy 0.06 vs −0.01 — weak but above the control). depth_approaches_ridge misses (1.9 SE: SPD to ridge 1.07 → 0.67 at
-σ² = 0 and 1.32 → 0.81 at σ² = 0.5, but the two seeds differ widely, one leaving the plateau later; `--seeds 3`,
-4 min 41 s at load 2.7 → 0.4, gives the same 3/5 and 1.8 SE, with a drop for every seed and noise level).
-shallow_closest_to_gd fails (−3.8 SE: the 2-layer model is closer to ridge/OLS, SPD 1.07 vs GD 1.64 at σ² = 0):
-per k it is closer to GD than to ridge from k = 4 (σ² = 0) or 5 (σ² = 0.5) on (σ² = 0.5, k = 8: 1.30 vs 1.88), but the
-k-average is dominated by k = 1, where one GD step with a single tuned step size overshoots (SPD 4.5).
+Scales: smoke — d = 3, n = 8, depths 2 and 4, σ² ∈ {0, 0.5}, width 32, 2 heads, MLP ×2, batch 128, Adam with 60
+warm-up steps + cosine, 2 000 steps, peak lr 2.5e-3 (2 layers) and 5e-3 (4 layers). Why: the loss plateau (½·MSE ≈
+that of predicting 0) lengthens with d, and the first smoke setting (d = 5, n = 10, lr 1e-3, 800 steps) never left it
+(0/5 claims). Measured on the shared 2-core machine (OMP_NUM_THREADS=1, 4-member ensembles of 2 σ² × 2 seeds): a
+4-layer GPT at lr 5e-3 leaves the plateau at ~200 steps (lr 1e-2 is slower, width 64 no faster per step) and reaches
+½·MSE 0.04 at σ² = 0 by 2 000 steps (0.24 at lr 2.5e-3); a 2-layer GPT at lr 5e-3 leaves one member (σ² = 0.5, seed
+1) on the plateau through 3 000 steps (0.78x predicting 0), at 1e-2 two, at 2.5e-3 none by 2 000 steps. The
+shallowest depth is 2: a 1-layer width-64 iclab GPT stalls at 0.85x predicting 0 (σ² = 0, 500 steps, lr 3e-3), as
+one attention layer over interleaved x, y tokens cannot pair x_i with its y_i (one GD step's Σ y_i x_i). NB
+Akyürek's code (sampler_lib.Sampler.sample) also interleaves x tokens [0, x] and y tokens [y, 0, …] — so their
+depth-1 models face the same obstacle, and "2 iclab layers ≈ their 1 layer" is iclab's reading, not their setup.
+Measured at smoke scale (`--seeds 2`, 4 min 40 s wall at load ~2 on the shared 2-core machine: 263 s to train —
+86 / 174 s for 2 / 4 layers — and 14 s to analyse): held-out ½·MSE 0.24x / 0.40x (2 layers) and 0.03x / 0.27x
+(4 layers) that of predicting 0 at σ² = 0 / 0.5. The closest reference per cell is the paper's pattern: 2 layers GD
+(SPD 0.60 vs ridge 0.76 at σ² = 0; 0.39 vs 0.44 at σ² = 0.5), 4 layers OLS at σ² = 0 (0.15 vs GD 1.00) and ridge at
+σ² = 0.5 (0.12 vs GD 0.60). 2/5 claims hold: deep_noisy_closest_to_ridge (8.3 SE) and depth_approaches_ridge
+(3.6 SE: SPD to ridge 0.76 → 0.15 and 0.44 → 0.12). shallow_closest_to_gd misses (0.66 SE): the 2-layer models are
+closer to GD on average at both noise levels, but at σ² = 0.5 by 0.05 with the seeds disagreeing, and per k they are
+closer to ridge at k = 1–2. The probe claims miss (1.3 SE): R² of w at the 4-layer query token is 0.05 vs −0.01,
+but ≈ 0 for the well-trained σ² = 0 models and 0.03–0.18 at σ² = 0.5 — the query token does not hold w linearly
+(Akyürek's probe_flax.py reads the last position of the hidden states it is given; not checked further).
+Before issue 12 (1 000 steps, lr 5e-3 for both depths, GD with one step size): 3/5 (shallow_closest_to_gd −3.8 SE,
+as one step size overshoots at k = 1; depth_approaches_ridge 1.9 SE; the probes 3.3 SE with Xᵀy R² 0.06); the same
+trained models against the per-k GD: 2/5 — the undertrained 4-layer models were closer to per-k GD than to ridge.
 
 paper — Akyürek et
 al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch 64, AdamW lr 1e-4
 β₂ = 0.98, cosine schedule with 20 % warm-up, 5 001 × 100 steps), depths 1, 2, 4, 8, 12, 16 (their Fig. 4 phase
-diagram) × σ² ∈ {0, 0.1, 1}. Their transformer is pre-LN without a final LayerNorm and learned positions over
-(x, y) concatenated tokens; iclab's GPT is Garg's pre-LN GPT-2 over interleaved x, y tokens (documented difference).
+diagram) × σ² ∈ {0, 0.1, 1}. Their transformer is pre-LN without a final LayerNorm, with learned positions, over
+interleaved x tokens [0, x] and y tokens [y, 0, …] (sampler_lib.py; an earlier version of this docstring said
+concatenated (x, y) tokens); iclab's GPT is Garg's pre-LN GPT-2 over interleaved x, y tokens, with a final LayerNorm.
 
 results.json "metrics": {"setting", "grid": {"L<depth>": {"<σ²>": {"spd", "closest", "implicit_r2", "cos",
 "curves", "probes"}}}, "probes", "wall_time_s", "phase_wall_time_s"}.
@@ -72,12 +87,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from iclab.algorithms.gd_per_k import PerKGD, per_k_etas
 from iclab.algorithms.registry import make_learner
 from iclab.analysis.implicit import fit_implicit
 from iclab.analysis.probes import probe_model
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.evaluation import error_curves
-from iclab.experiments.akyurek_claims import REFERENCES, akyurek_claims, figures
+from iclab.experiments.akyurek_claims import ONE_STEP_SIZE_GD, REFERENCES, akyurek_claims, figures
 from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.models import make_model
 from iclab.models.gpt import GPTConfig
@@ -92,7 +108,8 @@ __all__ = ["SCALES", "Akyurek", "Options", "Scale"]
 @dataclass(frozen=True)
 class Scale:
     """A reproduction scale: task (d, n), the depth × noise grid, the GPT's width / heads / MLP ratio, the Adam
-    budget, and the analysis budget (held-out prompts for SPD / curves, prompts for the probes)."""
+    budget (`lrs`: the peak learning rate of each depth, aligned with `depths`), and the analysis budget (held-out
+    prompts for SPD / curves, prompts for the probes)."""
 
     d: int
     n_points: int
@@ -103,21 +120,29 @@ class Scale:
     mlp_ratio: int
     steps: int
     batch_size: int
-    lr: float
+    lrs: tuple[float, ...]
     warmup_steps: int
     n_eval: int
     n_probe: int
 
+    def __post_init__(self) -> None:
+        if len(self.lrs) != len(self.depths):
+            raise ValueError(f"lrs: one learning rate per depth {self.depths}, got {self.lrs}")
+
 
 SCALES = {
     # tests only: seconds on a CPU; nothing is learned, the pipeline is exercised
-    "tiny": Scale(3, 6, (1, 2), (0.0, 0.5), 16, 2, 2, 20, 32, 1e-3, 2, 48, 100),
+    "tiny": Scale(3, 6, (1, 2), (0.0, 0.5), 16, 2, 2, 20, 32, (1e-3, 1e-3), 2, 48, 100),
     # d = 3, 8 points, depths 2 and 4, σ² ∈ {0, 0.5}: the ~4-minute CPU budget (see the module docstring's
     # measurements). With interleaved x, y tokens a 1-layer GPT cannot form the products x_i·y_i that one GD step needs,
-    # so the shallowest depth is 2 (the analogue of Akyürek's 1-layer model over concatenated (x, y) tokens).
-    "smoke": Scale(3, 8, (2, 4), (0.0, 0.5), 32, 2, 2, 1000, 128, 5e-3, 60, 1000, 2000),
+    # so the shallowest depth is 2 (the analogue of Akyürek's 1-layer model over concatenated (x, y) tokens). Peak lr
+    # per depth: at 5e-3 one of the four 2-layer members stays on the plateau through 3 000 steps, at 2.5e-3 the
+    # 4-layer models learn far slower (held-out ½·MSE 0.24 vs 0.04 at σ² = 0 after 2 000 steps).
+    "smoke": Scale(3, 8, (2, 4), (0.0, 0.5), 32, 2, 2, 2000, 128, (2.5e-3, 5e-3), 60, 1000, 2000),
     # Akyürek et al.'s code defaults (google-research/incontext: model_trainer.py, transformer_lib_flax.py, main.py)
-    "paper": Scale(20, 40, (1, 2, 4, 8, 12, 16), (0.0, 0.1, 1.0), 512, 8, 4, 500_100, 64, 1e-4, 100_000, 4000, 8000),
+    "paper": Scale(
+        20, 40, (1, 2, 4, 8, 12, 16), (0.0, 0.1, 1.0), 512, 8, 4, 500_100, 64, (1e-4,) * 6, 100_000, 4000, 8000
+    ),
 }
 
 
@@ -153,7 +178,7 @@ class Akyurek(Reproduction):
 
     def configs(self, scale: Scale, options: _Options) -> list[ExperimentConfig]:
         out = []
-        for depth in scale.depths:
+        for depth, lr in zip(scale.depths, scale.lrs):
             for noise in scale.noise_vars:
                 for seed in range(options.seeds):
                     out.append(
@@ -172,7 +197,7 @@ class Akyurek(Reproduction):
                             train=TrainConfig(
                                 steps=scale.steps,
                                 batch_size=scale.batch_size,
-                                lr=scale.lr,
+                                lr=lr,
                                 schedule="warmup_cosine",
                                 warmup_steps=scale.warmup_steps,
                                 eval_every=max(1, scale.steps // 6),
@@ -207,11 +232,21 @@ class Akyurek(Reproduction):
         return akyurek_claims(analysis.metrics, ctx.scale_name)
 
 
+def _references(task: Any) -> dict[str, Any]:
+    """The references of the claims (REFERENCES) and, for comparison, one GD step with one η for every k."""
+    return {
+        "GD": PerKGD(per_k_etas(task)),
+        "ridge": make_learner("ridge", task),  # λ = σ²/τ² from the task
+        "OLS": make_learner("ols", task),
+        ONE_STEP_SIZE_GD: make_learner("gd:1", task),
+    }
+
+
 def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
     """Every measurement of one (depth, σ²) cell, per seed (lists over seeds)."""
     cfg = members[0].config
     task = make_task(cfg.task)
-    refs = {name: make_learner(spec, task) for name, spec in REFERENCES.items()}
+    refs = _references(task)
     spd: dict[str, list[list[float]]] = {r: [] for r in refs}  # [seed][k]
     spd_se: dict[str, list[list[float]]] = {r: [] for r in refs}
     cos: dict[str, list[float]] = {r: [] for r in refs}
@@ -230,7 +265,7 @@ def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
             spd_se[r].append(per_k["se"][r])
             cos[r].append(per_k["cos"][r])
         r2.append(per_k["r2"])
-        found = error_curves({"model": model, **refs}, held, metric="nmse", n_boot=200)
+        found = error_curves({"model": model, **{r: refs[r] for r in REFERENCES}}, held, metric="nmse", n_boot=200)
         for name, c in found.items():
             curves.setdefault(name, []).append(c.mean.tolist())
         probe_set = prompts[: sc.n_probe]
@@ -241,7 +276,7 @@ def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
         control.append(probe_model(untrained, probe_set)["r2"])
     mean_spd = {r: [float(np.mean(v)) for v in spd[r]] for r in refs}  # per seed, averaged over k
     mean_se = {r: [float(np.sqrt(np.mean(np.square(v)))) for v in spd_se[r]] for r in refs}
-    avg = {r: float(np.mean(mean_spd[r])) for r in refs}
+    avg = {r: float(np.mean(mean_spd[r])) for r in REFERENCES}
     closest = min(avg, key=avg.__getitem__)
     return {
         "spd": mean_spd,  # reference → [per seed] SPD averaged over k = 1 … n
@@ -288,6 +323,7 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, str]]:
             row: dict[str, Any] = {"layers": depth, "σ²": noise}
             for r in REFERENCES:
                 row[f"SPD {r}"] = float(np.mean(c["spd"][r]))
+            row[f"SPD {ONE_STEP_SIZE_GD}"] = float(np.mean(c["spd"][ONE_STEP_SIZE_GD]))
             row["closest"] = c["closest"]
             row["implicit R²"] = float(np.mean(c["implicit_r2"]))
             for r in REFERENCES:
