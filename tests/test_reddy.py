@@ -24,15 +24,18 @@ def _history(acc, score, every=50):
 
 
 def test_rise_steps_interpolates_the_crossings():
-    # chance 0.0625 → final 0.8625: a gain of 0.8; 10 % at 0.1425, 50 % at 0.4625, 90 % at 0.7825
+    # plateau 0.0625 → final 0.8625: a gain of 0.8; 25 % at 0.2625, 50 % at 0.4625, 75 % at 0.6625
     acc = [0.0625, 0.0625, 0.0625, 0.0625, 0.3425, 0.8625, 0.8625]
     score = [0.1, 0.1, 0.1, 0.2, 0.5, 0.7, 0.7]  # 50 % of 0.1 → 0.7 is 0.4: between steps 150 (0.2) and 200 (0.5)
     t = rise_steps(_history(acc, score), CHANCE)
-    assert t["t10"] == pytest.approx(150 + 50 * 0.08 / 0.28)
+    assert t["t25"] == pytest.approx(150 + 50 * 0.2 / 0.28)
     assert t["t50"] == pytest.approx(200 + 50 * 0.12 / 0.52)
-    assert t["t90"] == pytest.approx(200 + 50 * 0.44 / 0.52)
+    assert t["t75"] == pytest.approx(200 + 50 * 0.32 / 0.52)
     assert t["induction_t50"] == pytest.approx(150 + 50 * 0.2 / 0.3)
-    assert t["rise_over_plateau"] == pytest.approx((t["t90"] - t["t10"]) / t["t10"])
+    assert t["rise_over_plateau"] == pytest.approx((t["t75"] - t["t25"]) / t["t25"])
+    # a linear ramp from step 0 scores 2, whatever its slope
+    ramp = rise_steps(_history(list(np.linspace(0.25, 0.95, 41)), [0.1] * 41), 0.25)
+    assert ramp["rise_over_plateau"] == pytest.approx(2.0)
     flat = rise_steps(_history([0.05, 0.06, 0.05], [0.1, 0.1, 0.1]), CHANCE)  # never above chance
     assert flat["t50"] is None and flat["rise_over_plateau"] is None and flat["induction_t50"] is None
 

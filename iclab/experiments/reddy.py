@@ -17,11 +17,14 @@ What is trained (one ensemble: every cell and seed is a member, iclab.experiment
 
 Measured per member on `n_eval` held-out prompts of its own task: accuracy on the in-context split ("icl": novel
 classes, labels only in the context) and the in-weights split ("iwl": the query's class absent from the context),
-with binomial standard errors. The training curves (metrics.parquet of each member) give the transition: t_q is
-the first evaluation step at which icl accuracy has covered the fraction q of its rise from chance to its final
-value (linearly interpolated between evaluations); the rise (t_0.9 − t_0.1) against the plateau before it (t_0.1)
-says how abrupt it is, and the same t_0.5 of the induction-head score (iclab.analysis.induction, logged at every
-evaluation) says whether the head forms when the accuracy jumps. Ablation (iclab.models.interventions): the second
+with binomial standard errors. The training curves (metrics.parquet of each member) give the transition. Reddy's
+learning has two phases: a slow one in which the network learns to answer with one of the context's labels (the
+context-label shortcut, accuracy B/N on bursty prompts; `context_label_accuracy` near 1), a plateau, then an abrupt
+jump when the induction head forms. t_q is the first evaluation step at which icl accuracy has covered the fraction
+q of its rise from that plateau B/N to its final value (linearly interpolated between evaluations); the middle of
+the jump (t_0.75 − t_0.25) against the time before it (t_0.25) says how abrupt it is, and the same t_0.5 of the
+induction-head score (iclab.analysis.induction, logged at every evaluation) says whether the head forms when the
+accuracy jumps. Ablation (iclab.models.interventions): the second
 layer's head zeroed (``zero:blocks.1.attn.hook_z@0``) on the both-strategies and the flagship models.
 
 Claims (tolerances: binomial standard errors of the accuracies, the evaluation interval for timings, or an
@@ -229,7 +232,8 @@ class Reddy(Reproduction):
                 cells.append({"burstiness": b, "log2_classes": k, "seeds": per_seed})
         both = [_accuracies(ctx, both_name(s), sc.n_eval, ablate=True) for s in range(seeds)]
         fb, fk = sc.flagship
-        transition = [rise_steps(ctx.trained[cell_name(fb, fk, s)].run.metrics(), chance) for s in range(seeds)]
+        plateau = fb / sc.n_points  # the context-label shortcut: one of the N/B context labels at random
+        transition = [rise_steps(ctx.trained[cell_name(fb, fk, s)].run.metrics(), plateau) for s in range(seeds)]
         flagship_ablation = [_accuracies(ctx, cell_name(fb, fk, s), sc.n_eval, ablate=True) for s in range(seeds)]
         curves = {str(s): _curves(ctx.trained[cell_name(fb, fk, s)].run.metrics()) for s in range(seeds)}
         metrics: dict[str, Any] = {

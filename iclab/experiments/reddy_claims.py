@@ -7,8 +7,12 @@ Allowances stated here (each claim's text repeats its reason):
   BOTH_LEVEL 0.6   the both-strategies model must have learnt each strategy for its ablation to say anything
   LEAK       0.05  in-context accuracy left after ablating the second layer's head: the first layer's query row
                    still reads the context (measured 0.02 above chance in tests/test_interventions.py)
-  ABRUPT     0.5   "abrupt": the rise from 10 % to 90 % of the final in-context accuracy takes at most half as long as
-                   the plateau before it (t_0.9 − t_0.1 ≤ 0.5 · t_0.1); timings are on the evaluation grid
+  ABRUPT     0.5   "abrupt": the middle half of the jump (from 25 % to 75 % of the way from the plateau to the final
+                   in-context accuracy) takes at most half as long as the time before it (t_0.75 − t_0.25 ≤ 0.5 ·
+                   t_0.25). The plateau is the context-label shortcut's accuracy B/N (predict one of the N/B labels in
+                   the context: Reddy's slow first phase, logged as context_label_accuracy), not chance 1/L, which
+                   the shortcut leaves within tens of steps. A linear ramp from step 0 scores 2, a saturating
+                   exponential 3.8, a plateau followed by a step 0; timings are on the evaluation grid
 Everything else is judged by binomial standard errors of accuracies on n_eval prompts, or by the evaluation interval.
 """
 
@@ -41,24 +45,24 @@ def _crossing(steps: np.ndarray, values: np.ndarray, level: float) -> float | No
     return float(s0 + (level - v0) / (v1 - v0) * (s1 - s0)) if v1 != v0 else float(s1)
 
 
-def rise_steps(history: pd.DataFrame, chance: float) -> dict[str, Any]:
-    """When one member's in-context accuracy rose (module docstring of iclab.experiments.reddy): t_q for q = 0.1,
-    0.5, 0.9 of the way from chance to the final accuracy, the induction score's t_0.5 (from its first to its final
-    value), and the rise over the plateau (t_0.9 − t_0.1) / t_0.1."""
+def rise_steps(history: pd.DataFrame, plateau: float) -> dict[str, Any]:
+    """When one member's in-context accuracy jumped (module docstring of iclab.experiments.reddy): t_q for q = 0.25,
+    0.5, 0.75 of the way from the `plateau` level to the final accuracy, the induction score's t_0.5 (from its first
+    to its final value), and the rise over the plateau (t_0.75 − t_0.25) / t_0.25."""
     rows = history[history["icl_accuracy"].notna()].sort_values("step")
     steps = rows["step"].to_numpy(dtype=float)
     acc = rows["icl_accuracy"].to_numpy(dtype=float)
-    out: dict[str, Any] = {"final_icl": float(acc[-1])}
-    gain = acc[-1] - chance
-    for q in (0.1, 0.5, 0.9):
-        out[f"t{int(q * 100)}"] = _crossing(steps, acc, chance + q * gain) if gain > 0 else None
+    out: dict[str, Any] = {"plateau": plateau, "final_icl": float(acc[-1])}
+    gain = acc[-1] - plateau
+    for q in (0.25, 0.5, 0.75):
+        out[f"t{int(q * 100)}"] = _crossing(steps, acc, plateau + q * gain) if gain > 0 else None
     if "induction_score" in rows:
         score = rows["induction_score"].to_numpy(dtype=float)
         out.update(initial_induction=float(score[0]), final_induction=float(score[-1]))
         rise = score[-1] - score[0]
         out["induction_t50"] = _crossing(steps, score, score[0] + 0.5 * rise) if rise > 0 else None
-    t10, t90 = out["t10"], out["t90"]
-    out["rise_over_plateau"] = (t90 - t10) / t10 if t10 and t90 is not None else None
+    t25, t75 = out["t25"], out["t75"]
+    out["rise_over_plateau"] = (t75 - t25) / t25 if t25 and t75 is not None else None
     return out
 
 
@@ -155,12 +159,14 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
     )
     ratios = [t["rise_over_plateau"] for t in m["transition"]]
     worst = max((r for r in ratios if r is not None), default=math.nan)  # NaN: not measured (no transition)
+    plateau = m["transition"][0]["plateau"]
     claims.append(
         Claim(
             "the transition is abrupt",
-            f"At B = {fb}, K = 2^{fk}: (t_0.9 − t_0.1)/t_0.1 of in-context accuracy for every seed, t_q the step at "
-            f"which it covered q of its rise from chance (on the evaluation grid, every {every} steps); holds if each "
-            f"is ≤ {ABRUPT} (stated: a plateau at least twice as long as the rise). Seeds: "
+            f"At B = {fb}, K = 2^{fk}: (t_0.75 − t_0.25)/t_0.25 of in-context accuracy for every seed, t_q the step at "
+            f"which it covered q of its rise from the context-label plateau B/N = {plateau:.3g} to its final value "
+            f"(on the evaluation grid, every {every} steps); holds if each is ≤ {ABRUPT} (stated: the middle half of "
+            "the jump at most half as long as the plateau before it; a linear ramp scores 2). Seeds: "
             + ", ".join("—" if r is None else f"{r:.2f}" for r in ratios),
             f"≤ {ABRUPT} (Reddy Fig. 3: a plateau, then a jump)",
             worst,
@@ -252,8 +258,8 @@ def tables(m: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def figures(fig_dir: Path, m: dict[str, Any]) -> list[Path]:
-    """phase_diagram.png (ICL and IWL over B × K), transition.png (the flagship's curves per seed) and
-    ablation.png."""
+    """phase_diagram.png (ICL and IWL over B × K), transition.png (the flagship's curves per seed: accuracies,
+    induction and previous-token scores, context-label accuracy CLA; held-out cross-entropy) and ablation.png."""
     return [_phase_diagram(fig_dir, m), _transition(fig_dir, m), _ablation(fig_dir, m)]
 
 
@@ -288,11 +294,13 @@ def _transition(fig_dir: Path, m: dict[str, Any]) -> Path:
         axes[0].plot(steps, curve["iwl_accuracy"], style, color="C3", label=f"IWL accuracy (seed {s})")
         axes[0].plot(steps, curve["induction_score"], style, color="C2", label=f"induction score (seed {s})")
         axes[0].plot(steps, curve["prev_token_score"], style, color="C4", lw=1, label=f"previous-token (seed {s})")
+        if "context_label_accuracy" in curve:
+            axes[0].plot(steps, curve["context_label_accuracy"], style, color="0.6", lw=1, label=f"CLA (seed {s})")
         axes[1].plot(steps, curve["eval_cross_entropy"], style, color="C1", label=f"seed {s}")
     axes[0].axhline(st["chance"], color="0.5", lw=0.8, ls=":", label="chance")
     plotting.style_axes(axes[0], xlabel="step", ylabel="accuracy / attention score")
     plotting.style_axes(axes[1], xlabel="step", ylabel="held-out cross-entropy")
-    axes[0].legend(fontsize=6, ncol=2)
+    axes[0].legend(fontsize=6, ncol=2, loc="center right")
     axes[1].legend(fontsize=7)
     flag = st["flagship"]
     fig.suptitle(f"Abrupt in-context learning: B = {flag['burstiness']}, K = 2^{flag['log2_classes']}")
