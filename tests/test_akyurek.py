@@ -46,7 +46,7 @@ def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
     code = main(["reproduce", "akyurek", "--out", str(out), "--json", str(js), "--no-progress", "--seeds", "2"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "Squared prediction difference" in printed and "Linear probes" in printed
+    assert "Squared prediction difference" in printed and "Probes at the last context token" in printed
 
     result = json.loads(js.read_text())
     assert set(result) == {"name", "config", "metrics", "claims"} and result["name"] == "akyurek"
@@ -69,8 +69,11 @@ def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
             assert all(len(v) == 2 for v in cell["spd"].values())
             assert all(len(v) == n for v in cell["spd_per_k"].values())
             assert set(cell["curves"]) == {"model", "GD", "ridge", "OLS"} and len(cell["curves"]["model"]) == n + 1
-            assert len(cell["probes"]) == 2 and len(cell["probes"][0]["xty"]) == depth + 1
-            assert len(cell["control"][0]["w"]) == depth + 1
+            # linear and MLP probes of w_OLS and Xᵀy, per hook (input tokens, then each layer)
+            assert len(cell["probes"]) == 2 and set(cell["probes"][0]) == {"linear", "mlp"}
+            for probes in (cell["probes"][0], cell["control"][1]):
+                assert all(set(r2) == {"w_ols", "xty"} for r2 in probes.values())
+                assert all(len(v) == depth + 1 for r2 in probes.values() for v in r2.values())
             if noise == 0:  # ridge at σ² = 0 is min-norm least squares itself
                 assert cell["spd"]["ridge"] == pytest.approx(cell["spd"]["OLS"])
     saved = json.loads((out / "results.json").read_text())
@@ -125,9 +128,10 @@ def test_diff_band():
     assert mean == 2.0 and se == pytest.approx(0.5 / 2)
 
 
-def _synthetic_metrics(shallow_spd, deep_spd, shallow_mse, deep_mse, probe_last, seeds=2):
+def _synthetic_metrics(shallow_spd, deep_spd, shallow_mse, deep_mse, probe_last, seeds=2, linear_last=0.0):
     """A 1/4-layer × σ² ∈ {0, 0.5} metrics dict (d = 3) with given mean SPDs per reference (seed jitter ±1 %),
-    tight prompt SEs, held-out ½·MSE and the deepest model's last-layer probe R² (input and control 0)."""
+    tight prompt SEs, held-out ½·MSE and the deepest model's last-layer MLP (linear) probe R² of w_OLS `probe_last`
+    (`linear_last`; input and control 0)."""
     rng = np.random.default_rng(0)
     grid = {}
     for depth, spd, mse in ((1, shallow_spd, shallow_mse), (4, deep_spd, deep_mse)):
@@ -137,8 +141,15 @@ def _synthetic_metrics(shallow_spd, deep_spd, shallow_mse, deep_mse, probe_last,
             if noise == 0:
                 ref["ridge"] = ref["OLS"]
             per_seed = {r: list(v * (1 + 0.01 * rng.standard_normal(seeds))) for r, v in ref.items()}
-            probes = [{"w": [0.0] * depth + [probe_last], "xty": [0.0] * (depth + 1)} for _ in range(seeds)]
-            control = [{"w": [0.0] * (depth + 1), "xty": [0.0] * (depth + 1)} for _ in range(seeds)]
+            zeros = {"w_ols": [0.0] * (depth + 1), "xty": [0.0] * (depth + 1)}
+            probes = [
+                {
+                    "mlp": {**zeros, "w_ols": [0.0] * depth + [probe_last]},
+                    "linear": {**zeros, "w_ols": [0.0] * depth + [linear_last]},
+                }
+                for _ in range(seeds)
+            ]
+            control = [{"mlp": zeros, "linear": zeros} for _ in range(seeds)]
             grid[f"L{depth}"][f"{noise:g}"] = {
                 "spd": per_seed,
                 "spd_prompt_se": {r: [0.001 * v] * seeds for r, v in ref.items()},
@@ -170,3 +181,7 @@ def test_claims_follow_the_orderings():
     text = {c.id: c.description for c in akyurek_claims(_synthetic_metrics(ridge_like, gd_like, 0.3, 0.6, 0.8), "x")}
     assert "the measured ordering is the opposite one" in text["depth_approaches_ridge"]
     assert not plateau["probe_rises_with_layer"] and not plateau["probe_beats_control"], plateau
+    # the probe claims read the MLP probe (Akyürek et al.: a non-linear encoding); the linear one is only quoted
+    linear_only = akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 0.6, 0.3, 0.0, linear_last=0.8), "x")
+    assert not any(c.holds for c in linear_only if c.id.startswith("probe_")), linear_only
+    assert all("a linear probe reads 0.800" in c.description for c in linear_only if c.id.startswith("probe_"))

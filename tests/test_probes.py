@@ -1,8 +1,10 @@
-"""Linear probes: the ridge probe against scikit-learn, a positive and a negative control, names and shapes."""
+"""Probes: the ridge probe against scikit-learn, the MLP probe on a product only it can read, a positive and a negative
+control, names and shapes."""
 
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import Ridge as SkRidge
@@ -13,6 +15,7 @@ from iclab.algorithms.gd import gd_predict
 from iclab.analysis.probes import (
     collect_features,
     default_hooks,
+    fit_mlp,
     fit_ridge,
     plot_probes,
     probe_model,
@@ -141,6 +144,29 @@ def test_trained_one_layer_lsa_holds_the_gd_update_but_not_w():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the MLP probe
+
+
+def test_mlp_probe_reads_a_product_the_linear_probe_cannot_and_nothing_from_noise():
+    """Batched probes are independent: probe 0 learns t = f_0·f_1 (test R² > 0.8; the ridge probe's R² ≈ 0 — the
+    product is uncorrelated with every feature), probe 1, on a target independent of its features, stays near 0
+    (early stopping on validation R² keeps it from overfitting), and the predictions are in the targets' units."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 1500, 6, generator=g, dtype=torch.float64)
+    t = torch.stack([3.0 + 5.0 * f[0, :, :1] * f[0, :, 1:2], torch.randn(1500, 1, generator=g, dtype=torch.float64)])
+    tr, va, te = slice(0, 900), slice(900, 1200), slice(1200, 1500)
+    predict = fit_mlp(f[:, tr], t[:, tr], f[:, va], t[:, va], generator=torch.Generator().manual_seed(1))
+    pred = predict(f[:, te])
+    assert pred.shape == (2, 300, 1)
+    assert r2_score(pred[0], t[0, te]) > 0.8
+    assert abs(r2_score(pred[1], t[1, te])) < 0.05
+    coef, icpt = fit_ridge(f[0, :1200], t[0, :1200], 1e-3)
+    assert abs(r2_score(ridge_predict(f[0, te], coef, icpt), t[0, te])) < 0.05
+    again = fit_mlp(f[:, tr], t[:, tr], f[:, va], t[:, va], generator=torch.Generator().manual_seed(1))(f[:, te])
+    torch.testing.assert_close(again, pred, rtol=0, atol=0)  # the generator decides everything
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # names, shapes, errors, outputs
 
 
@@ -156,11 +182,17 @@ def test_features_targets_and_summary_shapes(tmp_path):
     feats = collect_features(model, p, names=["input"])
     torch.testing.assert_close(feats["input"][:, :D], p.x_q[:, 0])  # query token: [x_q, 0]
     assert torch.all(feats["input"][:, D] == 0)
+    last = collect_features(model, p, names=["input"], token="last_context")["input"]  # concat layout: [x_n, y_n]
+    torch.testing.assert_close(last, torch.cat([p.x_ctx[:, -1], p.y_ctx[:, -1:]], dim=-1))
     ctx = collect_features(model, p, names=["input"], token="context_mean")["input"]
     torch.testing.assert_close(ctx, torch.cat([p.x_ctx.mean(1), p.y_ctx.mean(1, keepdim=True)], dim=-1))
     targets = probe_targets(p)
     assert targets["w"].shape == (200, D) and targets["xty"].shape == (200, D)
     torch.testing.assert_close(targets["xty"], (p.x_ctx * p.y_ctx.unsqueeze(-1)).sum(1))
+    w_ols = probe_targets(p, ["w_ols"])["w_ols"]
+    for b in (0, 57):  # the least-squares fit of each prompt's context (n > d: unique)
+        expect = np.linalg.lstsq(p.x_ctx[b].numpy(), p.y_ctx[b].numpy(), rcond=None)[0]
+        np.testing.assert_allclose(w_ols[b].numpy(), expect, rtol=1e-8, atol=1e-10)
     summary = probe_model(model, p, names=["blocks.1.hook_attn_out", "blocks.2.hook_resid_post"])
     json.dumps(summary)
     assert summary["hooks"] == ["blocks.1.hook_attn_out", "blocks.2.hook_resid_post"]
@@ -168,6 +200,10 @@ def test_features_targets_and_summary_shapes(tmp_path):
     assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (120, 40, 40)
     assert set(summary["rows"][0]) == {"hook", "target", "r2_test", "r2_train", "lambda", "lambda_rel", "width"}
     assert plot_probes(probe_model(model, p), tmp_path / "probes.png").stat().st_size > 10_000
+    mlp = probe_model(model, p, names=["input", "blocks.2.hook_resid_post"], probe="mlp")
+    json.dumps(mlp)
+    assert mlp["probe"] == "mlp" and len(mlp["rows"]) == 4 and {len(v) for v in mlp["r2"].values()} == {2}
+    assert set(mlp["rows"][0]) == {"hook", "target", "r2_test", "r2_train", "width"}
 
 
 @pytest.mark.parametrize(
@@ -175,7 +211,8 @@ def test_features_targets_and_summary_shapes(tmp_path):
     [
         ({"names": ["blocks.0.hook_resid_pots"]}, "unknown hook point 'blocks.0.hook_resid_pots'; choose from: input"),
         ({"names": ["blocks.0.attn.hook_pattern"]}, "probes read \\[batch, tokens, width\\]"),
-        ({"token": "last"}, "token: unknown value 'last'; choose one of: query, context_mean"),
+        ({"token": "last"}, "token: unknown value 'last'; choose one of: query, last_context, context_mean"),
+        ({"probe": "tree"}, "probe: unknown value 'tree'; choose one of: linear, mlp"),
         ({"targets": ["w", "wx"]}, "targets: unknown name 'wx'"),
         ({"targets": {"bad": torch.zeros(7)}}, "targets\\['bad'\\]: must be \\[100\\]"),
         ({"split": (0.99, 0.005)}, "split"),

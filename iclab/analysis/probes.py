@@ -2,13 +2,20 @@
 
 Features: the activation of each chosen hook point ([B, T, D], by default "input" — the encoded tokens — and every
 ``blocks.{l}.hook_resid_post``), read at one token per prompt: "query" (the first query's token: index n for the
-concat layout, 2n for interleaved and separate) or "context_mean" (the mean over the context tokens). The model
-runs once, through its `predict` (the one call every model keeps), on the context and the first query.
-Targets: "w" (prompts.w [B, d]), "xty" (Σ_i y_i x_i over the context [B, d]), or any [B] / [B, k] tensor.
-Probe: ridge with an intercept, closed form in float64, ŵ = (F_cᵀF_c + λI)⁻¹F_cᵀY_c on centred features and
-targets (scikit-learn's Ridge(alpha=λ)). Prompts are split in order into train / validation / test; λ is chosen
-from a grid (relative to tr(F_cᵀF_c)/D) by validation R², the probe is refitted on train + validation and scored on
-test. R² is pooled over target coordinates: 1 − Σ(y − ŷ)² / Σ(y − ȳ)², ȳ the test mean of each coordinate.
+concat layout, 2n for interleaved and separate), "last_context" (the last context token: y_n in the interleaved
+layout — where Akyürek et al.'s code reads, probe_flax.py `seq_hiddens[:, i, -1:, :]` over a sequence
+x_1, y_1, …, x_n, y_n, and where their Fig. 4 finds the target "decoded primarily from the representation of y_n")
+or "context_mean" (the mean over the context tokens). The model runs once, through its `predict` (the one call
+every model keeps), on the context and the first query.
+Targets: "w" (prompts.w [B, d]), "xty" (Σ_i y_i x_i over the context [B, d]), "w_ols" (the min-norm least-squares
+fit to the context [B, d], Akyürek's w_OLS), or any [B] / [B, k] tensor.
+Probes: "linear" — ridge with an intercept, closed form in float64, ŵ = (F_cᵀF_c + λI)⁻¹F_cᵀY_c on centred features
+and targets (scikit-learn's Ridge(alpha=λ)); "mlp" — one hidden ReLU layer on standardised features (`fit_mlp`),
+full-batch Adam, the step with the best validation R² kept (Akyürek et al. report that late layers encode w and Xᵀy
+*non-linearly*, arXiv 2211.15661v3 abstract). Prompts are split in order into train / validation / test; the linear
+probe's λ is chosen from a grid (relative to tr(F_cᵀF_c)/D) by validation R², then refitted on train + validation;
+both are scored on test. R² is pooled over target coordinates: 1 − Σ(y − ŷ)² / Σ(y − ȳ)², ȳ the test mean of each
+coordinate.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ __all__ = [
     "LAMBDA_GRID",
     "collect_features",
     "default_hooks",
+    "fit_mlp",
     "fit_ridge",
     "plot_probes",
     "probe_model",
@@ -39,12 +47,14 @@ __all__ = [
 ]
 
 LAMBDA_GRID = tuple(10.0**k for k in range(-8, 3))  # relative to tr(F_cᵀF_c)/D
-TOKENS = ("query", "context_mean")
+TOKENS = ("query", "last_context", "context_mean")
+PROBES = ("linear", "mlp")
 INPUT = "input"  # pseudo hook: the encoded tokens the model receives
 
 
 def probe_targets(prompts: Prompts, names: Sequence[str] = ("w", "xty")) -> dict[str, Tensor]:
-    """Targets by name: "w" → prompts.w [B, d]; "xty" → Σ_i y_i x_i over the context [B, d]."""
+    """Targets by name: "w" → prompts.w [B, d]; "xty" → Σ_i y_i x_i over the context [B, d]; "w_ols" → the min-norm
+    least-squares weights of the context, pinv(X) y [B, d]."""
     out = {}
     for name in names:
         if name == "w":
@@ -53,8 +63,11 @@ def probe_targets(prompts: Prompts, names: Sequence[str] = ("w", "xty")) -> dict
             out[name] = prompts.w
         elif name == "xty":
             out[name] = torch.einsum("bnd,bn->bd", prompts.x_ctx, prompts.y_ctx)  # [B, d]
+        elif name == "w_ols":
+            x, y = prompts.x_ctx.double(), prompts.y_ctx.double()
+            out[name] = (torch.linalg.pinv(x) @ y.unsqueeze(-1)).squeeze(-1)  # [B, d, n] @ [B, n, 1] → [B, d]
         else:
-            raise ValueError(f"targets: unknown name {name!r}; choose from: w, xty (or pass tensors)")
+            raise ValueError(f"targets: unknown name {name!r}; choose from: w, xty, w_ols (or pass tensors)")
     return out
 
 
@@ -74,7 +87,8 @@ def default_hooks(model: ICLModel) -> list[str]:
 def collect_features(
     model: ICLModel, prompts: Prompts, *, names: Sequence[str] | None = None, token: str = "query"
 ) -> dict[str, Tensor]:
-    """name → features [B, D] (float64) read at `token` ("query" or "context_mean") from each hook's [B, T, D]."""
+    """name → features [B, D] (float64) read at `token` ("query", "last_context" or "context_mean") from each hook's
+    [B, T, D]."""
     if token not in TOKENS:
         raise ValueError(f"token: unknown value {token!r}; choose one of: {', '.join(TOKENS)}")
     names = default_hooks(model) if names is None else list(names)
@@ -93,7 +107,13 @@ def collect_features(
         act = cache[name]
         if act.dim() != 3:
             raise ValueError(f"hook {name!r}: probes read [batch, tokens, width] activations, got {list(act.shape)}")
-        out[name] = (act[:, q] if token == "query" else act[:, :n_tok].mean(1)).double()  # [B, D]
+        if token == "query":
+            feat = act[:, q]
+        elif token == "last_context":
+            feat = act[:, n_tok - 1]
+        else:
+            feat = act[:, :n_tok].mean(1)
+        out[name] = feat.double()  # [B, D]
     return out
 
 
@@ -132,6 +152,72 @@ def select_ridge(
     return grid[best] * unit, grid[best]
 
 
+def fit_mlp(
+    f_train: Tensor,
+    t_train: Tensor,
+    f_val: Tensor,
+    t_val: Tensor,
+    *,
+    hidden: int = 32,
+    steps: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    check_every: int = 25,
+    generator: torch.Generator | None = None,
+) -> Any:
+    """MLP probes, batched over a leading dimension G (one independent probe per g), in float64.
+
+    f_train [G, n, D], t_train [G, n, k], f_val [G, m, D], t_val [G, m, k]. Features and targets are standardised with
+    the training split's mean and std; the probe is Linear(D, hidden) → ReLU → Linear(hidden, k), initialised like
+    torch.nn.Linear (U(±1/√fan_in)) from `generator`, trained full-batch with Adam (L2 `weight_decay` on the weights)
+    on the mean squared error; every `check_every` steps each probe's validation R² is measured and its best
+    parameters kept (early stopping). Defaults: measured on akyurek's smoke models (2 000 prompts, width 32), 300 steps
+    at lr 1e-2 with 32 hidden units reach the test R² of 1 000 steps at 3e-3 with 64 units within ±0.06, in a fifth of
+    the time. Returns
+    predict(features [G, r, D]) → [G, r, k] in the targets' units.
+    """
+    f_train, t_train, f_val, t_val = (a.double() for a in (f_train, t_train, f_val, t_val))
+    G, _, D = f_train.shape
+    k = t_train.shape[-1]
+    f_mu, f_sd = f_train.mean(1, keepdim=True), f_train.std(1, keepdim=True) + 1e-8  # [G, 1, D]
+    t_mu, t_sd = t_train.mean(1, keepdim=True), t_train.std(1, keepdim=True) + 1e-8  # [G, 1, k]
+
+    def init(fan_in: int, *shape: int) -> Tensor:
+        bound = 1 / np.sqrt(fan_in)
+        return ((torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound).requires_grad_()
+
+    params = [init(D, G, D, hidden), init(D, G, 1, hidden), init(hidden, G, hidden, k), init(hidden, G, 1, k)]
+
+    def forward(ps: list[Tensor], f: Tensor) -> Tensor:  # standardised [G, r, D] → standardised [G, r, k]
+        return torch.relu(f @ ps[0] + ps[1]) @ ps[2] + ps[3]
+
+    xs, ys = (f_train - f_mu) / f_sd, (t_train - t_mu) / t_sd
+    xv, yv = (f_val - f_mu) / f_sd, (t_val - t_mu) / t_sd
+    sst = (yv - yv.mean(1, keepdim=True)).pow(2).sum((1, 2))  # [G]
+    opt = torch.optim.Adam(params, lr=lr)
+    best_r2 = torch.full((G,), -torch.inf, dtype=torch.float64)
+    best = [p.detach().clone() for p in params]
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        loss = (forward(params, xs) - ys).pow(2).mean((1, 2)).sum()  # probes are independent: sum over G
+        loss = loss + weight_decay * (params[0].pow(2).sum() + params[2].pow(2).sum())
+        loss.backward()
+        opt.step()
+        if step % check_every == 0 or step == steps:
+            with torch.no_grad():
+                r2 = 1 - (forward(params, xv) - yv).pow(2).sum((1, 2)) / sst  # [G]
+                better = r2 > best_r2
+                best_r2 = torch.where(better, r2, best_r2)
+                for b, p in zip(best, params):
+                    b[better] = p.detach()[better]
+
+    def predict(features: Tensor) -> Tensor:
+        with torch.no_grad():
+            return forward(best, (features.double() - f_mu) / f_sd) * t_sd + t_mu
+
+    return predict
+
+
 def probe_model(
     model: ICLModel,
     prompts: Prompts,
@@ -141,14 +227,19 @@ def probe_model(
     token: str = "query",
     split: tuple[float, float] = (0.6, 0.2),
     grid: Sequence[float] = LAMBDA_GRID,
+    probe: str = "linear",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Probe every hook (default: input tokens and each layer's residual stream) for every target.
 
     prompts: B prompts (one query each is used); targets: names for `probe_targets` or name → [B] / [B, k];
-    split: train and validation fractions (the rest is the test set). Returns a JSON-ready dict: token, hooks,
-    n_train / n_val / n_test, "rows" (one per hook and target: r2_test, r2_train, lambda, lambda_rel) and
-    "r2" {target: [test R² per hook]}.
+    split: train and validation fractions (the rest is the test set); probe: "linear" (ridge, λ from `grid`) or
+    "mlp" (`fit_mlp`, initialised from `seed`; the probes of one width and target size train as one batch). Returns
+    a JSON-ready dict: token, probe, hooks, n_train / n_val / n_test, "rows" (one per hook and target: r2_test,
+    r2_train and, for the linear probe, lambda, lambda_rel) and "r2" {target: [test R² per hook]}.
     """
+    if probe not in PROBES:
+        raise ValueError(f"probe: unknown value {probe!r}; choose one of: {', '.join(PROBES)}")
     tmap = probe_targets(prompts, targets) if not isinstance(targets, Mapping) else dict(targets)
     tmap = {k: (v.unsqueeze(-1) if v.dim() == 1 else v).double() for k, v in tmap.items()}  # [B, k]
     B = len(prompts)
@@ -163,18 +254,38 @@ def probe_model(
     feats = collect_features(model, prompts, names=names, token=token)
     rows: list[dict[str, Any]] = []
     table: dict[str, list[float]] = {k: [] for k in tmap}
-    for hook, f in feats.items():
-        for tname, t in tmap.items():
-            t = t.to(f.device)
-            lam, rel = select_ridge(f[tr], t[tr], f[va], t[va], grid)
-            coef, icpt = fit_ridge(f[fit_part], t[fit_part], lam)
-            r2_test = r2_score(ridge_predict(f[te], coef, icpt), t[te])
-            r2_train = r2_score(ridge_predict(f[fit_part], coef, icpt), t[fit_part])
-            row = {"hook": hook, "target": tname, "r2_test": r2_test, "r2_train": r2_train}
-            rows.append({**row, "lambda": lam, "lambda_rel": rel, "width": f.shape[1]})
+    if probe == "mlp":
+        pairs = [(h, t) for h in feats for t in tmap]
+        scores: dict[tuple[str, str], tuple[float, float]] = {}
+        gen = torch.Generator().manual_seed(seed)
+        for shape in dict.fromkeys((feats[h].shape[1], tmap[t].shape[1]) for h, t in pairs):
+            group = [(h, t) for h, t in pairs if (feats[h].shape[1], tmap[t].shape[1]) == shape]
+            f = torch.stack([feats[h] for h, _ in group])  # [G, B, D]
+            t = torch.stack([tmap[n].to(f.device) for _, n in group])  # [G, B, k]
+            predict = fit_mlp(f[:, tr], t[:, tr], f[:, va], t[:, va], generator=gen)
+            pred = predict(f)  # [G, B, k]
+            for g, key in enumerate(group):
+                scores[key] = (r2_score(pred[g, te], t[g, te]), r2_score(pred[g, tr], t[g, tr]))
+        for h, tname in pairs:
+            r2_test, r2_train = scores[(h, tname)]
+            rows.append(
+                {"hook": h, "target": tname, "r2_test": r2_test, "r2_train": r2_train, "width": feats[h].shape[1]}
+            )
             table[tname].append(r2_test)
+    else:
+        for hook, f in feats.items():
+            for tname, t in tmap.items():
+                t = t.to(f.device)
+                lam, rel = select_ridge(f[tr], t[tr], f[va], t[va], grid)
+                coef, icpt = fit_ridge(f[fit_part], t[fit_part], lam)
+                r2_test = r2_score(ridge_predict(f[te], coef, icpt), t[te])
+                r2_train = r2_score(ridge_predict(f[fit_part], coef, icpt), t[fit_part])
+                row = {"hook": hook, "target": tname, "r2_test": r2_test, "r2_train": r2_train}
+                rows.append({**row, "lambda": lam, "lambda_rel": rel, "width": f.shape[1]})
+                table[tname].append(r2_test)
     return {
         "token": token,
+        "probe": probe,
         "hooks": list(feats),
         "n_train": n_train,
         "n_val": n_val,

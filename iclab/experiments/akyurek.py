@@ -93,7 +93,14 @@ from iclab.analysis.implicit import fit_implicit
 from iclab.analysis.probes import probe_model
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.evaluation import error_curves
-from iclab.experiments.akyurek_claims import ONE_STEP_SIZE_GD, REFERENCES, akyurek_claims, figures
+from iclab.experiments.akyurek_claims import (
+    ONE_STEP_SIZE_GD,
+    PROBE_LABELS,
+    PROBE_TARGETS,
+    REFERENCES,
+    akyurek_claims,
+    figures,
+)
 from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.models import make_model
 from iclab.models.gpt import GPTConfig
@@ -269,11 +276,11 @@ def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
         for name, c in found.items():
             curves.setdefault(name, []).append(c.mean.tolist())
         probe_set = prompts[: sc.n_probe]
-        probes.append(probe_model(model, probe_set)["r2"])
+        probes.append(_probe(model, probe_set))
         untrained = make_model(
             cfg.model, cfg.task.d, generator=torch.Generator().manual_seed(10_000 + trained.config.train.seed)
         ).double()
-        control.append(probe_model(untrained, probe_set)["r2"])
+        control.append(_probe(untrained, probe_set))
     mean_spd = {r: [float(np.mean(v)) for v in spd[r]] for r in refs}  # per seed, averaged over k
     mean_se = {r: [float(np.sqrt(np.mean(np.square(v)))) for v in spd_se[r]] for r in refs}
     avg = {r: float(np.mean(mean_spd[r])) for r in REFERENCES}
@@ -290,6 +297,16 @@ def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
         "probes": probes,
         "control": control,
         "final_eval_half_mse": [t.result.final_eval_half_mse for t in members],
+    }
+
+
+def _probe(model: Any, prompts: Any) -> dict[str, dict[str, list[float]]]:
+    """Held-out R² per hook ("input", then each layer) of the linear and the MLP probe for w_OLS and Xᵀy, read at the
+    last context token y_n (Akyürek et al.'s position: probe_flax.py reads the last position of x_1, y_1, …, x_n, y_n;
+    their Fig. 4 finds the targets decoded primarily from y_n)."""
+    return {
+        kind: probe_model(model, prompts, targets=PROBE_TARGETS, token="last_context", probe=kind)["r2"]
+        for kind in ("linear", "mlp")
     }
 
 
@@ -333,24 +350,27 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, str]]:
     probe_rows = []
     for depth in m["depths"]:
         cells = list(m["grid"][f"L{depth}"].values())
-        for target in ("w", "xty"):
-            trained = np.mean([p[target] for c in cells for p in c["probes"]], axis=0)
-            control = np.mean([p[target] for c in cells for p in c["control"]], axis=0)
-            probe_rows.append(
-                {
-                    "layers": depth,
-                    "target": "Xᵀy" if target == "xty" else "w",
-                    "R² input → last (trained)": " ".join(f"{v:.2f}" for v in trained),
-                    "R² input → last (untrained control)": " ".join(f"{v:.2f}" for v in control),
-                }
-            )
+        for kind in ("mlp", "linear"):
+            for target in PROBE_TARGETS:
+                trained = np.mean([p[kind][target] for c in cells for p in c["probes"]], axis=0)
+                control = np.mean([p[kind][target] for c in cells for p in c["control"]], axis=0)
+                probe_rows.append(
+                    {
+                        "layers": depth,
+                        "probe": kind,
+                        "target": PROBE_LABELS[target],
+                        "R² input → last (trained)": " ".join(f"{v:.2f}" for v in trained),
+                        "R² input → last (untrained control)": " ".join(f"{v:.2f}" for v in control),
+                    }
+                )
     return [
         (
             "Squared prediction difference to each reference (mean over k = 1 … n, probes, prompts and seeds)",
             format_table(rows),
         ),
         (
-            "Linear probes, held-out R² per hook (input tokens, then each layer), mean over noise levels and seeds",
+            "Probes at the last context token y_n, held-out R² per hook (input tokens, then each layer), mean over "
+            "noise levels and seeds",
             format_table(probe_rows),
         ),
     ]
