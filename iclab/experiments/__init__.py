@@ -13,6 +13,7 @@ from typing import Any
 
 from iclab.experiments.ahn import Ahn
 from iclab.experiments.akyurek import Akyurek
+from iclab.experiments.chan_transience import ChanTransience
 from iclab.experiments.driver import Reproduction
 from iclab.experiments.driver import reproduce as _run
 from iclab.experiments.fu import Fu
@@ -39,6 +40,7 @@ PAPERS: dict[str, Reproduction] = {
         Akyurek(),
         Ahn(),
         Reddy(),
+        ChanTransience(),
     )
 }
 

@@ -59,7 +59,7 @@ from iclab.tasks import make_task
 from iclab.tasks.icl_classification import ICLClassificationConfig, ICLClassificationTask
 from iclab.validation import check_int
 
-__all__ = ["ABLATE", "SCALES", "Reddy", "ReddyOptions", "Scale"]
+__all__ = ["ABLATE", "SCALES", "Reddy", "ReddyOptions", "Scale", "logged_curves", "split_accuracies"]
 
 ABLATE = "zero:blocks.1.attn.hook_z@0"
 """the induction head of Reddy's two-layer network: the second layer's (only) head, its output removed"""
@@ -228,14 +228,14 @@ class Reddy(Reproduction):
         cells = []
         for b in sc.burstiness:
             for k in sc.log2_classes:
-                per_seed = [_accuracies(ctx, cell_name(b, k, s), sc.n_eval) for s in range(seeds)]
+                per_seed = [split_accuracies(ctx, cell_name(b, k, s), sc.n_eval) for s in range(seeds)]
                 cells.append({"burstiness": b, "log2_classes": k, "seeds": per_seed})
-        both = [_accuracies(ctx, both_name(s), sc.n_eval, ablate=True) for s in range(seeds)]
+        both = [split_accuracies(ctx, both_name(s), sc.n_eval, ablate=True) for s in range(seeds)]
         fb, fk = sc.flagship
         plateau = fb / sc.n_points  # the context-label shortcut: one of the N/B context labels at random
         transition = [rise_steps(ctx.trained[cell_name(fb, fk, s)].run.metrics(), plateau) for s in range(seeds)]
-        flagship_ablation = [_accuracies(ctx, cell_name(fb, fk, s), sc.n_eval, ablate=True) for s in range(seeds)]
-        curves = {str(s): _curves(ctx.trained[cell_name(fb, fk, s)].run.metrics()) for s in range(seeds)}
+        flagship_ablation = [split_accuracies(ctx, cell_name(fb, fk, s), sc.n_eval, ablate=True) for s in range(seeds)]
+        curves = {str(s): logged_curves(ctx.trained[cell_name(fb, fk, s)].run.metrics()) for s in range(seeds)}
         metrics: dict[str, Any] = {
             "setting": {
                 "d": sc.d,
@@ -265,7 +265,7 @@ class Reddy(Reproduction):
 
 
 @torch.no_grad()
-def _accuracies(ctx: Context, name: str, n: int, ablate: bool = False) -> dict[str, float]:
+def split_accuracies(ctx: Context, name: str, n: int, ablate: bool = False) -> dict[str, float]:
     """Accuracy on the icl, icl_permuted and iwl splits of the member's own task (n prompts each, seeded apart from
     training), and with `ABLATE` applied when `ablate`."""
     trained = ctx.trained[name]
@@ -285,7 +285,7 @@ def _accuracy(model: Any, prompts: Any) -> float:
     return float((model.predict_prompts(prompts).argmax(-1) == prompts.y_q).double().mean())
 
 
-def _curves(history: Any) -> dict[str, list[float]]:
+def logged_curves(history: Any) -> dict[str, list[float]]:
     """The logged curves of one member: step, icl/iwl accuracy, eval cross-entropy, induction and previous-token
     scores, context-label accuracy (rows of evaluations only)."""
     rows = history[history["icl_accuracy"].notna()]
