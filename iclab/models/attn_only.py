@@ -131,7 +131,7 @@ class AttnOnly(GPT):
         )
         self.hook_embed = HookPoint()  # [B, L, d_model] read-in of the tokens
         self.hook_pos_embed = HookPoint()  # [L, d_model]
-        self.hook_classifier_in = HookPoint()  # [B, L, d_model] the final residual stream
+        self.hook_classifier_in = HookPoint()  # [B, L, d_model] final residual (predict: queries only)
 
     def unembed(self, resid: Tensor) -> Tensor:
         """Final residual stream [B, L, d_model] → [B, L, L_labels] logits (or [B, L, 1]): the MLP classifier."""

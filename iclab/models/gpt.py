@@ -91,6 +91,11 @@ def label_table(n_labels: int, width: int, generator: torch.Generator | None) ->
     return _uniform((n_labels, width), 1 / math.sqrt(n_labels), generator)
 
 
+def _under_vmap(t: Tensor) -> bool:
+    """Whether `t` is a tensor batched by torch.func.vmap (one member of an ensemble's forward)."""
+    return bool(torch._C._functorch.is_batchedtensor(t))
+
+
 class Attention(AttentionWeights, HookedModule):
     """Causal multi-head softmax attention: [B, L, d_model] → [B, L, d_model] (see the module docstring)."""
 
@@ -146,7 +151,9 @@ class Attention(AttentionWeights, HookedModule):
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, d_head] views for attention
         observed = self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks
-        if observed or self.impl == "naive":
+        # under vmap (ensembles) scaled_dot_product_attention has no batching rule on the CPU and runs member by
+        # member; the written-out softmax batches (measured 1.6x faster per training step for 34 attn_only members)
+        if observed or self.impl == "naive" or _under_vmap(q):
             z = self.attend_naive(q, k, v, mask)
         else:
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
@@ -258,9 +265,17 @@ class GPT(ICLModel):
         """
         return self.run(tokens @ self.W_E + self.b_E, mask=mask, positions=positions)
 
-    def run(self, embedded: Tensor, *, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """embedded [B, L, d_model] read-in tokens (`forward`'s, or `embed_labels`') → outputs [B, L, k_out]
-        (k_out = L logits for class labels); mask and positions as in `forward`."""
+    def run(
+        self,
+        embedded: Tensor,
+        *,
+        mask: Tensor | None = None,
+        positions: Tensor | None = None,
+        read_from: int = 0,
+    ) -> Tensor:
+        """embedded [B, L, d_model] read-in tokens (`forward`'s, or `embed_labels`') → outputs [B, L − read_from,
+        k_out] of the tokens from `read_from` on (k_out = L logits for class labels): the read-out (and its hooks)
+        sees only those tokens, so `predict` pays it for the queries alone; mask and positions as in `forward`."""
         L = embedded.shape[1]
         if self.W_pos.shape[0] < L:
             raise ConfigError(  # the prompt is longer than the run's config allows: the user's to fix
@@ -271,7 +286,7 @@ class GPT(ICLModel):
         resid = self.hook_embed(embedded) + self.hook_pos_embed(pos)  # [B, L, d_model]
         for block in self.blocks:
             resid = block(resid, mask)
-        return self.unembed(resid)
+        return self.unembed(resid[:, read_from:] if read_from else resid)
 
     def unembed(self, resid: Tensor) -> Tensor:
         """Final residual stream [B, L, d_model] → outputs [B, L, k_out]: LN_f, then the read-out W_U."""
@@ -318,11 +333,11 @@ class GPT(ICLModel):
         else:
             embedded = self.layout.encode_parts(x_ctx, y_ctx, x_q) @ self.W_E + self.b_E  # query y tokens 0
         if m == 1:  # the plain causal pass already is this
-            return self._read(self.run(embedded), n)
+            return self._read(self.run(embedded, read_from=2 * n), 0)
         pos = torch.arange(2 * (n + m), device=x_ctx.device)  # [2(n+m)]
         positions = torch.where(pos < 2 * n, pos, 2 * n + pos % 2)
         mask = self.layout.mask(n + m, n, device=x_ctx.device)  # [2(n+m), 2(n+m)]
-        return self._read(self.run(embedded, mask=mask, positions=positions), n)
+        return self._read(self.run(embedded, mask=mask, positions=positions, read_from=2 * n), 0)
 
     def _read(self, outputs: Tensor, n_ctx: int) -> Tensor:
         """outputs [B, 2T, k_out] → the predictions at the x tokens of points n_ctx …: [B, T − n_ctx] (or [..., k],
