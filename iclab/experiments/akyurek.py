@@ -29,8 +29,11 @@ Measures, per (depth, σ², seed), at every context length k = 1 … n (then ave
 * the implicit linear model ŵ fitted to the model's answers on the probes, its R² (how linear the model is) and its
   cosine with each reference's weights (ILWD's direction);
 * error curves (nmse vs k) of the model and the references (iclab.evaluation.error_curves);
-* linear probes (iclab.analysis.probes) decoding w and Xᵀy from the query token after each layer, beside the same
-  probes on the same architecture untrained (the control: what the token encoding and random features give).
+* probes (iclab.analysis.probes) decoding w_OLS and Xᵀy from the last context token y_n after each layer — a ridge
+  (linear) probe and an MLP probe — beside the same probes on the same architecture untrained (the control: what the
+  token encoding and random features give). As in Akyürek et al.: their probe_flax.py reads the last position of
+  x_1, y_1, …, x_n, y_n (y_n), their Fig. 4 probes w_OLS and Xᵀy, and their v3 abstract finds them encoded
+  non-linearly; their control is a model trained on a fixed w, not an untrained one.
 
 Claims (tolerances: a difference must exceed 2 standard errors, the standard error combining the spread over seeds
 and the Monte Carlo error over prompts — `_diff_band`; and guards against models that learned nothing: an algorithm
@@ -39,7 +42,8 @@ claim needs held-out ½·MSE below 0.8x that of predicting 0, a probe claim an R
 * ``shallow_closest_to_gd``: the shallowest model is closest to GD at every noise level;
 * ``deep_noisy_closest_to_ridge``: with noise (σ² > 0) the deepest model is closest to ridge (λ = σ²/τ²);
 * ``depth_approaches_ridge``: the deepest model's SPD to ridge is below the shallowest's at every noise level;
-* ``probe_rises_with_layer``: probe R² for Xᵀy / w at the deepest model's last layer exceeds that of the input tokens;
+* ``probe_rises_with_layer``: MLP-probe R² for w_OLS / Xᵀy at the deepest model's last layer (token y_n) exceeds
+  that of the input tokens;
 * ``probe_beats_control``: … and that of the untrained control's last layer.
 
 Scales: smoke — d = 3, n = 8, depths 2 and 4, σ² ∈ {0, 0.5}, width 32, 2 heads, MLP ×2, batch 128, Adam with 60
@@ -53,19 +57,21 @@ shallowest depth is 2: a 1-layer width-64 iclab GPT stalls at 0.85x predicting 0
 one attention layer over interleaved x, y tokens cannot pair x_i with its y_i (one GD step's Σ y_i x_i). NB
 Akyürek's code (sampler_lib.Sampler.sample) also interleaves x tokens [0, x] and y tokens [y, 0, …] — so their
 depth-1 models face the same obstacle, and "2 iclab layers ≈ their 1 layer" is iclab's reading, not their setup.
-Measured at smoke scale (`--seeds 2`, 4 min 40 s wall at load ~2 on the shared 2-core machine: 263 s to train —
-86 / 174 s for 2 / 4 layers — and 14 s to analyse): held-out ½·MSE 0.24x / 0.40x (2 layers) and 0.03x / 0.27x
-(4 layers) that of predicting 0 at σ² = 0 / 0.5. The closest reference per cell is the paper's pattern: 2 layers GD
-(SPD 0.60 vs ridge 0.76 at σ² = 0; 0.39 vs 0.44 at σ² = 0.5), 4 layers OLS at σ² = 0 (0.15 vs GD 1.00) and ridge at
-σ² = 0.5 (0.12 vs GD 0.60). 2/5 claims hold: deep_noisy_closest_to_ridge (8.3 SE) and depth_approaches_ridge
-(3.6 SE: SPD to ridge 0.76 → 0.15 and 0.44 → 0.12). shallow_closest_to_gd misses (0.66 SE): the 2-layer models are
-closer to GD on average at both noise levels, but at σ² = 0.5 by 0.05 with the seeds disagreeing, and per k they are
-closer to ridge at k = 1–2. The probe claims miss (1.3 SE): R² of w at the 4-layer query token is 0.05 vs −0.01,
-but ≈ 0 for the well-trained σ² = 0 models and 0.03–0.18 at σ² = 0.5 — the query token does not hold w linearly
-(Akyürek's probe_flax.py reads the last position of the hidden states it is given; not checked further).
+Measured at smoke scale (`--seeds 2`, ~5 min wall at load ~2–3 on the shared 2-core machine: 263 s to train —
+86 / 174 s for 2 / 4 layers — and 37 s to analyse, 23 s of it the MLP probes): held-out ½·MSE 0.24x / 0.40x
+(2 layers) and 0.03x / 0.27x (4 layers) that of predicting 0 at σ² = 0 / 0.5. The closest reference per cell is the
+paper's pattern: 2 layers GD (SPD 0.60 vs ridge 0.76 at σ² = 0; 0.39 vs 0.44 at σ² = 0.5), 4 layers OLS at σ² = 0
+(0.15 vs GD 1.00) and ridge at σ² = 0.5 (0.12 vs GD 0.60). 4/5 claims hold: deep_noisy_closest_to_ridge (8.3 SE),
+depth_approaches_ridge (3.6 SE: SPD to ridge 0.76 → 0.15 and 0.44 → 0.12), probe_rises_with_layer and
+probe_beats_control (8.9 / 8.1 SE: MLP-probe R² of w_OLS at y_n 0.38 vs 0.00 at the input and 0.00 untrained; the
+linear probe reads 0.12, and read ≈ 0 at the σ² = 0 models' query token, where iclab probed before).
+shallow_closest_to_gd misses (0.66 SE): the 2-layer models are closer to GD on average at both noise levels, but
+at σ² = 0 the better-trained seed is closer to OLS (per-seed margins +0.40 / −0.08) and at σ² = 0.5 the margins are
++0.07 / +0.02; per k they are closer to ridge at k = 1–2. A third seed (~2 more minutes) does not fit the budget.
 Before issue 12 (1 000 steps, lr 5e-3 for both depths, GD with one step size): 3/5 (shallow_closest_to_gd −3.8 SE,
 as one step size overshoots at k = 1; depth_approaches_ridge 1.9 SE; the probes 3.3 SE with Xᵀy R² 0.06); the same
 trained models against the per-k GD: 2/5 — the undertrained 4-layer models were closer to per-k GD than to ridge.
+With the probes at the query token (linear, target w) the 2 000-step models held 2/5 (probes 1.3 SE).
 
 paper — Akyürek et
 al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch 64, AdamW lr 1e-4
