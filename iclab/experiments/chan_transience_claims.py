@@ -191,7 +191,7 @@ def figures(fig_dir: Path, m: dict[str, Any]) -> list[Path]:
     plotting.style_axes(axes[0], xlabel="step", ylabel="accuracy / attention score")
     plotting.style_axes(axes[1], xlabel="step", ylabel="held-out cross-entropy (training distribution)")
     axes[1].set_yscale("log")
-    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].legend(fontsize=7, ncol=2, loc="center right")
     axes[1].legend(fontsize=7)
     fig.suptitle(
         f"Transient in-context learning: K = {st['transient_classes']}, B = {st['transient_burstiness']}, "
