@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
+from iclab.config import ExperimentConfig
 from iclab.experiments.chan_transience_claims import chan_claims, figures, tables
 from iclab.experiments.driver import Analysis, Context, Reproduction
-from iclab.experiments.reddy import logged_curves, split_accuracies
-from iclab.models.attn_only import AttnOnlyConfig
+from iclab.experiments.reddy import attn_only_run, logged_curves, split_accuracies
 from iclab.report import Claim
 from iclab.tasks.icl_classification import ICLClassificationConfig
 from iclab.validation import check_int
@@ -151,23 +150,26 @@ class ChanOptions:
 
 
 def _config(sc: Scale, name: str, seed: int, *, log2_k: int, burstiness: int, alpha: float, steps: int):
-    return ExperimentConfig(
-        task=ICLClassificationConfig(
-            d=sc.d,
-            n_points=sc.n_points,
-            n_labels=sc.n_labels,
-            n_classes=2**log2_k,
-            within_class_noise=sc.noise,
-            burstiness=burstiness,
-            p_bursty=sc.p_bursty,
-            zipf_alpha=alpha,
-        ),
-        model=AttnOnlyConfig(width=sc.width, classifier_hidden=sc.width, max_points=sc.n_points + 1),
-        train=TrainConfig(
-            steps=steps, batch_size=sc.batch_size, lr=sc.lr, eval_every=sc.eval_every, checkpoint_every=steps, seed=seed
-        ),
-        eval=EvalConfig(n_prompts=sc.train_eval_prompts),
-        name=name,
+    task = ICLClassificationConfig(
+        d=sc.d,
+        n_points=sc.n_points,
+        n_labels=sc.n_labels,
+        n_classes=2**log2_k,
+        within_class_noise=sc.noise,
+        burstiness=burstiness,
+        p_bursty=sc.p_bursty,
+        zipf_alpha=alpha,
+    )
+    return attn_only_run(
+        task,
+        name,
+        seed,
+        width=sc.width,
+        steps=steps,
+        batch_size=sc.batch_size,
+        lr=sc.lr,
+        eval_every=sc.eval_every,
+        train_eval_prompts=sc.train_eval_prompts,
     )
 
 
