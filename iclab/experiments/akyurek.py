@@ -57,13 +57,13 @@ shallowest depth is 2: a 1-layer width-64 iclab GPT stalls at 0.85x predicting 0
 one attention layer over interleaved x, y tokens cannot pair x_i with its y_i (one GD step's Σ y_i x_i). NB
 Akyürek's code (sampler_lib.Sampler.sample) also interleaves x tokens [0, x] and y tokens [y, 0, …] — so their
 depth-1 models face the same obstacle, and "2 iclab layers ≈ their 1 layer" is iclab's reading, not their setup.
-Measured at smoke scale (`--seeds 2`, ~5 min wall at load ~2–3 on the shared 2-core machine: 263 s to train —
-86 / 174 s for 2 / 4 layers — and 37 s to analyse, 23 s of it the MLP probes): held-out ½·MSE 0.24x / 0.40x
-(2 layers) and 0.03x / 0.27x (4 layers) that of predicting 0 at σ² = 0 / 0.5. The closest reference per cell is the
+Measured at smoke scale (`--seeds 2`, 4 min 22 s wall at load ~2–3 on the shared 2-core machine: 228 s to train —
+76 / 150 s for 2 / 4 layers — and 31 s to analyse, about 20 s of it the MLP probes): held-out ½·MSE 0.24x / 0.40x
+(2 layers) and 0.03x / 0.28x (4 layers) that of predicting 0 at σ² = 0 / 0.5. The closest reference per cell is the
 paper's pattern: 2 layers GD (SPD 0.60 vs ridge 0.76 at σ² = 0; 0.39 vs 0.44 at σ² = 0.5), 4 layers OLS at σ² = 0
-(0.15 vs GD 1.00) and ridge at σ² = 0.5 (0.12 vs GD 0.60). 4/5 claims hold: deep_noisy_closest_to_ridge (8.3 SE),
-depth_approaches_ridge (3.6 SE: SPD to ridge 0.76 → 0.15 and 0.44 → 0.12), probe_rises_with_layer and
-probe_beats_control (8.9 / 8.1 SE: MLP-probe R² of w_OLS at y_n 0.38 vs 0.00 at the input and 0.00 untrained; the
+(0.17 vs GD 1.02) and ridge at σ² = 0.5 (0.12 vs GD 0.60). 4/5 claims hold: deep_noisy_closest_to_ridge (9.7 SE),
+depth_approaches_ridge (3.7 SE: SPD to ridge 0.76 → 0.17 and 0.44 → 0.12), probe_rises_with_layer and
+probe_beats_control (12.1 / 10.5 SE: MLP-probe R² of w_OLS at y_n 0.37 vs 0.00 at the input and 0.00 untrained; the
 linear probe reads 0.12, and read ≈ 0 at the σ² = 0 models' query token, where iclab probed before).
 shallow_closest_to_gd misses (0.66 SE): the 2-layer models are closer to GD on average at both noise levels, but
 at σ² = 0 the better-trained seed is closer to OLS (per-seed margins +0.40 / −0.08) and at σ² = 0.5 the margins are
