@@ -408,6 +408,8 @@ class EvalOptions(Generic[TaskT]):
     intervene: tuple[str, ...] = ()
     """activation edits applied to every trained run among the learners, KIND:HOOK[@HEAD][=TARGET[:STRENGTH]]
     (iclab.models.interventions), e.g. zero:blocks.1.attn.hook_z@0"""
+    patch_from: Path | None = None
+    """a run whose activations the patch interventions take, on the same inputs (default: the previous prompt's)"""
 
 
 def _flat_task_args(args: list[str], task: TaskConfig) -> list[str]:
@@ -458,6 +460,7 @@ def _cmd_eval(args: list[str]) -> int:
         dtype=getattr(torch, opts.dtype),
         out=out,
         intervene=tuple(opts.intervene),
+        patch_from=opts.patch_from,
     )
     print(text)
     if opts.json is not None:

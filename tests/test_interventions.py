@@ -258,3 +258,56 @@ def test_eval_applies_interventions_to_trained_runs(tmp_path, capsys):
         assert main([*base, "--force", "--learners", learners, "--intervene", spec]) == 2
         err = capsys.readouterr().err
         assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+
+
+def test_patching_from_a_source_model_takes_its_activations():
+    """With a source model, a patch is the source's activation on the same inputs: a model patched from a copy of
+    itself is unchanged; patching the last residual stream from a model with other attention but the same
+    classifier gives exactly that model's output; a patched head's pattern is the source's."""
+    import copy
+
+    model, prompts = _model(), _prompts()
+    clean = model.predict_prompts(prompts)
+    with intervene(model, ["patch:blocks.1.attn.hook_pattern@1"], source=copy.deepcopy(model)):
+        torch.testing.assert_close(model.predict_prompts(prompts), clean)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for block in other.blocks:
+            block.attn.W_QKV.normal_(0, 0.3)
+    with intervene(model, ["patch:blocks.1.hook_resid_post"], source=other):
+        torch.testing.assert_close(model.predict_prompts(prompts), other.predict_prompts(prompts))
+    name = "blocks.0.attn.hook_pattern"
+    with intervene(model, [f"patch:{name}@0"], source=other):
+        _, mine = model.run_with_cache(prompts, names=[name], method="predict_prompts")
+    _, theirs = other.run_with_cache(prompts, names=[name], method="predict_prompts")
+    _, own = model.run_with_cache(prompts, names=[name], method="predict_prompts")
+    torch.testing.assert_close(mine[name][:, 0], theirs[name][:, 0])
+    torch.testing.assert_close(mine[name][:, 1], own[name][:, 1])  # the other head is the model's own
+    with pytest.raises(SpecError, match="only read by patch interventions"):
+        Intervened(model, ["zero:blocks.0.attn.hook_z"], source=other)
+
+
+def test_eval_patches_a_run_from_another_run(tmp_path, capsys):
+    from iclab.cli import main
+
+    task = ["--task.name", "icl_classification", "--task.d", "8", "--task.n-classes", "32", "--task.n-labels", "8"]
+    tiny = ["--model.name", "attn_only", "--model.width", "16", "--model.classifier-hidden", "16"]
+    steps = [
+        "--train.steps",
+        "2",
+        "--train.batch-size",
+        "8",
+        "--train.eval-every",
+        "2",
+        "--train.checkpoint-every",
+        "2",
+    ]
+    for name, seed in (("a", "0"), ("b", "1")):
+        assert main(["train", *task, *tiny, *steps, "--train.seed", seed, "--out", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    base = ["eval", *task, "--n-prompts", "64", "--out", str(tmp_path / "ev"), "--learners", str(tmp_path / "a")]
+    spec = "patch:blocks.0.attn.hook_pattern@0"
+    assert main([*base, "--intervene", spec, "--patch-from", str(tmp_path / "b")]) == 0
+    assert f"a [{spec} from b]" in capsys.readouterr().out
+    assert main([*base, "--force", "--patch-from", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.startswith("error: patch_from: the source of patch interventions")

@@ -103,13 +103,23 @@ def _check_learner(spec: str, task) -> None:
         )
 
 
-def resolve_learners(specs: list[str], task, intervene: tuple[str, ...] = ()) -> dict[str, Any]:
+def resolve_learners(
+    specs: list[str], task, intervene: tuple[str, ...] = (), patch_from: Path | None = None
+) -> dict[str, Any]:
     """Learner names (registry specs) and run directories (a path holding config.json) → name → learner. With
     `intervene` (iclab.models.interventions specs) every trained run is evaluated under those edits, named
-    "<run> [<specs>]"; SpecError if no learner is a trained run or a hook is not the run's."""
+    "<run> [<specs>]", its patches taking the activations of the run `patch_from` on the same inputs when given;
+    SpecError if no learner is a trained run, a hook is not the run's, or patch_from is not a run."""
     from iclab.models.interventions import Intervened
     from iclab.training.trainer import load_model
 
+    source = None
+    if patch_from is not None:
+        if not intervene:
+            raise SpecError("patch_from: the source of patch interventions; give --intervene patch:HOOK[@HEAD]")
+        if not (Path(patch_from) / "config.json").is_file():
+            raise SpecError(f"patch_from: {str(patch_from)!r} is not a run directory (no config.json)")
+        source = load_model(RunDir.open(patch_from)).eval()
     learners: dict[str, Any] = {}
     for spec in specs:
         path = Path(spec)
@@ -120,8 +130,10 @@ def resolve_learners(specs: list[str], task, intervene: tuple[str, ...] = ()) ->
             model = load_model(run)
             name = path.name or spec
             if intervene:
-                Intervened(model, intervene, field="intervene")  # stays on: the model lives for this evaluation
-                name = f"{name} [{'; '.join(intervene)}]"
+                # stays on: the model lives for this evaluation
+                Intervened(model, intervene, field="intervene", source=source)
+                origin = "" if source is None else f" from {Path(str(patch_from)).name}"
+                name = f"{name} [{'; '.join(intervene)}{origin}]"
             learners[name] = model
         else:
             _check_learner(spec, task)
@@ -160,6 +172,7 @@ def run_eval(
     dtype: torch.dtype = torch.float32,
     out: Path | None = None,
     intervene: tuple[str, ...] = (),
+    patch_from: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Returns (JSON-ready results, printable text). Figures go to out/ when given. `metric` defaults to
     `default_metric(task_config)`; a class-label task is evaluated per split (`run_label_eval`). `intervene`:
@@ -177,12 +190,13 @@ def run_eval(
             dtype=dtype,
             out=out,
             intervene=intervene,
+            patch_from=patch_from,
         )
     task = make_task(task_config)
     shift_specs = split_learner_list(shifts)  # same comma grammar
     for s in shift_specs:
         parse_shift(s)
-    resolved = resolve_learners(split_learner_list(learners), task, intervene)
+    resolved = resolve_learners(split_learner_list(learners), task, intervene, patch_from)
     prompts = eval_prompts(task, n_prompts, seed, dtype)
     results: dict[str, Any] = {"task": config_to_dict(task_config), "metric": metric, "n_prompts": n_prompts,
                                "seed": seed, "shifts": {}}  # fmt: skip
@@ -253,6 +267,7 @@ def run_label_eval(
     dtype: torch.dtype = torch.float32,
     out: Path | None = None,
     intervene: tuple[str, ...] = (),
+    patch_from: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """A class-label task: every learner's accuracy (and cross-entropy) on each held-out split the task declares
     (`Task.eval_sets`, n_prompts each, drawn from `seed`); returns (JSON-ready results, printable text) and draws
@@ -265,7 +280,7 @@ def run_label_eval(
         )
     task = make_task(task_config)
     specs = split_learner_list(learners)
-    resolved = resolve_learners(specs, task, intervene)
+    resolved = resolve_learners(specs, task, intervene, patch_from)
     resolved = {n: lr.to(dtype) if isinstance(lr, torch.nn.Module) else lr for n, lr in resolved.items()}
     began = time.perf_counter()
     sets = {

@@ -10,6 +10,12 @@ An intervention is a spec string ``KIND:HOOK[@HEAD][=TARGET[:STRENGTH]]`` on one
   patch:HOOK[@H]             replace prompt b's activation by prompt b − 1's (the batch rolled by one): activation
                              patching from another prompt (resample ablation). Everything upstream of the hook is
                              each prompt's own, so the patched value is exactly the other prompt's clean activation.
+                             With a *source* model (`intervene(model, specs, source=other)`, `iclab eval
+                             --patch-from RUN`): the source's activation on the same inputs instead — e.g. freeze a
+                             head's pattern to that of an earlier checkpoint, or graft one model's head into another
+                             (Singh et al.'s "preserve pattern"). The source runs `predict` on the same arguments,
+                             so it must share the hook point (and head count); training losses that do not go
+                             through `predict` (the regression GPT's all-prefix loss) cannot be patched this way.
   clamp:HOOK[@H]=previous[:s]   on an ``attn.hook_pattern`` [B, H, q, k] only: the context rows attend to the
                              token before them with weight s and to themselves with 1 − s (row 0: itself). Query
                              rows keep their pattern. Singh et al.'s previous-token clamp.
@@ -113,23 +119,30 @@ class Intervention:
         return f"{self.kind}:{self.hook}{head}{target}"
 
     def edit(self, act: Tensor, bound: dict[str, Any]) -> Tensor:
-        """The edited activation (same shape); `bound` holds the bound prompts' classes and n_ctx for clamps."""
+        """The edited activation (same shape); `bound` holds the bound prompts' classes and n_ctx for clamps, and
+        the source model's activations for patches from a source (`Intervened`)."""
         dim = _HEAD_DIM.get(self.hook.rsplit(".", 1)[-1])
+        index: tuple[slice, ...] = (slice(None),) * act.dim()
         if self.head is not None:
             assert dim is not None
-            index = [slice(None)] * act.dim()
-            index[dim] = slice(self.head, self.head + 1)
-            new = act.clone()
-            new[tuple(index)] = self._edit(act[tuple(index)], bound)
-            return new
-        return self._edit(act, bound)
+            index = tuple(slice(self.head, self.head + 1) if i == dim else slice(None) for i in range(act.dim()))
+        source = bound.get("source", {}).get(self.hook) if self.kind == "patch" else None
+        if self.kind == "patch" and "source" in bound and source is None:
+            raise ValueError(f"patch: the source model has no activation at {self.hook!r} for this call")
+        if self.head is None:
+            return self._edit(act, bound, source)
+        new = act.clone()
+        new[index] = self._edit(act[index], bound, None if source is None else source[index])
+        return new
 
-    def _edit(self, act: Tensor, bound: dict[str, Any]) -> Tensor:
+    def _edit(self, act: Tensor, bound: dict[str, Any], source: Tensor | None) -> Tensor:
         if self.kind == "zero":
             return torch.zeros_like(act)
         if self.kind == "mean":
             return act.mean(0, keepdim=True).expand_as(act)
         if self.kind == "patch":
+            if source is not None:  # the source model's activation on the same inputs
+                return source.to(act.dtype)
             return act.roll(1, dims=0)
         return _clamp(act, self.target, self.strength, bound)
 
@@ -177,9 +190,23 @@ class Intervened:
     """The interventions installed on a model's hook points as forward hooks, until `remove` (or the end of the
     `intervene` context). Unknown hook names and heads out of range raise SpecError naming `field`."""
 
-    def __init__(self, model: HookedModule, specs: Sequence[str | Intervention], field: str = "interventions"):
+    def __init__(
+        self,
+        model: HookedModule,
+        specs: Sequence[str | Intervention],
+        field: str = "interventions",
+        source: HookedModule | None = None,
+    ):
         self.items = [s if isinstance(s, Intervention) else Intervention.parse(s, field) for s in specs]
         self.bound: dict[str, Any] = {}
+        self.source = source  # patches take this model's activations on the same inputs (None: the previous prompt's)
+        self.patched = [i.hook for i in self.items if i.kind == "patch"]
+        if source is not None:
+            if not self.patched:
+                raise SpecError(f"{field}: a source model is only read by patch interventions; none given")
+            missing = [h for h in self.patched if h not in source.hook_points()]
+            if missing:
+                raise SpecError(f"{field}: the source model has no hook point {missing[0]!r}")
         points = model.hook_points()
         self.handles = []
         for item in self.items:
@@ -203,6 +230,13 @@ class Intervened:
 
             def call(x_ctx: Tensor, *args: Any, **kwargs: Any) -> Any:
                 self.bound["n_ctx"] = x_ctx.shape[1]  # classes (if bound) stay: predict_prompts bound them
+                if self.source is not None:  # the source's activations on the same inputs, for the patches
+                    self.source.to(x_ctx.dtype)  # follows the model's dtype (a no-op when it already does)
+                    with torch.no_grad():
+                        _, cache = self.source.run_with_cache(
+                            x_ctx, *args, names=self.patched, method="predict", **kwargs
+                        )
+                    self.bound["source"] = cache
                 return method(x_ctx, *args, **kwargs)
 
             return call
@@ -243,9 +277,12 @@ def _heads_of(model: HookedModule, hook: str) -> int | None:
 
 
 @contextmanager
-def intervene(model: HookedModule, specs: Sequence[str | Intervention]) -> Iterator[Intervened]:
-    """Install `specs` on `model` for the duration of the block (module docstring)."""
-    installed = Intervened(model, specs)
+def intervene(
+    model: HookedModule, specs: Sequence[str | Intervention], source: HookedModule | None = None
+) -> Iterator[Intervened]:
+    """Install `specs` on `model` for the duration of the block (module docstring); with `source`, patches take
+    that model's activations on the same inputs."""
+    installed = Intervened(model, specs, source=source)
     try:
         yield installed
     finally:
