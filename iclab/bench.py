@@ -15,8 +15,9 @@ from functools import partial
 import torch
 
 from iclab.algorithms.gd import gd_predict
-from iclab.config import ModelConfig
+from iclab.config import ModelConfig, TaskConfig
 from iclab.models import make_model
+from iclab.models.attn_only import AttnOnlyConfig
 from iclab.models.base import IMPLS
 from iclab.models.features import FeatureLSAConfig
 from iclab.models.gpt import GPTConfig
@@ -26,6 +27,7 @@ from iclab.models.separate import SeparateConfig
 from iclab.models.softmax import SoftmaxConfig
 from iclab.models.ssm import SSMConfig
 from iclab.tasks import make_task
+from iclab.tasks.icl_classification import ICLClassificationConfig
 from iclab.tasks.linear import LinearConfig
 
 __all__ = ["BenchResult", "machine", "run_benchmarks", "target_lines"]
@@ -129,18 +131,30 @@ def bench_train_step(
     return BenchResult(f"{case}, batch {batch}", ms["fast"], ms["naive"])
 
 
-def bench_ensemble(members: int, batch: int, device: torch.device, repeats: int) -> BenchResult:
-    """One training step of E one-layer LSA models (von Oswald's setting), each on its own batch: one ensemble
-    (parameters stacked, vmap over members; `ensemble.seeds`) vs E separate models stepped one after another."""
+def bench_ensemble(
+    members: int,
+    batch: int,
+    device: torch.device,
+    repeats: int,
+    model_config: ModelConfig | None = None,
+    task_config: TaskConfig | None = None,
+    label: str = "LSA",
+) -> BenchResult:
+    """One training step of E models, each on its own batch: one ensemble (parameters stacked, vmap over members;
+    `ensemble.seeds`) vs E separate models stepped one after another. Default: one-layer LSA in von Oswald's
+    setting; `label` names the family in the case."""
     from iclab.training.ensemble import Ensemble
     from iclab.training.trainer import stack_batches
 
-    task = make_task(LinearConfig())
+    model_config = model_config or LSAConfig()
+    task = make_task(task_config or LinearConfig())
+    labels = task.config.label_vocab
     gen = torch.Generator(device=device).manual_seed(0)
-    ensemble = Ensemble(LSAConfig(), task.d, range(members)).to(device)
+    ensemble = Ensemble(model_config, task.d, range(members), n_labels=labels).to(device)
     ens_opt = torch.optim.AdamW(ensemble.parameters(), lr=1e-3, fused=True)
     singles = [
-        make_model(LSAConfig(), task.d, generator=torch.Generator().manual_seed(s)).to(device) for s in range(members)
+        make_model(model_config, task.d, n_labels=labels, generator=torch.Generator().manual_seed(s)).to(device)
+        for s in range(members)
     ]
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in singles]
 
@@ -158,7 +172,9 @@ def bench_ensemble(members: int, batch: int, device: torch.device, repeats: int)
             opt.step()
 
     ms = _median_ms({"fast": together, "naive": one_by_one}, repeats, device)
-    return BenchResult(f"{members} LSA members, batch {batch} each: ensemble vs one by one", ms["fast"], ms["naive"])
+    return BenchResult(
+        f"{members} {label} members, batch {batch} each: ensemble vs one by one", ms["fast"], ms["naive"]
+    )
 
 
 def bench_gd_eval(n_prompts: int, device: torch.device, repeats: int) -> BenchResult:
@@ -248,6 +264,18 @@ def run_benchmarks(
         for case, model, task, fraction in TRAIN_STEPS
     ]
     ensembles = [bench_ensemble(e, max(8, batch // 8), device, max(3, repeats // 3)) for e in (8, 64)]
+    # Reddy's network on bursty label prompts, as `iclab reproduce reddy` trains its phase diagram (width 64)
+    ensembles.append(
+        bench_ensemble(
+            16,
+            max(8, batch // 32),
+            device,
+            max(3, repeats // 3),
+            AttnOnlyConfig(width=64, classifier_hidden=64),
+            ICLClassificationConfig(d=32, n_labels=16),
+            "attn_only (Reddy, width 64)",
+        )
+    )
     return [*steps, *ensembles, *evals]
 
 

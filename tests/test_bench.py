@@ -14,8 +14,8 @@ def test_bench_cli_writes_every_case(tmp_path, capsys):
     written = json.loads(out.read_text())
     assert written["machine"]["cpu"] and written["machine"]["torch_threads"] == 1
     cases = written["cases"]
-    # a training step per model family, two ensembles, GD, one eval row per learner and the eval total
-    assert len(cases) == len(TRAIN_STEPS) + 2 + 2 + 8  # … the ensembles of 8 and 64
+    # a training step per model family, three ensembles, GD, one eval row per learner and the eval total
+    assert len(cases) == len(TRAIN_STEPS) + 3 + 2 + 8  # … LSA ensembles of 8 and 64, 16 attn_only members
     assert {c["case"].split(",")[0] for c in cases} >= {case.split(",")[0] for case, *_ in TRAIN_STEPS}
     for case in cases:
         assert case["fast_ms"] > 0 and case["naive_ms"] > 0
