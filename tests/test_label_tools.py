@@ -170,3 +170,24 @@ def test_label_task_defaults_reddy_task_reference_learners_and_accuracy(tmp_path
     results = json.loads(path.read_text())
     assert results["metric"] == "accuracy" and results["task"]["d"] == 63 and results["n_labels"] == 32
     assert list(results["splits"]["icl"]) == ["induction", "lookup", "chance"]
+
+
+def test_the_other_classes_note_names_only_fields_that_change_the_classes(tmp_path):
+    """A run trained on the same classes but drawn otherwise (p_bursty, p_novel, burstiness) gets no note; one
+    trained on other classes (n_classes, class_seed) is named with the differing fields."""
+    from iclab.config import ExperimentConfig, config_to_dict
+    from iclab.experiments.eval_run import _other_classes_note
+    from iclab.models.attn_only import AttnOnlyConfig
+    from iclab.runs import RunDir
+    from iclab.tasks.icl_classification import ICLClassificationConfig
+
+    task = ICLClassificationConfig(d=8, n_classes=32, n_labels=8)
+    runs = {
+        "drawn": ICLClassificationConfig(d=8, n_classes=32, n_labels=8, p_bursty=0.0, p_novel=0.5, burstiness=4),
+        "other": ICLClassificationConfig(d=8, n_classes=64, n_labels=8, class_seed=3),
+    }
+    for name, run_task in runs.items():
+        RunDir.create(tmp_path / name, config_to_dict(ExperimentConfig(task=run_task, model=AttnOnlyConfig())))
+    assert _other_classes_note(task, [str(tmp_path / "drawn")]) == []
+    (line,) = _other_classes_note(task, [str(tmp_path / "other")])
+    assert "(class_seed, n_classes)" in line

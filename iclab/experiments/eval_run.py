@@ -242,7 +242,10 @@ def _other_classes_note(task_config: TaskConfig, specs: list[str]) -> list[str]:
     """A line per run trained on other classes than the task's (n_classes, class_seed, …): its in-weights split
     then asks about classes it never saw."""
     lines = []
-    own = {k: v for k, v in config_to_dict(task_config).items() if k not in ("n_queries",)}
+    # the fields that make the classes and their labels (how prompts are drawn from them — burstiness, p_bursty,
+    # zipf_alpha, p_novel, n_points — does not change what the model could have memorised)
+    world = ("d", "n_classes", "n_labels", "within_class_noise", "class_seed")
+    own = {k: v for k, v in config_to_dict(task_config).items() if k in world}
     for spec in specs:
         if (Path(spec) / "config.json").is_file():
             ran = config_to_dict(config_from_dict(RunDir.open(Path(spec)).config()).task)
