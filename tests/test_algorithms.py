@@ -305,6 +305,21 @@ def test_tune_one_step_closed_form_is_the_mc_minimiser(config):
     assert abs(tuned.etas[0] - eta_mc) < 4 * se, f"closed form {tuned.etas[0]:.5g} vs MC {eta_mc:.5g} ± {se:.2g}"
 
 
+def test_an_ill_conditioned_input_covariance_has_no_closed_form_step():
+    """x_condition ≠ 1 makes Σ anisotropic (log-spaced eigenvalues): the i.i.d.-coordinate closed form does not
+    apply, so the one-step η is tuned numerically and beats the isotropic formula on the task's own prompts."""
+    config = task_config("linear", d=4, n_points=8, x_dist="gaussian", x_condition=100.0)
+    task = LinearRegressionTask(config)
+    assert closed_form_gd1_eta(task) is None
+    tuned = tune_steps(task, 1, n_prompts=4000, seed=5)
+    assert tuned.method.startswith("L-BFGS")
+    isotropic = closed_form_gd1_eta(LinearRegressionTask(task_config("linear", d=4, n_points=8, x_dist="gaussian")))
+    p = task.sample(4000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    u = gd_predict(p.x_ctx, p.y_ctx, p.x_q, [1.0])
+    loss = lambda eta: 0.5 * ((eta * u - p.y_q) ** 2).mean().item()  # noqa: E731
+    assert tuned.half_mse <= loss(isotropic) + 1e-12
+
+
 def test_tune_one_step_numerical_is_exact_minimiser_on_its_prompts():
     # No closed form for a non-isotropic input covariance: L-BFGS must find η̂ = Σuy / Σu² on its own prompts.
     task = LinearRegressionTask(task_config("linear", d=3, n_points=6, x_dist="gaussian", x_cov_diag=(0.5, 1.0, 2.0)))

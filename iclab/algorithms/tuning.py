@@ -34,7 +34,8 @@ class StepSizes:
 def closed_form_gd1_eta(task: Task) -> float | None:
     """Optimal one-step η for i.i.d.-coordinate inputs and isotropic w; None where no closed form applies."""
     c = task.config
-    if c.x_cov_diag is not None or getattr(c, "w_cov_diag", None) is not None:
+    anisotropic_x = c.x_cov_diag is not None or getattr(c, "x_condition", 1.0) != 1.0  # Σ ≠ I: no closed form
+    if anisotropic_x or getattr(c, "w_cov_diag", None) is not None:
         return None
     m2, m4 = theory.input_moments(c.x_dist, c.x_scale)
     return theory.gd1_optimal_eta(d=c.d, n=c.n_points, m2=m2, m4=m4, tau2=c.w_scale**2, sigma2=c.noise_var)
