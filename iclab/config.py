@@ -430,7 +430,16 @@ class ExperimentConfig(Generic[TaskT, ModelT]):
                     getattr(self.ensemble, name),
                 )
         for e in range(len(self.ensemble.seeds)):  # each member must be a valid run (e.g. its task's noise_var)
-            self.member(e)
+            member = self.member(e)
+            if (member.task.target_dim, member.task.label_vocab) != (self.task.target_dim, self.task.label_vocab):
+                changed = [
+                    n for n, sec in EnsembleConfig.PER_MEMBER.items() if sec == "task" and getattr(self.ensemble, n)
+                ]
+                fail(
+                    f"ensemble.{changed[0] if changed else 'seeds'}",
+                    f"values that keep task {self.task.name!r}'s output shape (members are one model family and shape)",
+                    getattr(self.ensemble, changed[0]) if changed else self.ensemble.seeds,
+                )
         if self.train.seed + 1 == self.eval.seed:
             # the trainer's data stream is seeded train.seed + 1 and the held-out set eval.seed: equal seeds would
             # make the first training prompts the held-out ones

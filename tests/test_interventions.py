@@ -3,6 +3,8 @@ and the trainer's `train.interventions`."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -311,3 +313,92 @@ def test_eval_patches_a_run_from_another_run(tmp_path, capsys):
     assert f"a [{spec} from b]" in capsys.readouterr().out
     assert main([*base, "--force", "--patch-from", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err.startswith("error: patch_from: the source of patch interventions")
+
+
+# ------------------------------------------------------------------------------------------ guards (review fixes)
+
+
+def test_hand_written_ensemble_forms_do_not_bypass_interventions():
+    """LSA ensembles have a batched training loss of their own; with an intervention installed they take the vmap
+    path, so the edit applies to training as it does to predictions."""
+    from iclab.models.lsa import LSAConfig
+    from iclab.tasks.linear import LinearConfig
+    from iclab.training.ensemble import Ensemble
+    from iclab.training.trainer import stack_batches
+
+    ens = Ensemble(LSAConfig(), 4, [0, 1])
+    with torch.no_grad():  # away from the initialisation, which predicts 0 anyway
+        for p in ens.stacked:
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    task = make_task(LinearConfig(d=4, n_points=6))
+    prompts = stack_batches([task.sample(8, generator=torch.Generator().manual_seed(s)) for s in (0, 1)])
+    plain = ens.training_loss(prompts)
+    with intervene(ens, ["zero:blocks.0.hook_resid_post"]):
+        edited = ens.training_loss(prompts)
+    # the residual stream zeroed: every prediction is 0, the loss is ½·mean(y_q²) of each member's batch
+    expected = torch.stack([0.5 * (prompts.y_q[e * 8 : (e + 1) * 8] ** 2).mean() for e in (0, 1)])
+    torch.testing.assert_close(edited, expected)
+    assert not torch.allclose(plain, expected)
+
+
+def test_heads_out_of_range_layouts_nesting_and_ensembles_are_refused():
+    from iclab.models.softmax import SoftmaxConfig
+    from iclab.training.ensemble import Ensemble
+
+    ens = Ensemble(AttnOnlyConfig(width=16, heads=2, classifier_hidden=16), TASK.d, [0, 1], n_labels=TASK.n_labels)
+    with pytest.raises(SpecError, match=r"head 7 of 'blocks\.0\.attn\.hook_z'; the layer has 2 heads"):
+        Intervened(ens, ["zero:blocks.0.attn.hook_z@7"])
+    concat = make_model(SoftmaxConfig(), TASK.d, n_labels=TASK.n_labels)
+    with pytest.raises(SpecError, match="clamps are written for the interleaved token layout"):
+        Intervened(concat, ["clamp:blocks.0.attn.hook_pattern=previous"])
+    model = _model()
+    with intervene(model, ["zero:blocks.0.attn.hook_z@0"]), pytest.raises(SpecError, match="already has"):
+        Intervened(model, ["zero:blocks.1.attn.hook_z@0"])
+    assert "predict_prompts" not in model.__dict__  # the outer context took its wrappers off
+
+
+def test_an_induction_clamp_row_sums_to_one_when_every_label_matches():
+    task = make_task(ICLClassificationConfig(d=8, n_classes=32, n_labels=8, n_points=8, burstiness=8))
+    prompts = task.icl_novel(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # one class, 8x
+    model, name = _model(), "blocks.1.attn.hook_pattern"
+    with intervene(model, [f"clamp:{name}=induction:0.9"]):
+        _, cache = model.run_with_cache(prompts, names=[name], method="predict_prompts")
+    row = cache[name][:, :, 2 * 8]  # the query's row
+    torch.testing.assert_close(row.sum(-1), torch.ones_like(row[..., 0]))
+    torch.testing.assert_close(row[..., 1:16:2], torch.full_like(row[..., 1:16:2], 1 / 8))
+
+
+def test_ensembles_of_other_tasks_train_under_a_pattern_clamp(tmp_path):
+    from iclab.config import config_to_dict
+    from iclab.runs import RunDir
+
+    config = _config(("clamp:blocks.0.attn.hook_pattern=previous",), seeds=(0, 1), steps=3)
+    config = dataclasses.replace(config, ensemble=EnsembleConfig(seeds=(0, 1), burstiness=(2, 4)))
+    result = train(config, RunDir.create(tmp_path / "run", config_to_dict(config)))
+    assert result.final_eval["prev_token_score"] == pytest.approx(1.0)  # members measured under the clamp
+
+
+def test_a_source_patch_outside_predict_calls_is_refused_and_prefix_calls_are_patched():
+    import copy
+
+    from iclab.models.gpt import GPTConfig as _GPT
+    from iclab.tasks.linear import LinearConfig
+
+    gpt = make_model(_GPT(width=16, layers=2, heads=2, mlp_ratio=2), 3).double()
+    prompts = make_task(LinearConfig(d=3, n_points=5)).sample(4, generator=torch.Generator(), dtype=torch.float64)
+    clean = gpt.predict_prefixes(prompts.x, prompts.y)
+    with intervene(gpt, ["patch:blocks.1.hook_resid_post"], source=copy.deepcopy(gpt)):
+        torch.testing.assert_close(gpt.predict_prefixes(prompts.x, prompts.y), clean)  # from an identical model
+        with pytest.raises(ValueError, match="known only in predict calls"):
+            gpt(gpt.layout.encode(prompts))  # forward: no source activation for this call
+
+
+def test_per_member_fields_that_change_shapes_are_refused():
+    from iclab.config import ConfigError as _CE
+    from iclab.config import config_from_dict
+
+    with pytest.raises(_CE, match=r"^ensemble\.n_classes: must be values that keep task 'softmax_regression'"):
+        config_from_dict(
+            {"task": {"name": "softmax_regression"}, "model": {"name": "gpt"},
+             "ensemble": {"seeds": [0, 1], "n_classes": [3, 5]}}
+        )  # fmt: skip

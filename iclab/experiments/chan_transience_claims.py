@@ -29,6 +29,16 @@ __all__ = ["chan_claims", "figures", "tables"]
 COEXIST, EMERGED, FADED, TAKEN, FALLING = 0.4, 0.5, 0.5, 0.9, 0.5
 
 
+def _lo(values: list[float]) -> float:
+    """The smallest value; NaN (the claim fails) if any is NaN, e.g. a diverged member's."""
+    return math.nan if any(math.isnan(v) for v in values) else min(values)
+
+
+def _hi(values: list[float]) -> float:
+    """The largest value; NaN (the claim fails) if any is NaN."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
 def _se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 1e-12) / n)
 
@@ -63,7 +73,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     at_one = [e for e in m["alphas"] if e["alpha"] == 1.0]
     if at_one:
-        both = min(min(s["icl"], s["iwl"]) for s in at_one[0]["seeds"])
+        both = _lo([min(s["icl"], s["iwl"]) for s in at_one[0]["seeds"]])
         ends = [min(_mean(e, "icl"), _mean(e, "iwl")) for e in (first, last)]
         claims.append(
             Claim(
@@ -74,7 +84,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
                 f"≥ {COEXIST} (Chan et al.: the 'sweet spot' at α ≈ 1)",
                 both,
                 "stated level",
-                both >= COEXIST and max(ends) < COEXIST,
+                both >= COEXIST and _hi(ends) < COEXIST,
             )
         )
     tr = m["transience"]
@@ -82,7 +92,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         f" ({scale_name} scale, K = {st['transient_classes']}, B = {st['transient_burstiness']}, "
         f"p_bursty {st['p_bursty']:g}, {st['transient_steps']} steps)"
     )
-    peak = min(t["peak_icl"] for t in tr)
+    peak = _lo([t["peak_icl"] for t in tr])
     claims.append(
         Claim(
             "ICL emerges first",
@@ -95,7 +105,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             peak >= EMERGED,
         )
     )
-    ratios = [t["final"]["icl"] / t["peak_icl"] for t in tr]
+    ratios = [t["final"]["icl"] / t["peak_icl"] if t["peak_icl"] > 0 else math.nan for t in tr]
     claims.append(
         Claim(
             "ICL is transient",
@@ -105,12 +115,12 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             + tscale
             + ".",
             f"≤ {FADED} (Singh et al.: ICL fades)",
-            max(ratios),
+            _hi(ratios),
             "stated level",
-            max(ratios) <= FADED,
+            _hi(ratios) <= FADED,
         )
     )
-    taken = min(t["final"]["iwl"] for t in tr)
+    taken = _lo([t["final"]["iwl"] for t in tr])
     claims.append(
         Claim(
             "IWL takes over",
@@ -121,7 +131,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             taken >= TAKEN,
         )
     )
-    falling = max(t["final_loss"] / t["loss_at_peak"] for t in tr)
+    falling = _hi([t["final_loss"] / t["loss_at_peak"] if t["loss_at_peak"] > 0 else math.nan for t in tr])
     claims.append(
         Claim(
             "the loss keeps falling while ICL fades",

@@ -119,7 +119,9 @@ def resolve_learners(
             raise SpecError("patch_from: the source of patch interventions; give --intervene patch:HOOK[@HEAD]")
         if not (Path(patch_from) / "config.json").is_file():
             raise SpecError(f"patch_from: {str(patch_from)!r} is not a run directory (no config.json)")
-        source = load_model(RunDir.open(patch_from)).eval()
+        source_run = RunDir.open(patch_from)
+        _check_run(str(patch_from), config_from_dict(source_run.config()), task)  # same d, targets, labels
+        source = load_model(source_run).eval()
     learners: dict[str, Any] = {}
     for spec in specs:
         path = Path(spec)

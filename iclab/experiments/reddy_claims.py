@@ -66,6 +66,16 @@ def rise_steps(history: pd.DataFrame, plateau: float) -> dict[str, Any]:
     return out
 
 
+def _lo(values: list[float]) -> float:
+    """The smallest value; NaN (the claim fails) if any is NaN, e.g. a diverged member's."""
+    return math.nan if any(math.isnan(v) for v in values) else min(values)
+
+
+def _hi(values: list[float]) -> float:
+    """The largest value; NaN (the claim fails) if any is NaN."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
 def _se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 1e-12) / n)
 
@@ -92,7 +102,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
     claims = []
 
     flag = _cell(m, fb, fk)
-    low = min(s["icl"] for s in flag)
+    low = _lo([s["icl"] for s in flag])
     claims.append(
         Claim(
             "bursty prompts, many classes → in-context learning",
@@ -105,8 +115,8 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     iid = _cell(m, 0, ks[0])
-    iwl_low = min(s["iwl"] for s in iid)
-    icl_high = max(s["icl"] for s in iid)
+    iwl_low = _lo([s["iwl"] for s in iid])
+    icl_high = _hi([s["icl"] for s in iid])
     holds = iwl_low >= IWL_LEVEL and icl_high - chance <= 4 * _se(chance, n)
     claims.append(
         Claim(
@@ -192,7 +202,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     both = m["both"]
-    learnt = min(min(s["icl"], s["iwl"]) for s in both)
+    learnt = _lo([min(s["icl"], s["iwl"]) for s in both])
     claims.append(
         Claim(
             "one network learns both strategies",
@@ -213,9 +223,9 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             f"flagship models, every seed (highest shown); holds if each ≤ chance {chance:.4g} + {LEAK} (stated: the "
             "first layer's query row still reads the context).",
             f"chance {chance:.4g}",
-            max(ablated),
+            _hi(ablated),
             f"+ {LEAK}",
-            max(ablated) <= chance + LEAK,
+            _hi(ablated) <= chance + LEAK,
         )
     )
     drops = [s["iwl"] - s["iwl_ablated"] - 4 * _se(s["iwl"], n) for s in both]
@@ -225,7 +235,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             "In-weights accuracy of the both-strategies model with the induction head zeroed minus without it, every "
             "seed (lowest shown); holds if no seed loses more than 4 SE.",
             "≥ 0",
-            min(s["iwl_ablated"] - s["iwl"] for s in both),
+            _lo([s["iwl_ablated"] - s["iwl"] for s in both]),
             "4 SE",
             all(d <= 0 for d in drops),
         )

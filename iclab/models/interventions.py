@@ -45,7 +45,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -126,9 +126,13 @@ class Intervention:
         if self.head is not None:
             assert dim is not None
             index = tuple(slice(self.head, self.head + 1) if i == dim else slice(None) for i in range(act.dim()))
-        source = bound.get("source", {}).get(self.hook) if self.kind == "patch" else None
-        if self.kind == "patch" and "source" in bound and source is None:
-            raise ValueError(f"patch: the source model has no activation at {self.hook!r} for this call")
+        if self.head is not None and self.head >= act.shape[cast(int, dim)]:
+            raise ValueError(f"{self}: head {self.head} of a layer with {act.shape[cast(int, dim)]} heads")
+        source = None
+        if self.kind == "patch" and bound.get("has_source"):
+            source = bound.get("source", {}).get(self.hook)
+            if source is None:  # a call that did not go through predict / predict_prefixes: no source activation
+                raise ValueError(f"{self}: the source model's activation is known only in predict calls")
         if self.head is None:
             return self._edit(act, bound, source)
         new = act.clone()
@@ -171,11 +175,13 @@ def _clamp(pattern: Tensor, target: str | None, s: float, bound: dict[str, Any])
         hit = match[:, :, j]  # [B, N]
         k = hit.sum(1, keepdim=True)  # [B, 1]
         miss = 1.0 - hit
+        misses = miss.sum(1, keepdim=True)
+        on_hits = torch.where(misses > 0, s, 1.0)  # every label matches: all the weight on them
         row = torch.where(
             k > 0,
-            s * hit / k.clamp_min(1) + (1 - s) * miss / miss.sum(1, keepdim=True).clamp_min(1),
+            on_hits * hit / k.clamp_min(1) + (1 - on_hits) * miss / misses.clamp_min(1),
             torch.full_like(hit, 1.0 / n),
-        )  # [B, N] over the context labels
+        )  # [B, N] over the context labels, summing to 1
         new[..., q, :] = 0.0
         new[..., q, 1 : 2 * n : 2] = row[:, None, :]
     return new
@@ -198,8 +204,16 @@ class Intervened:
         source: HookedModule | None = None,
     ):
         self.items = [s if isinstance(s, Intervention) else Intervention.parse(s, field) for s in specs]
-        self.bound: dict[str, Any] = {}
+        self.bound: dict[str, Any] = {"has_source": source is not None}
         self.source = source  # patches take this model's activations on the same inputs (None: the previous prompt's)
+        if any(name in model.__dict__ for name in _WRAPPED):
+            raise SpecError(f"{field}: this model already has interventions installed; remove them first")
+        layout = getattr(getattr(model, "layout", None), "name", None)
+        if any(i.kind == "clamp" for i in self.items) and layout != "interleaved":
+            raise SpecError(
+                f"{field}: clamps are written for the interleaved token layout (gpt, attn_only); this model's is "
+                f"{layout!r}"
+            )
         self.patched = [i.hook for i in self.items if i.kind == "patch"]
         if source is not None:
             if not self.patched:
@@ -218,26 +232,26 @@ class Intervened:
         for item in self.items:
             hook = points[item.hook].register_forward_hook(lambda _m, _i, out, item=item: item.edit(out, self.bound))
             self.handles.append(hook)
-        self.model, self.wrapped = (
-            model,
-            [name for name in ("predict_prompts", "training_loss", "predict") if callable(getattr(model, name, None))],
-        )
+        self.model, self.wrapped = model, [name for name in _WRAPPED if callable(getattr(model, name, None))]
         for name in self.wrapped:  # every call binds its prompts first (an instance attribute shadows the method)
             object.__setattr__(model, name, self._binding(name, getattr(model, name)))
 
     def _binding(self, name: str, method: Any) -> Any:
-        if name == "predict":
+        if name in ("predict", "predict_prefixes"):
 
-            def call(x_ctx: Tensor, *args: Any, **kwargs: Any) -> Any:
-                self.bound["n_ctx"] = x_ctx.shape[1]  # classes (if bound) stay: predict_prompts bound them
+            def call(x: Tensor, *args: Any, **kwargs: Any) -> Any:
+                # predict(x_ctx, …): the context is x_ctx; predict_prefixes(x, y): every point is context.
+                # Classes (if bound) stay: predict_prompts bound them.
+                self.bound["n_ctx"] = x.shape[1]
                 if self.source is not None:  # the source's activations on the same inputs, for the patches
-                    self.source.to(x_ctx.dtype)  # follows the model's dtype (a no-op when it already does)
+                    self.source.to(device=x.device, dtype=x.dtype)  # follows the model (a no-op when it does)
                     with torch.no_grad():
-                        _, cache = self.source.run_with_cache(
-                            x_ctx, *args, names=self.patched, method="predict", **kwargs
-                        )
+                        _, cache = self.source.run_with_cache(x, *args, names=self.patched, method=name, **kwargs)
                     self.bound["source"] = cache
-                return method(x_ctx, *args, **kwargs)
+                try:
+                    return method(x, *args, **kwargs)
+                finally:
+                    self.bound.pop("source", None)  # never reused by a later call
 
             return call
 
@@ -253,7 +267,7 @@ class Intervened:
 
     def bind(self, prompts: Prompts) -> None:
         """The prompts of the next forward pass (their n_ctx, and their item classes where a clamp needs them)."""
-        self.bound = {"n_ctx": prompts.n_ctx}
+        self.bound = {"n_ctx": prompts.n_ctx, "has_source": self.source is not None}
         if self.needs_classes:
             if prompts.params is None or "classes" not in prompts.params:
                 raise ValueError("clamp=induction: the prompts carry no item classes (an icl_classification task)")
@@ -269,11 +283,17 @@ class Intervened:
         self.wrapped = []
 
 
+_WRAPPED = ("predict_prompts", "training_loss", "predict", "predict_prefixes", "predict_each")
+"""the model's calls that bind their prompts before the forward pass (instance attributes shadowing the methods)"""
+
+
 def _heads_of(model: HookedModule, hook: str) -> int | None:
-    """The head count of the attention module that owns `hook` (None when it has none)."""
+    """The head count of the attention layer that owns `hook`: its module's `heads`, else the model config's
+    (ensembles: the family's config; a runtime check in `Intervention.edit` backs it up), None when neither says."""
     owner = hook.rsplit(".", 1)[0]
     module = dict(model.named_modules()).get(owner)
-    return getattr(module, "heads", None)
+    heads = getattr(module, "heads", None)
+    return heads if heads is not None else getattr(getattr(model, "config", None), "heads", None)
 
 
 @contextmanager

@@ -110,7 +110,8 @@ class Ensemble(ICLModel):
         B = len(prompts) // E
         if self.impl == "naive":
             return torch.stack([self._run(e, "training_loss", prompts[e * B : (e + 1) * B]) for e in range(E)])
-        if self._skeleton.batched_members and not self._buffer_names:  # the family's hand-written batched form
+        hooked = any(p._forward_hooks for p in self.hook_points().values())  # interventions run under vmap
+        if self._skeleton.batched_members and not self._buffer_names and not hooked:  # the hand-written batched form
             return self._skeleton.members_training_loss(dict(zip(self.names, self.stacked)), prompts)
         n_ctx = prompts.n_ctx
 

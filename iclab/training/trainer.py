@@ -231,7 +231,7 @@ def train(
     tasks = [make_task(c.task) for c in singles]
     dp = DataParallel.from_env(device)  # started by torchrun: this process's share (and GPU) of a data-parallel run
     model = build_model(config).to(device=device, dtype=dtype).set_impl(t.impl)
-    intervened = _install_interventions(model, t.interventions)  # taken off again before the model is returned
+    intervened = _install_interventions(model, config)  # taken off again before the model is returned
     if dp is not None:
         if config.ensemble.seeds:
             raise ConfigError("ensemble.seeds: an ensemble is one pass already; train it in one process, not torchrun")
@@ -395,25 +395,29 @@ def check_interventions(config: ExperimentConfig) -> None:
     """ConfigError (one line, naming train.interventions) unless every intervention's hook point and head exist
     in the configured model; builds the model once (on the CPU) to see them."""
     if config.train.interventions:
-        intervened = _install_interventions(build_model(config), config.train.interventions)
+        intervened = _install_interventions(build_model(config), config)
         if intervened is not None:
             intervened.remove()
 
 
-def _install_interventions(model: ICLModel, specs: tuple[str, ...]) -> Intervened | None:
+def _install_interventions(model: ICLModel, config: ExperimentConfig) -> Intervened | None:
     """`train.interventions` installed on the model (iclab.models.interventions), or None when there are none."""
+    specs = config.train.interventions
     if not specs:
         return None
     try:
         intervened = Intervened(model, specs, field="train.interventions")
     except SpecError as e:
         raise ConfigError(str(e)) from None
+    problem = None
     if intervened.needs_classes and model.members > 1:
+        problem = "clamp=induction reads each prompt's classes and runs on single models; train the seeds as "
+        problem += "separate runs (no ensemble.seeds)"
+    elif intervened.needs_classes and not hasattr(config.task, "n_classes"):
+        problem = f"clamp=induction reads each prompt's item classes; task {config.task.name!r} has none"
+    if problem is not None:
         intervened.remove()
-        raise ConfigError(
-            "train.interventions: clamp=induction reads each prompt's classes and runs on single models; "
-            "train the seeds as separate runs (no ensemble.seeds)"
-        )
+        raise ConfigError(f"train.interventions: {problem}")
     return intervened
 
 
@@ -444,6 +448,7 @@ class _EvalSets:
                 self.tasks.append(make_task(c.task))
             self.which.append(index[key])
         self.first = self.sets[0]["eval"]
+        self.interventions = singles[0].train.interventions  # applied to the member copies the measures read
         labels = singles[0].label_vocab
         self.metric = "half_mse" if labels is None else "cross_entropy"
         self.metric_text = "½·MSE" if labels is None else "cross-entropy"
@@ -474,13 +479,18 @@ class _EvalSets:
                 values = member_metrics_each(model, [self.sets[j][name] for j in self.which])
             columns.update({f"{name}_{metric}": v for metric, v in values.items()})
         if not only_loss:  # what the task measures beyond the metrics (induction-head scores, …)
-            if len(self.sets) == 1:
+            if model.members == 1:
                 columns.update(self.tasks[0].eval_measures(model, self.sets[0]))
-            else:
-                ensemble = cast(Any, model)
-                each = [self.tasks[j].eval_measures(ensemble.member(e), self.sets[j]) for e, j in enumerate(self.which)]
+            else:  # member by member, each on its own group's sets and under the run's interventions
+                each = [self._member_measures(model, e, j) for e, j in enumerate(self.which)]
                 columns.update({k: torch.cat([m[k] for m in each]) for k in each[0]})
         return columns[f"eval_{self.metric}"], columns
+
+    def _member_measures(self, model: ICLModel, e: int, group: int) -> dict[str, Tensor]:
+        member = cast(Any, model).member(e)  # an ordinary model with member e's weights (no hooks of its own)
+        if self.interventions:
+            Intervened(member, self.interventions)  # the copy is dropped after this evaluation
+        return self.tasks[group].eval_measures(member, self.sets[group])
 
 
 class _PerMemberSteps:
