@@ -478,7 +478,8 @@ class _EvalSets:
             else:  # each member on its own group's set, in one pass
                 values = member_metrics_each(model, [self.sets[j][name] for j in self.which])
             columns.update({f"{name}_{metric}": v for metric, v in values.items()})
-        if not only_loss:  # what the task measures beyond the metrics (induction-head scores, …)
+        measures = any(type(t).eval_measures is not Task.eval_measures for t in self.tasks)
+        if not only_loss and measures:  # what the task measures beyond the metrics (induction-head scores, …)
             if model.members == 1:
                 columns.update(self.tasks[0].eval_measures(model, self.sets[0]))
             else:  # member by member, each on its own group's sets and under the run's interventions
