@@ -229,25 +229,26 @@ def test_clamping_the_ideal_induction_pattern_makes_in_context_learning_perfect(
     assert clamped > max(before + 4 * _se(before), 0.95)  # measured 0.996 (from 0.85)
 
 
+CLI_TASK = ["--task.name", "icl_classification", "--task.d", "8", "--task.n-classes", "32", "--task.n-labels", "8"]
+
+
+def _cli_run(out, seed: int = 0):
+    """A two-step attn_only label run trained through `iclab train` at `out`."""
+    from iclab.cli import main
+
+    model = ["--model.name", "attn_only", "--model.width", "16", "--model.classifier-hidden", "16"]
+    train_args = ["--train.steps", "2", "--train.batch-size", "8", "--train.eval-every", "2"]
+    rest = ["--train.checkpoint-every", "2", "--train.seed", str(seed), "--eval.n-prompts", "8", "--out", str(out)]
+    assert main(["train", *CLI_TASK, *model, *train_args, *rest]) == 0
+    return out
+
+
 def test_eval_applies_interventions_to_trained_runs(tmp_path, capsys):
     """`iclab eval --intervene` edits every trained run among the learners (named with its edits); a hook the run
     lacks or no run at all is a one-line error with exit code 2."""
     from iclab.cli import main
 
-    task = ["--task.name", "icl_classification", "--task.d", "8", "--task.n-classes", "32", "--task.n-labels", "8"]
-    run = tmp_path / "run"
-    tiny = ["--model.name", "attn_only", "--model.width", "16", "--model.classifier-hidden", "16"]
-    steps = [
-        "--train.steps",
-        "2",
-        "--train.batch-size",
-        "8",
-        "--train.eval-every",
-        "2",
-        "--train.checkpoint-every",
-        "2",
-    ]
-    assert main(["train", *task, *tiny, *steps, "--eval.n-prompts", "8", "--out", str(run)]) == 0
+    task, run = CLI_TASK, _cli_run(tmp_path / "run")
     capsys.readouterr()
     base = ["eval", *task, "--n-prompts", "64", "--out", str(tmp_path / "ev")]
     assert main([*base, "--learners", f"chance,{run}", "--intervene", "zero:blocks.1.attn.hook_z@0"]) == 0
@@ -292,20 +293,9 @@ def test_patching_from_a_source_model_takes_its_activations():
 def test_eval_patches_a_run_from_another_run(tmp_path, capsys):
     from iclab.cli import main
 
-    task = ["--task.name", "icl_classification", "--task.d", "8", "--task.n-classes", "32", "--task.n-labels", "8"]
-    tiny = ["--model.name", "attn_only", "--model.width", "16", "--model.classifier-hidden", "16"]
-    steps = [
-        "--train.steps",
-        "2",
-        "--train.batch-size",
-        "8",
-        "--train.eval-every",
-        "2",
-        "--train.checkpoint-every",
-        "2",
-    ]
-    for name, seed in (("a", "0"), ("b", "1")):
-        assert main(["train", *task, *tiny, *steps, "--train.seed", seed, "--out", str(tmp_path / name)]) == 0
+    task = CLI_TASK
+    for name, seed in (("a", 0), ("b", 1)):
+        _cli_run(tmp_path / name, seed)
     capsys.readouterr()
     base = ["eval", *task, "--n-prompts", "64", "--out", str(tmp_path / "ev"), "--learners", str(tmp_path / "a")]
     spec = "patch:blocks.0.attn.hook_pattern@0"

@@ -22,25 +22,12 @@ from typing import Any
 import numpy as np
 
 from iclab import plotting
+from iclab.experiments.reddy_claims import accuracy_se, highest, lowest
 from iclab.report import Claim, format_table
 
 __all__ = ["chan_claims", "figures", "tables"]
 
 COEXIST, EMERGED, FADED, TAKEN, FALLING = 0.4, 0.5, 0.5, 0.9, 0.5
-
-
-def _lo(values: list[float]) -> float:
-    """The smallest value; NaN (the claim fails) if any is NaN, e.g. a diverged member's."""
-    return math.nan if any(math.isnan(v) for v in values) else min(values)
-
-
-def _hi(values: list[float]) -> float:
-    """The largest value; NaN (the claim fails) if any is NaN."""
-    return math.nan if any(math.isnan(v) for v in values) else max(values)
-
-
-def _se(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 1e-12) / n)
 
 
 def _mean(entry: dict[str, Any], key: str) -> float:
@@ -58,7 +45,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
 
     for key, label, sign in (("icl", "ICL falls", 1), ("iwl", "IWL rises", -1)):
         diff = sign * (_mean(first, key) - _mean(last, key))
-        se = math.hypot(_se(_mean(first, key), n), _se(_mean(last, key), n))
+        se = math.hypot(accuracy_se(_mean(first, key), n), accuracy_se(_mean(last, key), n))
         what = "in-context (novel classes)" if key == "icl" else "in-weights"
         claims.append(
             Claim(
@@ -73,7 +60,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     at_one = [e for e in m["alphas"] if e["alpha"] == 1.0]
     if at_one:
-        both = _lo([min(s["icl"], s["iwl"]) for s in at_one[0]["seeds"]])
+        both = lowest([min(s["icl"], s["iwl"]) for s in at_one[0]["seeds"]])
         ends = [min(_mean(e, "icl"), _mean(e, "iwl")) for e in (first, last)]
         claims.append(
             Claim(
@@ -84,7 +71,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
                 f"≥ {COEXIST} (Chan et al.: the 'sweet spot' at α ≈ 1)",
                 both,
                 "stated level",
-                both >= COEXIST and _hi(ends) < COEXIST,
+                both >= COEXIST and highest(ends) < COEXIST,
             )
         )
     tr = m["transience"]
@@ -92,7 +79,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         f" ({scale_name} scale, K = {st['transient_classes']}, B = {st['transient_burstiness']}, "
         f"p_bursty {st['p_bursty']:g}, {st['transient_steps']} steps)"
     )
-    peak = _lo([t["peak_icl"] for t in tr])
+    peak = lowest([t["peak_icl"] for t in tr])
     claims.append(
         Claim(
             "ICL emerges first",
@@ -115,12 +102,12 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             + tscale
             + ".",
             f"≤ {FADED} (Singh et al.: ICL fades)",
-            _hi(ratios),
+            highest(ratios),
             "stated level",
-            _hi(ratios) <= FADED,
+            highest(ratios) <= FADED,
         )
     )
-    taken = _lo([t["final"]["iwl"] for t in tr])
+    taken = lowest([t["final"]["iwl"] for t in tr])
     claims.append(
         Claim(
             "IWL takes over",
@@ -131,7 +118,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             taken >= TAKEN,
         )
     )
-    falling = _hi([t["final_loss"] / t["loss_at_peak"] if t["loss_at_peak"] > 0 else math.nan for t in tr])
+    falling = highest([t["final_loss"] / t["loss_at_peak"] if t["loss_at_peak"] > 0 else math.nan for t in tr])
     claims.append(
         Claim(
             "the loss keeps falling while ICL fades",

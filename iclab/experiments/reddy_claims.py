@@ -28,7 +28,7 @@ import pandas as pd
 from iclab import plotting
 from iclab.report import Claim, format_table
 
-__all__ = ["figures", "reddy_claims", "rise_steps", "tables"]
+__all__ = ["accuracy_se", "figures", "highest", "lowest", "reddy_claims", "rise_steps", "tables"]
 
 ICL_LEVEL, IWL_LEVEL, BOTH_LEVEL, LEAK, ABRUPT = 0.8, 0.8, 0.6, 0.05, 0.5
 
@@ -66,17 +66,18 @@ def rise_steps(history: pd.DataFrame, plateau: float) -> dict[str, Any]:
     return out
 
 
-def _lo(values: list[float]) -> float:
+def lowest(values: list[float]) -> float:
     """The smallest value; NaN (the claim fails) if any is NaN, e.g. a diverged member's."""
     return math.nan if any(math.isnan(v) for v in values) else min(values)
 
 
-def _hi(values: list[float]) -> float:
+def highest(values: list[float]) -> float:
     """The largest value; NaN (the claim fails) if any is NaN."""
     return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
-def _se(p: float, n: int) -> float:
+def accuracy_se(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy p on n queries (floored away from 0 for p ∈ {0, 1})."""
     return math.sqrt(max(p * (1 - p), 1e-12) / n)
 
 
@@ -102,7 +103,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
     claims = []
 
     flag = _cell(m, fb, fk)
-    low = _lo([s["icl"] for s in flag])
+    low = lowest([s["icl"] for s in flag])
     claims.append(
         Claim(
             "bursty prompts, many classes → in-context learning",
@@ -115,9 +116,9 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     iid = _cell(m, 0, ks[0])
-    iwl_low = _lo([s["iwl"] for s in iid])
-    icl_high = _hi([s["icl"] for s in iid])
-    holds = iwl_low >= IWL_LEVEL and icl_high - chance <= 4 * _se(chance, n)
+    iwl_low = lowest([s["iwl"] for s in iid])
+    icl_high = highest([s["icl"] for s in iid])
+    holds = iwl_low >= IWL_LEVEL and icl_high - chance <= 4 * accuracy_se(chance, n)
     claims.append(
         Claim(
             "i.i.d. prompts, few classes → in-weights learning",
@@ -126,12 +127,12 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             f"highest ICL {icl_high:.3g}){scale}.",
             f"IWL ≥ {IWL_LEVEL}, ICL ≈ chance",
             iwl_low,
-            f"ICL ≤ chance + {4 * _se(chance, n):.3g}",
+            f"ICL ≤ chance + {4 * accuracy_se(chance, n):.3g}",
             bool(holds),
         )
     )
     grow_b = _mean(_cell(m, bs[-1], fk), "icl") - _mean(_cell(m, 0, fk), "icl")
-    se_b = math.hypot(_se(_mean(_cell(m, bs[-1], fk), "icl"), n), _se(_mean(_cell(m, 0, fk), "icl"), n))
+    se_b = math.hypot(accuracy_se(_mean(_cell(m, bs[-1], fk), "icl"), n), accuracy_se(_mean(_cell(m, 0, fk), "icl"), n))
     claims.append(
         Claim(
             "ICL grows with burstiness",
@@ -143,7 +144,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     a, b_ = _mean(_cell(m, fb, fk), "icl"), _mean(_cell(m, fb, ks[0]), "icl")
-    se_k = math.hypot(_se(a, n), _se(b_, n))
+    se_k = math.hypot(accuracy_se(a, n), accuracy_se(b_, n))
     claims.append(
         Claim(
             "ICL grows with the number of classes",
@@ -155,7 +156,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     a, b_ = _mean(_cell(m, 0, ks[0]), "iwl"), _mean(_cell(m, 0, ks[-1]), "iwl")
-    se_w = math.hypot(_se(a, n), _se(b_, n))
+    se_w = math.hypot(accuracy_se(a, n), accuracy_se(b_, n))
     claims.append(
         Claim(
             "IWL falls with the number of classes",
@@ -202,7 +203,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     both = m["both"]
-    learnt = _lo([min(s["icl"], s["iwl"]) for s in both])
+    learnt = lowest([min(s["icl"], s["iwl"]) for s in both])
     claims.append(
         Claim(
             "one network learns both strategies",
@@ -223,19 +224,19 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             f"flagship models, every seed (highest shown); holds if each ≤ chance {chance:.4g} + {LEAK} (stated: the "
             "first layer's query row still reads the context).",
             f"chance {chance:.4g}",
-            _hi(ablated),
+            highest(ablated),
             f"+ {LEAK}",
-            _hi(ablated) <= chance + LEAK,
+            highest(ablated) <= chance + LEAK,
         )
     )
-    drops = [s["iwl"] - s["iwl_ablated"] - 4 * _se(s["iwl"], n) for s in both]
+    drops = [s["iwl"] - s["iwl_ablated"] - 4 * accuracy_se(s["iwl"], n) for s in both]
     claims.append(
         Claim(
             "ablating the induction head leaves IWL",
             "In-weights accuracy of the both-strategies model with the induction head zeroed minus without it, every "
             "seed (lowest shown); holds if no seed loses more than 4 SE.",
             "≥ 0",
-            _lo([s["iwl_ablated"] - s["iwl"] for s in both]),
+            lowest([s["iwl_ablated"] - s["iwl"] for s in both]),
             "4 SE",
             all(d <= 0 for d in drops),
         )

@@ -106,17 +106,24 @@ class Ensemble(ICLModel):
 
     def training_loss(self, prompts: Prompts) -> Tensor:
         """[E] losses: member e's on its own batch, rows e·B … (e + 1)·B − 1 of the stacked prompts."""
+        hooked = any(p._forward_hooks for p in self.hook_points().values())  # interventions run under vmap
+        batched = self._skeleton.batched_members and not self._buffer_names and not hooked
+        if self.impl != "naive" and batched:  # the family's hand-written batched form
+            return self._skeleton.members_training_loss(dict(zip(self.names, self.stacked)), prompts)
+        return self._each("training_loss", prompts)
+
+    def _each(self, method: str, prompts: Prompts) -> Tensor:
+        """The skeleton's `method` (training_loss or predict_prompts) with member e's weights on rows e·B … (e + 1)·B
+        − 1 of the stacked prompts, for every member: one vmap (impl "fast") or a loop (impl "naive"); stacked
+        [E, …]."""
         E = self.members
         B = len(prompts) // E
         if self.impl == "naive":
-            return torch.stack([self._run(e, "training_loss", prompts[e * B : (e + 1) * B]) for e in range(E)])
-        hooked = any(p._forward_hooks for p in self.hook_points().values())  # interventions run under vmap
-        if self._skeleton.batched_members and not self._buffer_names and not hooked:  # the hand-written batched form
-            return self._skeleton.members_training_loss(dict(zip(self.names, self.stacked)), prompts)
+            return torch.stack([self._run(e, method, prompts[e * B : (e + 1) * B]) for e in range(E)])
         n_ctx = prompts.n_ctx
 
         def one(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return functional_call(self._call, weights, ("training_loss", Prompts(x=x, y=y, n_ctx=n_ctx)))
+            return functional_call(self._call, weights, (method, Prompts(x=x, y=y, n_ctx=n_ctx)))
 
         x = prompts.x.reshape(E, B, *prompts.x.shape[1:])  # [E, B, T, d]
         y = prompts.y.reshape(E, B, *prompts.y.shape[1:])  # [E, B, T(, k)]
@@ -147,19 +154,7 @@ class Ensemble(ICLModel):
     def predict_each(self, prompts: Prompts) -> Tensor:
         """[E, B, m] (or [E, B, m, k | L]): member e's predictions for its own prompts, rows e·B … (e + 1)·B − 1 of
         the stacked prompts (members evaluated on held-out sets of their own tasks)."""
-        E = self.members
-        B = len(prompts) // E
-        if self.impl == "naive":
-            return torch.stack([self._run(e, "predict_prompts", prompts[e * B : (e + 1) * B]) for e in range(E)])
-        n_ctx = prompts.n_ctx
-
-        def one(weights: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return functional_call(self._call, weights, ("predict_prompts", Prompts(x=x, y=y, n_ctx=n_ctx)))
-
-        x = prompts.x.reshape(E, B, *prompts.x.shape[1:])  # [E, B, T, d]
-        y = prompts.y.reshape(E, B, *prompts.y.shape[1:])  # [E, B, T(, k)]
-        with _no_fallback_warning():
-            return torch.func.vmap(one)(self._stacked_weights(), x, y)
+        return self._each("predict_prompts", prompts)
 
     def hook_points(self) -> dict[str, HookPoint]:
         """The family's hook points, on the skeleton every member's forward runs through (under vmap a hook sees
