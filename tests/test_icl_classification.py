@@ -17,11 +17,11 @@ from iclab.algorithms.icl_classification import (
     Chance,
     ClassMeanLookup,
     InductionHead,
-    accuracy,
     binomial_se,
 )
 from iclab.algorithms.registry import LearnerSpecError, make_learner
 from iclab.config import task_config
+from iclab.metrics import accuracy
 from iclab.tasks import make_task
 from iclab.tasks.icl_classification import (
     ICLClassificationConfig,
@@ -279,7 +279,7 @@ def test_iwl_split_keeps_the_querys_class_out_of_the_context():
 
 
 def _acc(learner, p) -> float:
-    return accuracy(learner.predict(p.x_ctx, p.y_ctx, p.x_q), p.y_q)
+    return float(accuracy(learner.predict(p.x_ctx, p.y_ctx, p.x_q), p.y_q))
 
 
 def test_induction_is_perfect_in_context_and_chance_in_weights_lookup_the_reverse():

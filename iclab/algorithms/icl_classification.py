@@ -28,17 +28,12 @@ from torch import Tensor
 from iclab.algorithms.registry import LearnerSpec, check_args, parse_int, spec_string
 from iclab.shapes import Bool, Float, Int, shape_checked
 
-__all__ = ["LEARNERS", "Chance", "ClassMeanLookup", "InductionHead", "accuracy", "binomial_se"]
+__all__ = ["LEARNERS", "Chance", "ClassMeanLookup", "InductionHead", "binomial_se"]
 
 
 def _check_labels(y_ctx: Tensor) -> None:
     if y_ctx.is_floating_point() or y_ctx.dim() != 2:
         raise ValueError(f"y_ctx: class labels [B, n] (integer) expected, got {tuple(y_ctx.shape)} of {y_ctx.dtype}")
-
-
-def accuracy(pred: Tensor, y_q: Tensor) -> float:
-    """Fraction of queries whose predicted label equals y_q (both [B, m] long)."""
-    return float((pred == y_q).double().mean())
 
 
 def binomial_se(p: float, n: int) -> float:

@@ -38,7 +38,7 @@ as a curve beside the accuracies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -160,12 +160,7 @@ def _heads(scores: Tensor) -> list[tuple[int, int]]:
 
 
 def training_measures(model: ICLModel, prompts: Prompts, max_prompts: int = 512) -> dict[str, Tensor]:
-    """{measure: [members]} of a model or an ensemble (each member on its own) on the first `max_prompts`
+    """{measure: [1]} of one model (an ensemble's trainer calls it member by member) on the first `max_prompts`
     prompts: what the trainer logs at each evaluation (`progress_measures`)."""
-    prompts = prompts[:max_prompts]
-    ensemble = cast(Any, model)  # an iclab.training.ensemble.Ensemble when members > 1
-    members = [model] if model.members == 1 else [ensemble.member(e) for e in range(model.members)]
-    per_member = [progress_measures(m, prompts) for m in members]
-    if not per_member[0]:
-        return {}
-    return {k: torch.tensor([p[k] for p in per_member], dtype=torch.float64) for k in per_member[0]}
+    measures = progress_measures(model, prompts[:max_prompts])
+    return {k: torch.tensor([v], dtype=torch.float64) for k, v in measures.items()}

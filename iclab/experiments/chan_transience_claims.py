@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from iclab import plotting
-from iclab.experiments.reddy_claims import accuracy_se, highest, lowest
+from iclab.algorithms.icl_classification import binomial_se
+from iclab.experiments.reddy_claims import highest, lowest
 from iclab.report import Claim, format_table
 
 __all__ = ["chan_claims", "figures", "tables"]
@@ -45,7 +46,7 @@ def chan_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
 
     for key, label, sign in (("icl", "ICL falls", 1), ("iwl", "IWL rises", -1)):
         diff = sign * (_mean(first, key) - _mean(last, key))
-        se = math.hypot(accuracy_se(_mean(first, key), n), accuracy_se(_mean(last, key), n))
+        se = math.hypot(binomial_se(_mean(first, key), n), binomial_se(_mean(last, key), n))
         what = "in-context (novel classes)" if key == "icl" else "in-weights"
         claims.append(
             Claim(

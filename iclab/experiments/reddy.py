@@ -52,6 +52,7 @@ import torch
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.experiments.driver import Analysis, Context, Reproduction
 from iclab.experiments.reddy_claims import figures, reddy_claims, rise_steps, tables
+from iclab.metrics import accuracy
 from iclab.models.attn_only import AttnOnlyConfig
 from iclab.models.interventions import intervene
 from iclab.report import Claim
@@ -305,7 +306,7 @@ def split_accuracies(ctx: Context, name: str, n: int, ablate: bool = False) -> d
 
 
 def _accuracy(model: Any, prompts: Any) -> float:
-    return float((model.predict_prompts(prompts).argmax(-1) == prompts.y_q).double().mean())
+    return float(accuracy(model.predict_prompts(prompts), prompts.y_q))
 
 
 def logged_curves(history: Any) -> dict[str, list[float]]:

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from iclab import plotting
+from iclab.algorithms.icl_classification import binomial_se
 from iclab.report import Claim, format_table
 
-__all__ = ["accuracy_se", "figures", "highest", "lowest", "reddy_claims", "rise_steps", "tables"]
+__all__ = ["figures", "highest", "lowest", "reddy_claims", "rise_steps", "tables"]
 
 ICL_LEVEL, IWL_LEVEL, BOTH_LEVEL, LEAK, ABRUPT = 0.8, 0.8, 0.6, 0.05, 0.5
 
@@ -76,11 +77,6 @@ def highest(values: list[float]) -> float:
     return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
-def accuracy_se(p: float, n: int) -> float:
-    """Binomial standard error of an accuracy p on n queries (floored away from 0 for p ∈ {0, 1})."""
-    return math.sqrt(max(p * (1 - p), 1e-12) / n)
-
-
 def _cell(m: dict[str, Any], b: int, k: int) -> list[dict[str, float]]:
     for c in m["cells"]:
         if c["burstiness"] == b and c["log2_classes"] == k:
@@ -118,7 +114,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
     iid = _cell(m, 0, ks[0])
     iwl_low = lowest([s["iwl"] for s in iid])
     icl_high = highest([s["icl"] for s in iid])
-    holds = iwl_low >= IWL_LEVEL and icl_high - chance <= 4 * accuracy_se(chance, n)
+    holds = iwl_low >= IWL_LEVEL and icl_high - chance <= 4 * binomial_se(chance, n)
     claims.append(
         Claim(
             "i.i.d. prompts, few classes → in-weights learning",
@@ -127,12 +123,12 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             f"highest ICL {icl_high:.3g}){scale}.",
             f"IWL ≥ {IWL_LEVEL}, ICL ≈ chance",
             iwl_low,
-            f"ICL ≤ chance + {4 * accuracy_se(chance, n):.3g}",
+            f"ICL ≤ chance + {4 * binomial_se(chance, n):.3g}",
             bool(holds),
         )
     )
     grow_b = _mean(_cell(m, bs[-1], fk), "icl") - _mean(_cell(m, 0, fk), "icl")
-    se_b = math.hypot(accuracy_se(_mean(_cell(m, bs[-1], fk), "icl"), n), accuracy_se(_mean(_cell(m, 0, fk), "icl"), n))
+    se_b = math.hypot(binomial_se(_mean(_cell(m, bs[-1], fk), "icl"), n), binomial_se(_mean(_cell(m, 0, fk), "icl"), n))
     claims.append(
         Claim(
             "ICL grows with burstiness",
@@ -144,7 +140,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     a, b_ = _mean(_cell(m, fb, fk), "icl"), _mean(_cell(m, fb, ks[0]), "icl")
-    se_k = math.hypot(accuracy_se(a, n), accuracy_se(b_, n))
+    se_k = math.hypot(binomial_se(a, n), binomial_se(b_, n))
     claims.append(
         Claim(
             "ICL grows with the number of classes",
@@ -156,7 +152,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
         )
     )
     a, b_ = _mean(_cell(m, 0, ks[0]), "iwl"), _mean(_cell(m, 0, ks[-1]), "iwl")
-    se_w = math.hypot(accuracy_se(a, n), accuracy_se(b_, n))
+    se_w = math.hypot(binomial_se(a, n), binomial_se(b_, n))
     claims.append(
         Claim(
             "IWL falls with the number of classes",
@@ -229,7 +225,7 @@ def reddy_claims(m: dict[str, Any], scale_name: str) -> list[Claim]:
             highest(ablated) <= chance + LEAK,
         )
     )
-    drops = [s["iwl"] - s["iwl_ablated"] - 4 * accuracy_se(s["iwl"], n) for s in both]
+    drops = [s["iwl"] - s["iwl_ablated"] - 4 * binomial_se(s["iwl"], n) for s in both]
     claims.append(
         Claim(
             "ablating the induction head leaves IWL",

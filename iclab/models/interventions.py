@@ -167,23 +167,21 @@ def _clamp(pattern: Tensor, target: str | None, s: float, bound: dict[str, Any])
     classes: Tensor = bound["classes"]  # [B, T]
     if classes.shape[0] != pattern.shape[0]:
         raise ValueError(f"clamp: {pattern.shape[0]} prompts in the forward pass, {classes.shape[0]} bound")
-    match = (classes[:, None, n:] == classes[:, :n, None]).to(pattern.dtype)  # [B, N, m]
-    for j in range(classes.shape[1] - n):
-        q = 2 * (n + j)
-        if q >= L:
-            break
-        hit = match[:, :, j]  # [B, N]
-        k = hit.sum(1, keepdim=True)  # [B, 1]
-        miss = 1.0 - hit
-        misses = miss.sum(1, keepdim=True)
-        on_hits = torch.where(misses > 0, s, 1.0)  # every label matches: all the weight on them
-        row = torch.where(
-            k > 0,
-            on_hits * hit / k.clamp_min(1) + (1 - on_hits) * miss / misses.clamp_min(1),
-            torch.full_like(hit, 1.0 / n),
-        )  # [B, N] over the context labels, summing to 1
-        new[..., q, :] = 0.0
-        new[..., q, 1 : 2 * n : 2] = row[:, None, :]
+    m = min(classes.shape[1] - n, (L - 2 * n + 1) // 2)  # the queries whose item token is in this pass
+    hit = (classes[:, n : n + m, None] == classes[:, None, :n]).to(pattern.dtype)  # [B, m, N]
+    k = hit.sum(-1, keepdim=True)  # [B, m, 1] matching labels
+    miss = 1.0 - hit
+    misses = miss.sum(-1, keepdim=True)
+    on_hits = torch.where(misses > 0, s, 1.0)  # every label matches: all the weight on them
+    row = torch.where(
+        k > 0,
+        on_hits * hit / k.clamp_min(1) + (1 - on_hits) * miss / misses.clamp_min(1),
+        torch.full_like(hit, 1.0 / n),
+    )  # [B, m, N] over the context labels, each row summing to 1
+    q_tok = 2 * (n + torch.arange(m, device=pattern.device))  # [m] the queries' item tokens
+    labels = torch.arange(1, 2 * n, 2, device=pattern.device)  # [N] the context labels' tokens
+    new[..., q_tok, :] = 0.0
+    new[..., q_tok[:, None], labels[None, :]] = row[:, None]  # [B, 1, m, N] over the heads
     return new
 
 

@@ -202,9 +202,10 @@ class Task(Generic[C]):
         return {"eval": self.sample(n, generator=generator, dtype=torch.float64)}
 
     def eval_measures(self, model: ICLModel, sets: dict[str, Prompts]) -> dict[str, Tensor]:
-        """{column: [members]} of what the trainer logs about `model` beside the metrics of `sets` (this task's
-        `eval_sets`) at every evaluation: nothing for most families; icl_classification logs the induction-head
-        and previous-token scores and Reddy's progress measures (iclab.analysis.induction)."""
+        """{column: [1]} of what the trainer logs about one `model` (an ensemble: each member, one at a time) beside
+        the metrics of `sets` (this task's `eval_sets`) at every evaluation: nothing for most families;
+        icl_classification logs the induction-head and previous-token scores and Reddy's progress measures
+        (iclab.analysis.induction)."""
         return {}
 
     def targets(self, x: Tensor, prompts: Prompts) -> Tensor:

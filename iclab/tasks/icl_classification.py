@@ -371,8 +371,8 @@ class ICLClassificationTask(Task[ICLClassificationConfig]):
         }
 
     def eval_measures(self, model, sets: dict[str, Prompts]) -> dict[str, Tensor]:
-        """The induction-head and previous-token scores and Reddy's progress measures of `model` (each member of an
-        ensemble) on the in-context split "icl" (iclab.analysis.induction.training_measures); {} for a model
+        """The induction-head and previous-token scores and Reddy's progress measures of one `model` on the
+        in-context split "icl" (iclab.analysis.induction.training_measures); {} for a model
         without interleaved attention patterns."""
         from iclab.analysis.induction import training_measures  # analysis imports models, which import tasks
 
