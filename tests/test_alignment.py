@@ -18,6 +18,7 @@ from iclab.analysis.alignment import (
     layer_activations,
     newton_predictions,
     plot_alignment,
+    refined_peak,
     similarity_matrix,
 )
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig, model_config, task_config
@@ -32,6 +33,48 @@ def _regression(batch: int, points: int = 11, d: int = 5, seed: int = 0) -> tupl
     x = torch.randn(batch, points, d, generator=g, dtype=torch.float64)
     w = torch.randn(batch, d, generator=g, dtype=torch.float64)
     return x, torch.einsum("btd,bd->bt", x, w)
+
+
+NEWTON_GRID = list(range(13))
+GD_GRID = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+def test_refined_peak_is_the_vertex_of_a_sampled_parabola():
+    """Rows sampled from parabolas (in the iteration count for Newton, in log₂ steps for GD) give their vertices
+    exactly; one row per case, all in one call ([K, I] → [K])."""
+    u = np.array(NEWTON_GRID, dtype=float)
+    vertices = np.array([4.3, 7.0, 0.6, 11.45, 5.5])
+    rows = 1 - 0.01 * (u[None] - vertices[:, None]) ** 2  # [5, 13]
+    got = refined_peak(rows, NEWTON_GRID)
+    assert got.shape == (5,)
+    np.testing.assert_allclose(got, vertices, rtol=0, atol=1e-9)
+    g = np.array(GD_GRID[1:], dtype=float)
+    steps = np.array([11.7, 3.0, 100.0, 42.0])
+    rows = np.c_[np.zeros(4), 0.9 - 0.03 * (np.log2(g)[None] - np.log2(steps)[:, None]) ** 2]  # GD 0 steps: 0
+    np.testing.assert_allclose(refined_peak(rows, GD_GRID, log=True), steps, rtol=1e-9)
+    assert not np.allclose(refined_peak(rows, GD_GRID, log=False), steps, rtol=1e-3)  # the log coordinate matters
+
+
+def test_refined_peak_falls_back_to_the_argmax_where_no_parabola_applies():
+    up = np.linspace(0.1, 0.9, 13)
+    assert refined_peak(np.stack([up, up[::-1]]), NEWTON_GRID).tolist() == [12.0, 0.0]  # argmax at either end
+    # GD's 1 step next to 0 steps (no log₂ 0): the argmax, 1, though the row would put a parabola's vertex below 1
+    row = np.array([[0.0, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1]])
+    assert refined_peak(row, GD_GRID, log=True).tolist() == [1.0]
+    # neighbours not evenly spaced in the fitted coordinate: a linear fit on the doubling grid's 2, 4, 8
+    assert refined_peak(np.array([[0.0, 0.1, 0.5, 0.9, 0.6, 0.2, 0.1, 0.1, 0.1, 0.1]]), GD_GRID).tolist() == [4.0]
+    # a top flat to rounding (curvature ~1e-16): the argmax, not a vertex from round-off
+    assert refined_peak(np.array([[0.1, 0.5, 0.5 + 1e-16, 0.5, 0.1]]), range(5)).tolist() == [2.0]
+
+
+def test_refined_peak_of_a_two_point_tie_is_the_midpoint_and_stays_within_half_a_step():
+    row = np.array([[0.2, 0.6, 0.9, 0.9, 0.6, 0.2] + [0.1] * 7])
+    assert refined_peak(row, NEWTON_GRID).tolist() == [2.5]
+    gd = np.array([[0.0, 0.8, 0.9, 0.93, 0.95, 0.95, 0.93, 0.9, 0.8, 0.7]])  # tied at 8 and 16 steps
+    np.testing.assert_allclose(refined_peak(gd, GD_GRID, log=True), [2**3.5])
+    rows = np.random.default_rng(0).random((200, 13))
+    shift = refined_peak(rows, NEWTON_GRID) - rows.argmax(1)
+    assert np.all(np.abs(shift) <= 0.5) and np.any(np.abs(shift) > 0.25)
 
 
 def test_gd_closed_form_equals_gd_learner():
@@ -103,6 +146,9 @@ def test_control_layers_that_are_newton_iterations_align_with_the_identity(tmp_p
     assert np.all(np.diff(result.best_gd) >= 0) and result.best_gd[-1] >= 8 * result.best_gd[0]
     summary = json.loads(json.dumps(result.to_dict()))
     assert summary["best_newton"] == iters and len(summary["newton"]) == 8
+    assert np.all(np.abs(result.refined_newton - iters) <= 0.5) and np.all(np.diff(result.refined_newton) > 0)
+    assert summary["refined_newton"] == result.refined_newton.tolist()
+    assert summary["refined_gd"] == refined_peak(result.gd, result.gd_steps, log=True).tolist()
     paths = plot_alignment(result, tmp_path)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
 

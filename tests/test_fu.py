@@ -15,7 +15,7 @@ import torch
 
 from iclab.analysis.alignment import align_activations
 from iclab.cli import main
-from iclab.experiments.fu import SCALES, Fu, _fit_layers, line_fit
+from iclab.experiments.fu import SCALES, Fu, _fit_layers, _fits, fu_claims, line_fit, peaks_text
 
 MODELS = ("gpt-iso", "lsa-iso", "gpt-kappa10", "lsa-kappa10")
 SUMMARY = {"newton_slope", "newton_slope_se", "newton_r2", "gd_log2_slope", "gd_log2_slope_se", "gd_r2", "readable"}
@@ -36,6 +36,7 @@ def test_reproduce_fu_tiny(tmp_path, monkeypatch):
         assert set(m) >= SUMMARY, name
         layers = SCALES["tiny"].gpt_layers if name.startswith("gpt") else SCALES["tiny"].lsa_layers
         assert len(m["alignment"]["best_newton"]) == layers and len(m["readable"]) == layers
+        assert len(m["alignment"]["refined_gd"]) == layers
         assert len(m["per_block"]) == SCALES["tiny"].blocks
         for fig in ("alignment_heatmaps", "alignment_best_newton", "alignment_best_gd"):
             assert (out / "figures" / name / f"{fig}.png").stat().st_size > 5_000
@@ -78,6 +79,40 @@ def test_line_fit_matches_numpy():
     assert r2 == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)  # R² of a simple regression = Pearson r²
     assert line_fit(x, 2 * x) == pytest.approx((2.0, 1.0))
     assert np.isnan(line_fit(x[:1], y[:1])[0])
+
+
+# a trained 4-layer GPT's GD rows (isotropic smoke run, seed 0; grid 0, 1, 2, …, 256): layer 2 is tied at 8 and 16
+# steps (0.9433, 0.9435), and its argmax 16 makes the argmax per layer 1, 2, 16, 32, which a line fits better than
+# an exponential; the sub-grid peaks 2.43, 11.5, 40.5 grow by a near-constant factor
+GPT_ISO_GD = np.array(
+    [
+        [0.0, 0.0843, 0.0828, 0.0815, 0.0816, 0.0823, 0.0824, 0.0817, 0.0808],
+        [0.0, 0.8175, 0.8354, 0.8304, 0.8123, 0.7898, 0.7699, 0.7550, 0.7447],
+        [0.0, 0.8256, 0.8877, 0.9263, 0.9433, 0.9435, 0.9348, 0.9238, 0.9141],
+        [0.0, 0.8012, 0.8704, 0.9217, 0.9559, 0.9745, 0.9808, 0.9796, 0.9752],
+    ]
+)
+
+
+def test_fits_of_sub_grid_peaks_undo_the_argmax_tie():
+    from iclab.analysis.alignment import refined_peak
+
+    grid = [0, 1, 2, 4, 8, 16, 32, 64, 128]
+    argmax = np.asarray(grid)[GPT_ISO_GD.argmax(1)]
+    peaks = refined_peak(GPT_ISO_GD, grid, log=True)
+    assert argmax.tolist() == [1, 2, 16, 32]
+    assert peaks_text(peaks[1:]) == "2.43 11.5 40.5"  # 40.6 from the unrounded similarities
+    layers = np.array([1, 2, 3])
+    by_argmax = _fits(np.zeros(4), argmax, layers, layers)
+    by_peak = _fits(np.zeros(4), peaks, layers, layers)
+    assert by_argmax["gd_r2"] < by_argmax["gd_r2_linear"]  # the tie decides the log-vs-linear contrast
+    assert by_peak["gd_r2"] > 0.99 > by_peak["gd_r2_linear"]
+    assert by_peak["gd_log2_slope"] == pytest.approx(np.polyfit(layers, np.log2(peaks[1:]), 1)[0])
+
+
+def test_peaks_text_has_at_most_three_significant_figures():
+    assert peaks_text([0, 1.0, 2.4321, 11.52, 40.62, 1234.5, 16384]) == "0 1 2.43 11.5 40.6 1230 16400"
+    assert peaks_text([0.5, 7.0], ", ") == "0.5, 7"
 
 
 def test_fit_layers_readable_and_up_to_convergence():
@@ -135,10 +170,13 @@ def test_converged_at_is_the_first_iterate_near_least_squares():
 def test_two_fitted_layers_say_their_fits_are_vacuous():
     """With two fitted layers any line fits (R² = 1 on both scales): the claims then test the slopes only, and say
     so in their text; with three or more they do not."""
-    from iclab.experiments.fu import fu_claims
-
     m = {
-        "kind": "GPT", "x_condition": 1.0, "alignment": {"best_newton": [0, 3, 5, 8], "best_gd": [1, 2, 4, 16]},
+        "kind": "GPT", "x_condition": 1.0,
+        "alignment": {
+            "best_newton": [0, 3, 5, 8], "best_gd": [1, 2, 4, 16],
+            "refined_newton": [0, 3.2, 5.1, 7.6], "refined_gd": [1, 2.2, 4.5, 14.3],
+        },
+        "gd_converged_at": 64,
         "fit_layers_newton": [2, 3], "fit_layers_gd": [2, 3], "newton_slope": 3.0, "newton_slope_se": 0.5,
         "newton_r2": 1.0, "gd_log2_slope": 2.0, "gd_log2_slope_se": 0.25, "gd_r2": 1.0, "gd_r2_linear": 1.0,
         "readout_first": 0.45, "readout_last": 0.25,
@@ -151,3 +189,31 @@ def test_two_fitted_layers_say_their_fits_are_vacuous():
     assert "vacuous" not in claims["gpt_iso_newton_linear"].description
     assert not claims["gpt_iso_newton_linear"].holds  # R² 0.5 < 0.8 with three layers
     assert "smoke scale" in claims["gpt_iso_newton_linear"].description  # a failing GPT claim says why
+    assert (
+        "sub-grid peak estimates 0, 3.2, 5.1, 7.6; grid argmax 0, 3, 5, 8"
+        in claims["gpt_iso_newton_linear"].description
+    )
+    assert "sub-grid peak estimates 1, 2.2, 4.5, 14.3" in claims["gpt_iso_gd_exponential"].description
+    m4 = {**m3, "gd_r2": 0.9}  # log fit below the linear one: fails, and says how close GD's convergence is
+    gd = {c.id: c for c in fu_claims("gpt-iso", m4, "smoke")}["gpt_iso_gd_exponential"]
+    assert not gd.holds and "matches 14.3 GD steps, and GD converges" in gd.description and "at 64" in gd.description
+
+
+def test_lsa_monotone_claim_reads_the_sub_grid_peaks():
+    """later_layers_match_more: a GD step count that never falls with depth, on the sub-grid peaks (an argmax flipped
+    by a tie between doublings does not decide it; a peak that falls does)."""
+    m = {
+        "kind": "LSA", "x_condition": 10.0,
+        "alignment": {
+            "best_newton": [4, 7, 7, 11], "best_gd": [2, 16, 8, 64],
+            "refined_newton": [3.5, 7.0, 7.4, 11.5], "refined_gd": [2.3, 9.8, 10.9, 49.8],
+        },
+        "gd_converged_at": 64,
+        "fit_layers_newton": [0, 1, 2, 3], "fit_layers_gd": [0, 1, 2, 3], "newton_slope": 2.4, "newton_slope_se": 0.2,
+        "newton_r2": 0.9, "gd_log2_slope": 1.3, "gd_log2_slope_se": 0.1, "gd_r2": 0.9, "gd_r2_linear": 0.75,
+        "readout_first": 0.56, "readout_last": 0.14,
+    }  # fmt: skip
+    claim = {c.id: c for c in fu_claims("lsa-kappa10", m, "smoke")}["lsa_kappa10_later_layers_match_more"]
+    assert claim.holds and claim.measured == pytest.approx(49.8)
+    m["alignment"] = {**m["alignment"], "best_gd": [2, 8, 8, 64], "refined_gd": [2.3, 9.8, 9.7, 49.8]}
+    assert not {c.id: c for c in fu_claims("lsa-kappa10", m, "smoke")}["lsa_kappa10_later_layers_match_more"].holds

@@ -19,8 +19,15 @@
    2⟨a, b⟩/(‖a‖² + ‖b‖²), a normalised squared distance in [−1, 1] (1: identical; 0 against predicting 0) that,
    unlike cos, also penalises a difference in scale. min_prefix defaults to 2: at one point Newton predicts 0 for every
    k ≥ 1 (α‖SSᵀ‖ puts the only eigenvalue at −1), which says nothing about the layer.
-Result: heatmaps [layers × iterations] for Newton and GD, the best-matching iteration per layer (argmax), the
-readout's held-out error per layer, a JSON-ready summary (`Alignment.to_dict`) and figures (`plot_alignment`).
+5. Best match per layer: the grid's argmax, and its sub-grid peak (`refined_peak`): the vertex of the parabola
+   through the argmax and its two neighbours, in the coordinate where the grid is evenly spaced (the iteration count
+   for Newton, log₂ of the step count for GD's doubling grid). On a flat top the argmax is a coin toss between
+   near-equal neighbours (a trained GPT's layer: cos 0.9433 at 8 GD steps, 0.9435 at 16), a whole grid step (one
+   doubling) of quantisation noise; the vertex moves continuously with the similarities and lies within half a grid
+   spacing of the argmax.
+Result: heatmaps [layers × iterations] for Newton and GD, the best-matching iteration per layer (argmax and sub-grid
+peak), the readout's held-out error per layer, a JSON-ready summary (`Alignment.to_dict`) and figures
+(`plot_alignment`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ __all__ = [
     "layer_activations",
     "newton_predictions",
     "plot_alignment",
+    "refined_peak",
     "similarity_matrix",
 ]
 
@@ -60,7 +68,8 @@ GD_STEPS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16
 @dataclass(frozen=True)
 class Alignment:
     """Similarity heatmaps newton [K, I] and gd [K, J] (rows: layers; columns: newton_iters / gd_steps), the
-    best-matching iteration per layer (argmax over the row), and the readout's held-out nmse per layer."""
+    best-matching iteration per layer (argmax over the row, and its sub-grid peak `refined_peak`), and the readout's
+    held-out nmse per layer."""
 
     layers: list[str]
     newton_iters: list[int]
@@ -82,6 +91,16 @@ class Alignment:
         """[K] GD step count that matches each layer best."""
         return np.asarray(self.gd_steps)[self.gd.argmax(1)]
 
+    @property
+    def refined_newton(self) -> np.ndarray:
+        """[K] sub-grid peak of each layer's Newton row (`refined_peak` on the iteration count), float."""
+        return refined_peak(self.newton, self.newton_iters, log=False)
+
+    @property
+    def refined_gd(self) -> np.ndarray:
+        """[K] sub-grid peak of each layer's GD row (`refined_peak` on log₂ of the step count), float."""
+        return refined_peak(self.gd, self.gd_steps, log=True)
+
     def to_dict(self) -> dict:
         """JSON-ready summary (plain lists and numbers)."""
         return {
@@ -94,11 +113,44 @@ class Alignment:
             "gd": self.gd.tolist(),
             "best_newton": self.best_newton.tolist(),
             "best_newton_similarity": self.newton.max(1).tolist(),
+            "refined_newton": self.refined_newton.tolist(),
             "best_gd": self.best_gd.tolist(),
             "best_gd_similarity": self.gd.max(1).tolist(),
+            "refined_gd": self.refined_gd.tolist(),
             "readout_nmse": self.readout_nmse.tolist(),
             **self.meta,
         }
+
+
+def refined_peak(sims: np.ndarray, grid: Sequence[float], log: bool = False) -> np.ndarray:
+    """Sub-grid peak of each row: sims [K, I] over grid [I] (increasing) → [K] (float), in grid units.
+
+    The vertex of the parabola through each row's argmax and its two neighbours, fitted in u = grid (log False) or
+    u = log₂ grid (log True, returned as 2**vertex): with the neighbours at u_c ∓ h and similarities s_l, s_c, s_r,
+    u* = u_c + h/2 · (s_l − s_r)/(s_l − 2s_c + s_r), within h/2 of u_c since s_c is the maximum (a two-point tie,
+    s_c = s_r > s_l, gives the midpoint). The argmax's grid value itself where no parabola applies: the argmax at
+    either end of the grid, neighbours not evenly spaced in u (relative tolerance 1e-6; with log, a grid value ≤ 0
+    has no u, so GD's 1 step next to 0 steps stays 1), or a flat row s_l = s_c = s_r.
+    """
+    sims = np.asarray(sims, dtype=float)
+    g = np.asarray(grid, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(g > 0, np.log2(g), np.nan) if log else g  # [I]
+    best = sims.argmax(1)  # [K]
+    out = g[best].copy()
+    for k, i in enumerate(best):
+        if i == 0 or i == len(g) - 1:
+            continue
+        h, h_right = u[i] - u[i - 1], u[i + 1] - u[i]
+        if not (np.isfinite(h) and np.isfinite(h_right) and h > 0 and abs(h_right - h) <= 1e-6 * h):
+            continue
+        s_l, s_c, s_r = sims[k, i - 1 : i + 2]
+        curvature = s_l - 2 * s_c + s_r  # ≤ 0 at a maximum
+        if not curvature < -1e-12 * max(abs(s_l), abs(s_c), abs(s_r), 1e-300):
+            continue
+        vertex = u[i] + 0.5 * h * (s_l - s_r) / curvature
+        out[k] = 2.0**vertex if log else vertex
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- references
@@ -252,8 +304,9 @@ def align(model, x: Tensor, y: Tensor, *, names: Sequence[str] | None = None, **
 
 
 def plot_alignment(result: Alignment, out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
-    """Write alignment_heatmaps.png (layers × Newton iterations | layers × GD steps) and the best-match curves
-    alignment_best_newton.png, alignment_best_gd.png into out_dir; returns name → path."""
+    """Write alignment_heatmaps.png (layers × Newton iterations | layers × GD steps; dots: each row's argmax) and
+    the best-match curves alignment_best_newton.png, alignment_best_gd.png (sub-grid peak and grid argmax) into
+    out_dir; returns name → path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -281,11 +334,11 @@ def plot_alignment(result: Alignment, out_dir: str | Path, *, title: str = "") -
     paths = {"heatmaps": save_figure(fig, out / "alignment_heatmaps.png")}
     layers = np.arange(len(result.layers))
     paths["best_newton"] = plot_curves(
-        layers, {"best Newton iteration": result.best_newton}, out / "alignment_best_newton.png",
-        xlabel="layer", ylabel="Newton iterations", title=title, logy=False,
+        layers, {"sub-grid peak": result.refined_newton, "grid argmax": result.best_newton},
+        out / "alignment_best_newton.png", xlabel="layer", ylabel="best Newton iterations", title=title, logy=False,
     )  # fmt: skip
     paths["best_gd"] = plot_curves(
-        layers, {"best GD steps": np.maximum(result.best_gd, 0.5)}, out / "alignment_best_gd.png",
-        xlabel="layer", ylabel="GD steps (0 drawn at 0.5)", title=title, logy=True,
+        layers, {"sub-grid peak": np.maximum(result.refined_gd, 0.5), "grid argmax": np.maximum(result.best_gd, 0.5)},
+        out / "alignment_best_gd.png", xlabel="layer", ylabel="best GD steps (0 drawn at 0.5)", title=title, logy=True,
     )  # fmt: skip
     return paths

@@ -10,10 +10,21 @@ match that layer's best (cos similarity over held-out prompts × prefixes). Mont
 are split into `Scale.blocks` disjoint blocks, each aligned on its own (its own read-out fit and held-out half), so
 every fitted slope has a standard error over blocks.
 
+"Best" is the *sub-grid peak* of the layer's similarity row (iclab.analysis.alignment.refined_peak): the vertex of
+the parabola through the row's argmax and its two neighbours, in the coordinate where the grid is evenly spaced — the
+iteration count on Newton's grid 0, 1, 2, …, log₂ of the step count on GD's doubling grid 1, 2, 4, … (the argmax
+itself at a grid end, and at GD's 1 step, whose neighbour 0 has no log₂). Why not the argmax: near a flat top it is a
+coin toss between near-equal neighbours, and on the doubling grid a toss is a whole doubling. Measured (smoke, seed 0):
+the isotropic GPT's layer 2 matches 8 and 16 GD steps at cos 0.9433 and 0.9435, and the argmax, 16, made its layers'
+GD steps 1, 2, 16, 32, which a line fits better (R² 1.00 over layers 1–3) than an exponential (0.92); the peaks are
+2.43, 11.5, 40.6 (log R² 1.00 vs linear 0.92). The vertex lies within half a grid step of the argmax and moves
+continuously with the similarities. The fits, the per-block fits (standard errors), the convergence cap and the LSA
+monotone claim all read the peaks; the argmax is reported beside them.
+
 Fits, over the *readable* layers (best similarity ≥ READABLE, iclab.experiments.garg: an early layer's read-out is
-noise whose argmax means nothing) up to the first *converged* layer (matched at or beyond the first iterate that is as
-close to least squares as the last layer's read-out is to its best iterate, `converged_at`: deeper layers cannot
-show more iterations, so a plateau after convergence is not fitted):
+noise whose best match means nothing) up to the first *converged* layer (peak at or beyond the first grid iterate that
+is as close to least squares as the last layer's read-out is to its best iterate, `converged_at`: deeper layers
+cannot show more iterations, so a plateau after convergence is not fitted):
 Newton iterations vs layer (slope: iterations per layer) and log₂(GD steps) vs layer (slope: doublings per layer),
 each also fitted on the other scale. Claims, per GPT covariance:
 
@@ -26,12 +37,14 @@ each also fitted on the other scale. Claims, per GPT covariance:
 * ``gpt_<cov>_readout_improves`` — the last layer's read-out predicts better than the first readable layer's;
 
 the same three per LSA covariance (``lsa_<cov>_…``), and ``lsa_<cov>_later_layers_match_more`` (the best GD step
-count never falls with depth and grows from first to last layer). Measured numbers: the report and docs (below).
+count, its sub-grid peak, never falls with depth and grows from first to last layer; exact, no tolerance). Measured
+numbers: the report and docs (below).
 
 Scales: smoke — d = 4, 8 context points, a 4-layer GPT (width 64, 4 heads, 1 500 Adam steps of batch 128 at lr 3e-3,
 warm-up + cosine) and a 4-layer LSA (2 000 steps of batch 256 at lr 1e-2) per covariance (isotropic and κ = 10; κ = 100
-only at paper scale), one seed: measured 3:15 and 3:27 wall on the 2-core machine at load ≈ 0.5–2.5 (one thread, 187–195
-s CPU); 8.9 minutes under load ≈ 4–5. Why this setting (seed 0, one thread; Newton per layer): a d = 3 GPT (6 layers, 2
+only at paper scale), one seed: measured 2:26 wall on the 2-core machine at load ≈ 1–1.8 (one thread, 145 s CPU; earlier
+3:15 and 3:27 at load ≈ 0.5–2.5, 8.9 minutes under load ≈ 4–5). Why this setting (seed 0, one thread; grid argmax of
+Newton per layer, measured before the sub-grid peak): a d = 3 GPT (6 layers, 2
 000 steps) does all its in-context work in its first readable layer (Newton 0 5 5 5 5 5: d = 3 converges too fast to
 leave depth anything to do); d = 5 (10 points) stays on or near the loss plateau within budget (width 32, batch 64:
 ½·MSE 2.2 after 1 500 steps; width 64, batch 128, lr 1e-3: ½·MSE 1.2, flat Newton 0 3 3 3); d = 4 with width 32, batch
@@ -47,15 +60,21 @@ smoke setting);
 paper — Fu et al.'s setting (Garg's GPT-2: 12 layers, 8 heads, width 256; d = 20, 41 points, curriculum, 500 001
 steps of batch 64, Adam 1e-4), covariances isotropic, κ = 10, κ = 100, and 12-layer LSA stacks (not run yet).
 
-Measured at smoke scale (seed 0; best Newton iteration / GD steps per layer; slopes with their block SE):
-GPT isotropic Newton 0 4 8 11 (3.50 ± 0.20 iterations per layer, R² 0.99), GD 1 2 16 32 (2.00 ± 0.12 doublings, but
-log R² 0.92 vs linear 1.00: the last layer, 32 steps, is near GD's convergence at 64 and the steps level off);
-held-out ½·MSE 0.08, read-out nmse 0.51 → 0.17;
-GPT κ = 10 Newton 0 3 5 6 (1.50 ± 0.14, R² 0.96), GD 1 2 4 8 (1.00 ± 0.00, log R² 1.00 vs linear 0.96); nmse
-0.71 → 0.26; LSA isotropic Newton 1 3 4 6, GD 1 2 4 8 (1.60 ± 0.09 iterations, R² 0.98; 1.00 ± 0.03 doublings, log
-R² 1.00 vs linear 0.92); LSA κ = 10 Newton 4 7 7 11, GD 2 8 8 64 (2.10 ± 0.18, R² 0.89; 1.50 ± 0.10, log R² 0.88 vs
-linear 0.68). 13 of 14 claims hold; gpt_iso_gd_exponential fails on its log-vs-linear contrast (its doubling slope
-holds).
+Measured at smoke scale (seed 0; sub-grid peak of Newton iterations / GD steps per layer, grid argmax in brackets;
+slopes over the fitted layers with their block SE):
+GPT isotropic Newton 0 3.73 7.52 10.9 [0 4 8 11] (3.60 ± 0.25 iterations per layer, R² 1.00), GD 1 2.43 11.5 40.6
+[1 2 16 32] (2.03 ± 0.09 doublings per layer, log R² 1.00 vs linear 0.92); held-out ½·MSE 0.08, read-out nmse
+0.51 → 0.17;
+GPT κ = 10 Newton 0 2.8 5.17 6.36 [0 3 5 6] (1.78 ± 0.06, R² 0.96), GD 1 1.75 4.61 7.93 [1 2 4 8] (1.09 ± 0.06
+doublings, but log R² 0.97 vs linear 1.00: log₂ steps rise by 1.40, then 0.78 — the last layer is one doubling short
+of GD's convergence at 16 steps (`converged_at`), and 3 of 4 blocks also prefer the line; the argmax's exact doublings
+2, 4, 8 had hidden this); ½·MSE 0.34, nmse 0.71 → 0.26;
+LSA isotropic Newton 1.41 2.75 4.15 6.45 [1 3 4 6] (1.65 ± 0.05, R² 0.98), GD 1 1.78 2.91 8.01 [1 2 4 8] (0.97 ± 0.02,
+log R² 0.97 vs linear 0.82);
+LSA κ = 10 Newton 3.5 6.98 7.37 11.5 [4 7 7 11] (2.43 ± 0.17, R² 0.92), GD 2.33 9.81 10.9 49.8 [2 8 8 64] (1.34 ±
+0.12, log R² 0.92 vs linear 0.75); both LSA GD peaks rise monotonically.
+13 of 14 claims hold; gpt_kappa10_gd_exponential fails on its log-vs-linear contrast (its doubling slope holds). With
+the argmax (before the sub-grid peak) the same runs gave 13 of 14 too, failing gpt_iso_gd_exponential instead.
 """
 
 from __future__ import annotations
@@ -87,7 +106,7 @@ from iclab.report import Claim, format_table
 from iclab.tasks.linear import LinearConfig
 from iclab.validation import check_int
 
-__all__ = ["SCALES", "Fu", "Options", "Scale", "line_fit"]
+__all__ = ["SCALES", "Fu", "Options", "Scale", "line_fit", "peaks_text"]
 
 
 @dataclass(frozen=True)
@@ -293,8 +312,10 @@ class Fu(Reproduction):
         rows = [
             {
                 "model": name,
-                "best Newton / layer": " ".join(str(b) for b in m["alignment"]["best_newton"]),
-                "best GD / layer": " ".join(str(b) for b in m["alignment"]["best_gd"]),
+                "Newton peak / layer": peaks_text(m["alignment"]["refined_newton"]),
+                "Newton argmax": peaks_text(m["alignment"]["best_newton"]),
+                "GD peak / layer": peaks_text(m["alignment"]["refined_gd"]),
+                "GD argmax": peaks_text(m["alignment"]["best_gd"]),
                 "readable": " ".join("y" if r else "n" for r in m["readable"]),
                 "Newton slope (SE)": f"{m['newton_slope']:.2f} ({m['newton_slope_se']:.2f})",
                 "Newton R² lin / log": f"{m['newton_r2']:.2f} / {m['newton_r2_log']:.2f}",
@@ -306,8 +327,9 @@ class Fu(Reproduction):
         ]
         sections = [
             (
-                f"Layer ↔ iteration (cos similarity, {sc.n_align} held-out prompts in {sc.blocks} blocks; slopes "
-                "over readable layers, SE over blocks)",
+                f"Layer ↔ iteration (cos similarity, {sc.n_align} held-out prompts in {sc.blocks} blocks; best "
+                "match per layer: sub-grid peak, the parabola's vertex through the argmax and its neighbours, and "
+                "the grid argmax; slopes of the peaks over the fitted layers, SE over blocks)",
                 format_table(rows),
             )
         ]
@@ -343,14 +365,16 @@ def converged_at(
 
 
 def _fit_layers(best: np.ndarray, sims: np.ndarray, cap: int) -> np.ndarray:
-    """The layers a fit uses: readable ones (similarity ≥ READABLE), up to the first whose best match is at or
-    beyond `cap` (converged, `converged_at`: later layers cannot read more)."""
+    """The layers a fit uses: readable ones (best similarity sims ≥ READABLE), up to the first whose best match
+    `best` (the sub-grid peak) is at or beyond `cap` (converged, `converged_at`: later layers cannot read more)."""
     idx = np.flatnonzero(sims >= READABLE)
     at_cap = idx[best[idx] >= cap]
     return idx[idx <= at_cap[0]] if len(at_cap) else idx
 
 
 def _fits(best_newton, best_gd, layers_n, layers_g) -> dict[str, float]:
+    """The four line fits (module docstring) of the per-layer best matches [K] (sub-grid peaks) over the layers'
+    indices layers_n (Newton) and layers_g (GD)."""
     gd = np.maximum(best_gd[layers_g].astype(float), 0.5)  # GD 0 steps drawn at ½ on the log scale
     newton = best_newton[layers_n].astype(float)
     n_slope, n_r2 = line_fit(layers_n, newton)
@@ -367,12 +391,12 @@ def layer_alignment(
     model, x: torch.Tensor, y: torch.Tensor, newton_iters: int, blocks: int
 ) -> tuple[Alignment, dict[str, Any]]:
     """Align `model`'s layers on prompts x [B, T, d], y [B, T] (Newton 0 … newton_iters, the default GD grid): the
-    alignment on all prompts, and its fits (module docstring) with standard errors over `blocks` disjoint blocks of
-    prompts, each aligned on its own."""
+    alignment on all prompts, and its fits of the sub-grid peaks (module docstring) with standard errors over
+    `blocks` disjoint blocks of prompts, each aligned on its own (the fitted layers chosen once, on all prompts)."""
     names, acts = layer_activations(model, x, y)  # [K, B, T, D]
     iters = tuple(range(newton_iters + 1))
     full = align_activations(acts, x, y, names, newton_iters=iters)
-    best_n, best_g = full.best_newton, full.best_gd
+    best_n, best_g = full.refined_newton, full.refined_gd  # sub-grid peaks (module docstring: why not the argmax)
     cap_n = converged_at(x, y, list(iters), "newton", float(full.newton.max(1)[-1]))
     cap_g = converged_at(x, y, list(full.gd_steps), "gd", float(full.gd.max(1)[-1]))
     layers_n = _fit_layers(best_n, full.newton.max(1), cap_n)
@@ -381,7 +405,7 @@ def layer_alignment(
     per_block = []
     for chunk in np.array_split(np.arange(x.shape[0]), blocks):
         a = align_activations(acts[:, chunk], x[chunk], y[chunk], names, newton_iters=iters)
-        per_block.append(_fits(a.best_newton, a.best_gd, layers_n, layers_g))
+        per_block.append(_fits(a.refined_newton, a.refined_gd, layers_n, layers_g))
     se = {
         f"{k}_se": float(np.std([b[k] for b in per_block], ddof=1) / np.sqrt(blocks)) if blocks > 1 else float("nan")
         for k in ("newton_slope", "gd_log2_slope")
@@ -404,10 +428,15 @@ def layer_alignment(
 
 
 SMOKE_CAVEAT = (
-    " — smoke scale: a 4-layer GPT whose first layer is unreadable, so three layers are fitted, and GD steps on a "
-    "powers-of-two grid; measured: the isotropic GPT's last layer (32 steps) is near GD's convergence (64), so its "
-    "steps level off (2, 16, 32) and the three-point log-vs-linear contrast goes to the linear fit"
+    " — smoke scale: a 4-layer GPT whose first layer is unreadable, so three layers are fitted and one layer decides "
+    "a three-point contrast"
 )
+
+
+def peaks_text(values, sep: str = " ") -> str:
+    """Per-layer best matches as text, at most 3 significant figures each: [2.43, 11.52, 40.62, 1.0, 1234.0] →
+    "2.43 11.5 40.6 1 1230"."""
+    return sep.join(f"{float(f'{v:.3g}'):g}" for v in values)
 
 
 def fu_claims(name: str, m: dict[str, Any], scale_name: str = "paper") -> list[Claim]:
@@ -415,11 +444,20 @@ def fu_claims(name: str, m: dict[str, Any], scale_name: str = "paper") -> list[C
     for GPT and LSA, and for LSA also the monotone GD step count."""
     a = m["alignment"]
     cov = "isotropic" if m["x_condition"] == 1.0 else f"κ = {m['x_condition']:g}"
-    listed_n = ", ".join(str(b) for b in a["best_newton"])
-    listed_g = ", ".join(str(b) for b in a["best_gd"])
+    listed_n, listed_g = (
+        f"sub-grid peak estimates {peaks_text(a[f'refined_{k}'], ', ')}; grid argmax {peaks_text(a[f'best_{k}'], ', ')}"
+        for k in ("newton", "gd")
+    )
     key = name.replace("-", "_")
     kind = "GPT" if m["kind"] == "GPT" else "LSA stack"
     caveat = SMOKE_CAVEAT if scale_name == "smoke" and m["kind"] == "GPT" else ""
+    caveat_g = caveat
+    if caveat and m["fit_layers_gd"]:  # how close the deepest fitted layer is to where more GD steps stop showing
+        last = a["refined_gd"][m["fit_layers_gd"][-1]]
+        caveat_g += (
+            f"; the last fitted layer matches {peaks_text([last])} GD steps, and GD converges (as far as a read-out "
+            f"can tell, `converged_at`) at {m['gd_converged_at']}"
+        )
     n_ok = bool(m["newton_slope"] > 2 * m["newton_slope_se"] and m["newton_r2"] >= 0.8)
     g_ok = bool(m["gd_log2_slope"] > 2 * m["gd_log2_slope_se"] and m["gd_r2"] >= m["gd_r2_linear"])
     # two fitted layers: any line fits them, so R² and the log-vs-linear contrast test nothing; only the slopes do
@@ -444,7 +482,7 @@ def fu_claims(name: str, m: dict[str, Any], scale_name: str = "paper") -> list[C
             f"{key}_gd_exponential",
             f"{kind}, {cov}: best GD step count per layer ({listed_g}) grows exponentially over the fitted layers "
             f"{m['fit_layers_gd']} (slope of log₂ steps = doublings per layer; R² log {m['gd_r2']:.2f} vs linear "
-            f"{m['gd_r2_linear']:.2f}{two_g})" + ("" if g_ok else caveat),
+            f"{m['gd_r2_linear']:.2f}{two_g})" + ("" if g_ok else caveat_g),
             "exponentially many steps per layer (Fu et al.)",
             m["gd_log2_slope"],
             f"> 2 SE = {2 * m['gd_log2_slope_se']:.2g}, log fit ≥ linear fit",
@@ -460,12 +498,12 @@ def fu_claims(name: str, m: dict[str, Any], scale_name: str = "paper") -> list[C
         ),
     ]
     if m["kind"] == "LSA":
-        best = np.asarray(a["best_gd"])
+        best = np.asarray(a["refined_gd"])
         claims.append(
             Claim(
                 f"{key}_later_layers_match_more",
-                f"LSA stack, {cov}: best-matching GD step count never falls with depth and grows from the first to "
-                f"the last layer (GD {listed_g}; Newton {listed_n})",
+                f"LSA stack, {cov}: best-matching GD step count (sub-grid peak) never falls with depth and grows "
+                f"from the first to the last layer (GD: {listed_g}; Newton: {listed_n})",
                 "non-decreasing, last > first",
                 float(best[-1]),
                 "monotone (exact)",
@@ -476,21 +514,28 @@ def fu_claims(name: str, m: dict[str, Any], scale_name: str = "paper") -> list[C
 
 
 def plot_iterations(per_model: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Best Newton iteration vs layer (linear axis) and best GD steps vs layer (log axis), one line per model;
-    unreadable layers drawn hollow."""
+    """Best Newton iteration vs layer (linear axis) and best GD steps vs layer (log axis), one line per model: the
+    sub-grid peaks (unreadable layers drawn hollow) and the grid argmax as small faint markers."""
     fig = new_figure(11.0, 4.2)
     ax_n, ax_g = fig.subplots(1, 2)
     for name, m in per_model.items():
         a = m["alignment"]
         layers = np.arange(len(a["layers"]))
         readable = np.asarray(m["readable"])
-        for ax, best in ((ax_n, np.asarray(a["best_newton"])), (ax_g, np.maximum(np.asarray(a["best_gd"]), 0.5))):
-            (line,) = ax.plot(layers, best, "-", label=name, alpha=0.8)
-            ax.plot(layers[readable], best[readable], "o", color=line.get_color())
-            ax.plot(layers[~readable], best[~readable], "o", mfc="none", color=line.get_color())
+        for ax, k in ((ax_n, "newton"), (ax_g, "gd")):
+            peak = np.maximum(np.asarray(a[f"refined_{k}"], dtype=float), 0.5 if k == "gd" else -np.inf)
+            argmax = np.maximum(np.asarray(a[f"best_{k}"], dtype=float), 0.5 if k == "gd" else -np.inf)
+            (line,) = ax.plot(layers, peak, "-", label=name, alpha=0.8)
+            ax.plot(layers[readable], peak[readable], "o", color=line.get_color())
+            ax.plot(layers[~readable], peak[~readable], "o", mfc="none", color=line.get_color())
+            ax.plot(layers, argmax, "_", ms=9, alpha=0.4, color=line.get_color())
     style_axes(ax_n, xlabel="layer", ylabel="best-matching Newton iteration")
     style_axes(ax_g, xlabel="layer", ylabel="best-matching GD steps (0 drawn at 0.5)")
     ax_g.set_yscale("log", base=2)
     ax_n.legend(frameon=False, fontsize="small")
-    fig.suptitle("Layer ↔ iteration: best-matching Newton iteration and GD steps (hollow: unreadable layer)")
+    fig.suptitle(
+        "Layer ↔ iteration: sub-grid peak of the best-matching Newton iteration and GD steps (hollow: unreadable "
+        "layer; dashes: grid argmax)",
+        fontsize="medium",
+    )
     return save_figure(fig, path)
