@@ -1,5 +1,5 @@
-"""`iclab reproduce akyurek` (Akyürek et al., depth × noise against GD / ridge / OLS, probes): the pipeline end to end
-at the test scale "tiny" through the CLI (nothing is learned in 20 steps; the outputs' schema is checked), its
+"""`iclab reproduce akyurek` (Akyürek et al., model size × noise against GD / ridge / OLS, probes): the pipeline end
+to end at the test scale "tiny" through the CLI (nothing is learned in 20 steps; the outputs' schema is checked), its
 one-line user errors, and the squared prediction difference against an independent numpy computation."""
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from iclab.tasks import make_task
 from iclab.tasks.linear import LinearConfig
 
 CLAIMS = {
-    "shallow_closest_to_gd",
+    "smallest_closest_to_gd",
     "deep_noisy_closest_to_ridge",
     "depth_approaches_ridge",
+    "width_approaches_ridge",
     "probe_rises_with_layer",
     "probe_beats_control",
 }
@@ -39,7 +40,7 @@ def _one_line_error(capsys, code: int, *mentions: str) -> None:
 
 def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
     """The CLI runs the grid (the "smoke" scale swapped for "tiny"), writes results.json, --json, the report and the
-    three figures, trains each depth as one ensemble, and refuses an existing OUT."""
+    four figures, trains each model size as one ensemble, and refuses an existing OUT."""
     monkeypatch.setitem(SCALES, "smoke", SCALES["tiny"])
     tiny = SCALES["tiny"]
     out, js = tmp_path / "ak", tmp_path / "ak.json"
@@ -56,13 +57,14 @@ def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
         assert isinstance(claim["measured"], float) and not math.isnan(claim["measured"]), claim
         assert claim["holds"] or "does not hold at smoke scale" in claim["description"], claim
     m = result["metrics"]
-    assert m["depths"] == list(tiny.depths) and m["noise_vars"] == list(tiny.noise_vars)
-    # seeds and noise levels of one depth are one ensemble run
-    assert set(m["phase_wall_time_s"]["per_run_train"]) == {f"gpt-L{d}-noise0-seed0+3" for d in tiny.depths}
+    assert [s["key"] for s in m["models"]] == [s.key for s in tiny.models] == ["L1-W8", "L1-W16", "L2-W16"]
+    assert m["noise_vars"] == list(tiny.noise_vars)
+    # seeds and noise levels of one model size are one ensemble run
+    assert set(m["phase_wall_time_s"]["per_run_train"]) == {f"gpt-{s.key}-noise0-seed0+3" for s in tiny.models}
     n = tiny.n_points
-    for depth in tiny.depths:
+    for size in tiny.models:
         for noise in tiny.noise_vars:
-            cell = m["grid"][f"L{depth}"][f"{noise:g}"]
+            cell = m["grid"][size.key][f"{noise:g}"]
             assert cell["closest"] in {"GD", "ridge", "OLS"}
             # the three references of the claims, and one-step GD with one η for every k (reported, never "closest")
             assert set(cell["spd"]) == {"GD", "ridge", "OLS", "GD, one η"}
@@ -73,7 +75,7 @@ def test_reproduce_akyurek_tiny(tmp_path, capsys, monkeypatch):
             assert len(cell["probes"]) == 2 and set(cell["probes"][0]) == {"linear", "mlp"}
             for probes in (cell["probes"][0], cell["control"][1]):
                 assert all(set(r2) == {"w_ols", "xty"} for r2 in probes.values())
-                assert all(len(v) == depth + 1 for r2 in probes.values() for v in r2.values())
+                assert all(len(v) == size.layers + 1 for r2 in probes.values() for v in r2.values())
             if noise == 0:  # ridge at σ² = 0 is min-norm least squares itself
                 assert cell["spd"]["ridge"] == pytest.approx(cell["spd"]["OLS"])
     saved = json.loads((out / "results.json").read_text())
@@ -128,42 +130,47 @@ def test_diff_band():
     assert mean == 2.0 and se == pytest.approx(0.5 / 2)
 
 
-def _synthetic_metrics(shallow_spd, deep_spd, shallow_mse, deep_mse, probe_last, seeds=2, linear_last=0.0):
-    """A 1/4-layer × σ² ∈ {0, 0.5} metrics dict (d = 3) with given mean SPDs per reference (seed jitter ±1 %),
-    tight prompt SEs, held-out ½·MSE and the deepest model's last-layer MLP (linear) probe R² of w_OLS `probe_last`
-    (`linear_last`; input and control 0)."""
+def _synthetic_metrics(small_spd, large_spd, small_mse, large_mse, probe_last, seeds=2, linear_last=0.0):
+    """A metrics dict of three models — 1 layer × width 16 (the smallest), 1 layer × width 32 (between) and 4 layers
+    × width 32 (the largest) — × σ² ∈ {0, 0.5} (d = 3), with given mean SPDs per reference (the middle model's the
+    mean of the two; seed jitter ±1 %), tight prompt SEs, held-out ½·MSE and the largest model's last-layer MLP
+    (linear) probe R² of w_OLS `probe_last` (`linear_last`; input and control 0)."""
     rng = np.random.default_rng(0)
+    middle = {r: (small_spd[r] + large_spd[r]) / 2 for r in small_spd}
+    sizes = [(1, 16, small_spd, small_mse), (1, 32, middle, (small_mse + large_mse) / 2), (4, 32, large_spd, large_mse)]
     grid = {}
-    for depth, spd, mse in ((1, shallow_spd, shallow_mse), (4, deep_spd, deep_mse)):
-        grid[f"L{depth}"] = {}
+    for layers, width, spd, mse in sizes:
+        key = f"L{layers}-W{width}"
+        grid[key] = {}
         for noise in (0.0, 0.5):
             ref = dict(spd)
             if noise == 0:
                 ref["ridge"] = ref["OLS"]
             per_seed = {r: list(v * (1 + 0.01 * rng.standard_normal(seeds))) for r, v in ref.items()}
-            zeros = {"w_ols": [0.0] * (depth + 1), "xty": [0.0] * (depth + 1)}
+            zeros = {"w_ols": [0.0] * (layers + 1), "xty": [0.0] * (layers + 1)}
             probes = [
                 {
-                    "mlp": {**zeros, "w_ols": [0.0] * depth + [probe_last]},
-                    "linear": {**zeros, "w_ols": [0.0] * depth + [linear_last]},
+                    "mlp": {**zeros, "w_ols": [0.0] * layers + [probe_last]},
+                    "linear": {**zeros, "w_ols": [0.0] * layers + [linear_last]},
                 }
                 for _ in range(seeds)
             ]
             control = [{"mlp": zeros, "linear": zeros} for _ in range(seeds)]
-            grid[f"L{depth}"][f"{noise:g}"] = {
+            grid[key][f"{noise:g}"] = {
                 "spd": per_seed,
                 "spd_prompt_se": {r: [0.001 * v] * seeds for r, v in ref.items()},
                 "final_eval_half_mse": [mse * 0.5 * (3 + noise)] * seeds,
                 "probes": probes,
                 "control": control,
             }
-    return {"setting": {"d": 3, "w_var": 1.0}, "depths": [1, 4], "noise_vars": [0.0, 0.5], "grid": grid}
+    models = [{"key": f"L{la}-W{w}", "layers": la, "width": w} for la, w, _, _ in sizes]
+    return {"setting": {"d": 3, "w_var": 1.0}, "models": models, "noise_vars": [0.0, 0.5], "grid": grid}
 
 
 def test_claims_follow_the_orderings():
-    """The paper's pattern (shallow ≈ GD, deep ≈ ridge, deep closer to ridge than shallow, probes rise) holds every
-    claim; swapping the shallow and deep models fails the algorithm claims; models at the plateau (½·MSE ≈ that of
-    predicting 0) fail the closest-algorithm claims whatever their orderings."""
+    """The paper's pattern (smallest ≈ GD, largest ≈ ridge, deeper and wider models closer to ridge, probes rise)
+    holds every claim; swapping the smallest and largest models fails the algorithm claims; models at the plateau
+    (½·MSE ≈ that of predicting 0) fail the closest-algorithm claims whatever their orderings."""
     from iclab.experiments.akyurek_claims import akyurek_claims
 
     gd_like, ridge_like = {"GD": 0.05, "ridge": 0.4, "OLS": 2.0}, {"GD": 0.4, "ridge": 0.05, "OLS": 1.0}
@@ -171,13 +178,19 @@ def test_claims_follow_the_orderings():
     assert all(paper.values()), paper
     swapped = {c.id: c.holds for c in akyurek_claims(_synthetic_metrics(ridge_like, gd_like, 0.3, 0.6, 0.8), "x")}
     assert not any(
-        swapped[c] for c in ("shallow_closest_to_gd", "deep_noisy_closest_to_ridge", "depth_approaches_ridge")
+        swapped[c]
+        for c in (
+            "smallest_closest_to_gd",
+            "deep_noisy_closest_to_ridge",
+            "depth_approaches_ridge",
+            "width_approaches_ridge",
+        )
     )
     plateau = {c.id: c.holds for c in akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 1.0, 1.0, 0.02), "x")}
-    assert not any(plateau[c] for c in ("shallow_closest_to_gd", "deep_noisy_closest_to_ridge")), plateau
+    assert not any(plateau[c] for c in ("smallest_closest_to_gd", "deep_noisy_closest_to_ridge")), plateau
     # a failed claim says why: here the models never left predicting 0, there the ordering is the opposite one
     text = {c.id: c.description for c in akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 1.0, 1.0, 0.02), "x")}
-    assert "does not hold at x scale: the models' ½·MSE is not below 0.8x" in text["shallow_closest_to_gd"]
+    assert "does not hold at x scale: the models' ½·MSE is not below 0.8x" in text["smallest_closest_to_gd"]
     text = {c.id: c.description for c in akyurek_claims(_synthetic_metrics(ridge_like, gd_like, 0.3, 0.6, 0.8), "x")}
     assert "the measured ordering is the opposite one" in text["depth_approaches_ridge"]
     assert not plateau["probe_rises_with_layer"] and not plateau["probe_beats_control"], plateau
@@ -185,3 +198,20 @@ def test_claims_follow_the_orderings():
     linear_only = akyurek_claims(_synthetic_metrics(gd_like, ridge_like, 0.6, 0.3, 0.0, linear_last=0.8), "x")
     assert not any(c.holds for c in linear_only if c.id.startswith("probe_")), linear_only
     assert all("a linear probe reads 0.800" in c.description for c in linear_only if c.id.startswith("probe_"))
+
+
+def test_depth_and_width_claims_need_two_sizes():
+    """The depth claim compares depths at the widest width, the width claim widths at the fewest layers: a grid
+    without a second width (depth) has no width (depth) claim; the smallest and largest models are chosen by
+    (layers, width)."""
+    from iclab.experiments.akyurek_claims import akyurek_claims, largest, smallest
+
+    gd_like, ridge_like = {"GD": 0.05, "ridge": 0.4, "OLS": 2.0}, {"GD": 0.4, "ridge": 0.05, "OLS": 1.0}
+    m = _synthetic_metrics(gd_like, ridge_like, 0.6, 0.3, 0.8)
+    assert smallest(m)["key"] == "L1-W16" and largest(m)["key"] == "L4-W32"
+    depth_only = {**m, "models": [s for s in m["models"] if s["key"] != "L1-W16"]}
+    ids = {c.id for c in akyurek_claims(depth_only, "x")}
+    assert "depth_approaches_ridge" in ids and "width_approaches_ridge" not in ids
+    width_only = {**m, "models": [s for s in m["models"] if s["key"] != "L4-W32"]}
+    ids = {c.id for c in akyurek_claims(width_only, "x")}
+    assert "width_approaches_ridge" in ids and "depth_approaches_ridge" not in ids

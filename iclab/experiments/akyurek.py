@@ -2,10 +2,11 @@
 al., ICLR 2023), docs/papers.md §4.
 
 A GPT (iclab.models.gpt) is trained on noisy linear regression, y = wᵀx + ε, w ~ N(0, I), x ~ N(0, I), ε ~ N(0, σ²),
-over a depth × noise grid, `--seeds` seeds per cell (at smoke scale the grid of examples/akyurek-depth-noise.yaml:
-depths 2, 4 × σ² ∈ {0, 0.5}, d = 3, 8 points). Every depth trains its noise levels and seeds as ONE ensemble run
-(iclab.experiments.grouping: noise_var and the seed are per-member fields). Each trained model is then compared, on
-the run's held-out prompts, with three reference learners fitted to the same contexts:
+over a model size × noise grid — model sizes are (layers, width) pairs, as Akyürek et al. find the learned algorithm
+to move with depth, width and noise — with `--seeds` seeds per cell (at smoke scale: 2 layers × width 16, 2 layers ×
+width 32 and 4 layers × width 32, × σ² ∈ {0, 0.5}, d = 3, 8 points). Every model size trains its noise levels and
+seeds as ONE ensemble run (iclab.experiments.grouping: noise_var and the seed are per-member fields). Each trained
+model is then compared, on the run's held-out prompts, with three reference learners fitted to the same contexts:
 
 * GD: one gradient step from w = 0 with its step tuned for each context length k (iclab.algorithms.gd_per_k);
 * ridge with Akyürek's Bayes λ = σ²/τ² (`ridge`; at σ² = 0 it is min-norm least squares);
@@ -39,49 +40,50 @@ Claims (tolerances: a difference must exceed 2 standard errors, the standard err
 and the Monte Carlo error over prompts — `_diff_band`; and guards against models that learned nothing: an algorithm
 claim needs held-out ½·MSE below 0.8x that of predicting 0, a probe claim an R² gain ≥ 0.05 — akyurek_claims):
 
-* ``shallow_closest_to_gd``: the shallowest model is closest to GD at every noise level;
-* ``deep_noisy_closest_to_ridge``: with noise (σ² > 0) the deepest model is closest to ridge (λ = σ²/τ²);
-* ``depth_approaches_ridge``: the deepest model's SPD to ridge is below the shallowest's at every noise level;
-* ``probe_rises_with_layer``: MLP-probe R² for w_OLS / Xᵀy at the deepest model's last layer (token y_n) exceeds
+* ``smallest_closest_to_gd``: the smallest model (fewest layers, then narrowest) is closest to GD at every noise level;
+* ``deep_noisy_closest_to_ridge``: with noise (σ² > 0) the largest model is closest to ridge (λ = σ²/τ²);
+* ``depth_approaches_ridge``: at the widest width, the deepest model's SPD to ridge is below the shallowest's at every
+  noise level;
+* ``width_approaches_ridge``: at the fewest layers, the widest model's SPD to ridge is below the narrowest's;
+* ``probe_rises_with_layer``: MLP-probe R² for w_OLS / Xᵀy at the largest model's last layer (token y_n) exceeds
   that of the input tokens;
 * ``probe_beats_control``: … and that of the untrained control's last layer.
 
-Scales: smoke — d = 3, n = 8, depths 2 and 4, σ² ∈ {0, 0.5}, width 32, 2 heads, MLP ×2, batch 128, Adam with 60
-warm-up steps + cosine, 2 000 steps, peak lr 2.5e-3 (2 layers) and 5e-3 (4 layers). Why: the loss plateau (½·MSE ≈
-that of predicting 0) lengthens with d, and the first smoke setting (d = 5, n = 10, lr 1e-3, 800 steps) never left it
-(0/5 claims). Measured on the shared 2-core machine (OMP_NUM_THREADS=1, 4-member ensembles of 2 σ² × 2 seeds): a
-4-layer GPT at lr 5e-3 leaves the plateau at ~200 steps (lr 1e-2 is slower, width 64 no faster per step) and reaches
-½·MSE 0.04 at σ² = 0 by 2 000 steps (0.24 at lr 2.5e-3); a 2-layer GPT at lr 5e-3 leaves one member (σ² = 0.5, seed
-1) on the plateau through 3 000 steps (0.78x predicting 0), at 1e-2 two, at 2.5e-3 none by 2 000 steps. The
-shallowest depth is 2: a 1-layer width-64 iclab GPT stalls at 0.85x predicting 0 (σ² = 0, 500 steps, lr 3e-3), as
-one attention layer over interleaved x, y tokens cannot pair x_i with its y_i (one GD step's Σ y_i x_i). NB
-Akyürek's code (sampler_lib.Sampler.sample) also interleaves x tokens [0, x] and y tokens [y, 0, …] — so their
-depth-1 models face the same obstacle, and "2 iclab layers ≈ their 1 layer" is iclab's reading, not their setup.
-Measured at smoke scale (`--seeds 2`, 4 min 22 s wall at load ~2–3 on the shared 2-core machine: 228 s to train —
-76 / 150 s for 2 / 4 layers — and 31 s to analyse, about 20 s of it the MLP probes): held-out ½·MSE 0.24x / 0.40x
-(2 layers) and 0.03x / 0.28x (4 layers) that of predicting 0 at σ² = 0 / 0.5. The closest reference per cell is the
-paper's pattern: 2 layers GD (SPD 0.60 vs ridge 0.76 at σ² = 0; 0.39 vs 0.44 at σ² = 0.5), 4 layers OLS at σ² = 0
-(0.17 vs GD 1.02) and ridge at σ² = 0.5 (0.12 vs GD 0.60). 4/5 claims hold: deep_noisy_closest_to_ridge (9.7 SE),
-depth_approaches_ridge (3.7 SE: SPD to ridge 0.76 → 0.17 and 0.44 → 0.12), probe_rises_with_layer and
-probe_beats_control (12.1 / 10.5 SE: MLP-probe R² of w_OLS at y_n 0.37 vs 0.00 at the input and 0.00 untrained; the
-linear probe reads 0.12, and read ≈ 0 at the σ² = 0 models' query token, where iclab probed before).
-shallow_closest_to_gd misses (0.66 SE): the 2-layer models are closer to GD on average at both noise levels, but
-at σ² = 0 the better-trained seed is closer to OLS (per-seed margins +0.40 / −0.08) and at σ² = 0.5 the margins are
-+0.07 / +0.02; per k they are closer to ridge at k = 1–2. A third seed (~2 more minutes) does not fit the budget.
-Before issue 12 (1 000 steps, lr 5e-3 for both depths, GD with one step size): 3/5 (shallow_closest_to_gd −3.8 SE,
-as one step size overshoots at k = 1; depth_approaches_ridge 1.9 SE; the probes 3.3 SE with Xᵀy R² 0.06); the same
-trained models against the per-k GD: 2/5 — the undertrained 4-layer models were closer to per-k GD than to ridge.
-With the probes at the query token (linear, target w) the 2 000-step models held 2/5 (probes 1.3 SE).
+Scales: smoke — d = 3, n = 8, σ² ∈ {0, 0.5}; GPTs of 2 layers × width 16, 2 layers × width 32 (both peak lr 2.5e-3:
+width is all that separates them) and 4 layers × width 32 (5e-3); 2 heads, MLP ×2, batch 128, Adam with 60 warm-up
+steps + cosine, 2 000 steps; 3 seeds. Why: the loss plateau (½·MSE ≈ that of predicting 0) lengthens with d, and
+the first smoke setting (d = 5, n = 10, lr 1e-3, 800 steps) never left it. A 4-layer GPT at lr 5e-3 leaves the
+plateau at ~200 steps (lr 1e-2 is slower, width 64 no faster per step); a 2-layer width-32 GPT at lr 5e-3 leaves one
+of four members on the plateau through 3 000 steps, at 2.5e-3 none. The shallowest depth is 2: a 1-layer width-64
+iclab GPT stalls at 0.85x predicting 0, as one attention layer over interleaved x, y tokens cannot pair x_i with its
+y_i (one GD step's Σ y_i x_i). NB Akyürek's code (sampler_lib.Sampler.sample) also interleaves x tokens [0, x] and y
+tokens [y, 0, …], so their depth-1 models face the same obstacle. Why a width axis: a 2-layer width-32 model sits
+between GD and OLS and its seeds split (at σ² = 0 one seed is closer to OLS), so "the 2-layer model is closest to
+GD" failed (0.66 SE with 2 seeds, 0.37 SE with 3); a narrower model is GD-like in every seed (2 layers × width 16:
+SPD margins over ridge +0.42 … +0.79). What the width-16 model shows depends on how far it trains: at lr 5e-3 it is
+still closest to GD (σ² = 0 margins +0.31, +0.11; ½·MSE 0.18–0.24x predicting 0), at 1e-2 it ties GD and OLS
+(SPD 0.59 / 0.60, ½·MSE 0.18x); a width-8 model stays on the plateau in one of two seeds at any lr tried. So in iclab
+at d = 3, "GD-like" marks the models that learned least — by size or by training — and models move towards OLS /
+ridge as they learn more; docs/papers.md §4 has every measurement.
 
-paper — Akyürek et
-al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch 64, AdamW lr 1e-4
-β₂ = 0.98, cosine schedule with 20 % warm-up, 5 001 × 100 steps), depths 1, 2, 4, 8, 12, 16 (their Fig. 4 phase
-diagram) × σ² ∈ {0, 0.1, 1}. Their transformer is pre-LN without a final LayerNorm, with learned positions, over
-interleaved x tokens [0, x] and y tokens [y, 0, …] (sampler_lib.py; an earlier version of this docstring said
-concatenated (x, y) tokens); iclab's GPT is Garg's pre-LN GPT-2 over interleaved x, y tokens, with a final LayerNorm.
+Measured at smoke scale (3 seeds, on the shared 2-core machine under load; the README has the idle timing): 6/6
+claims hold. Closest per cell: 2 layers × width 16 GD at both noise levels (SPD GD 0.68 vs ridge 1.33 at σ² = 0,
+0.85 vs 1.30 at σ² = 0.5; 8.7 SE; ½·MSE 0.74x predicting 0 at σ² = 0.5); 2 layers × width 32 GD by a hair (0.64 vs
+0.70, 0.40 vs 0.42); 4 layers × width 32 OLS at σ² = 0 (0.23 vs GD 0.97) and ridge at σ² = 0.5 (0.11 vs 0.61;
+13.9 SE). SPD to ridge falls with depth (0.70 → 0.23, 0.42 → 0.11; 3.3 SE) and with width (1.33 → 0.70, 1.30 →
+0.42; 2.2 SE — with 2 seeds 1.5 SE, one width-32 seed being OLS-like: the reason for 3 seeds). MLP-probe R² of
+w_OLS at y_n of the 4-layer models 0.37 vs 0.00 at the input and untrained (14.9 / 13.4 SE; a linear probe 0.12).
 
-results.json "metrics": {"setting", "grid": {"L<depth>": {"<σ²>": {"spd", "closest", "implicit_r2", "cos",
-"curves", "probes"}}}, "probes", "wall_time_s", "phase_wall_time_s"}.
+paper — Akyürek et al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch
+64, AdamW lr 1e-4 β₂ = 0.98, cosine schedule with 20 % warm-up, 5 001 × 100 steps) for depths 1, 2, 4, 8, 12, 16
+at width 512, plus 1 and 2 layers at width 64 for the width axis (iclab's choice: which (depth, width) pairs their
+phase diagram trained is not in their public code) × σ² ∈ {0, 0.1, 1}. Their transformer is pre-LN without a
+final LayerNorm, with learned positions, over interleaved x tokens [0, x] and y tokens [y, 0, …] (sampler_lib.py);
+iclab's GPT is Garg's pre-LN GPT-2 over interleaved x, y tokens, with a final LayerNorm.
+
+results.json "metrics": {"setting", "models": [{"key": "L<layers>-W<width>", "layers", "width", "lr"}], "noise_vars",
+"grid": {"L<layers>-W<width>": {"<σ²>": {"spd", "closest", "implicit_r2", "cos", "curves", "probes", "control",
+"final_eval_half_mse"}}}, "wall_time_s", "phase_wall_time_s"}.
 """
 
 from __future__ import annotations
@@ -115,46 +117,80 @@ from iclab.tasks import make_task
 from iclab.tasks.linear import LinearConfig
 from iclab.validation import check_int
 
-__all__ = ["SCALES", "Akyurek", "Options", "Scale"]
+__all__ = ["SCALES", "Akyurek", "ModelSize", "Options", "Scale"]
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """One model of the phase diagram: its depth, width and peak Adam learning rate (tuned per size for the loss)."""
+
+    layers: int
+    width: int
+    lr: float
+
+    @property
+    def key(self) -> str:
+        """Its name in results.json's grid and in run names: ``L<layers>-W<width>``."""
+        return f"L{self.layers}-W{self.width}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.layers} layer{'s' * (self.layers > 1)}, width {self.width}"
 
 
 @dataclass(frozen=True)
 class Scale:
-    """A reproduction scale: task (d, n), the depth × noise grid, the GPT's width / heads / MLP ratio, the Adam
-    budget (`lrs`: the peak learning rate of each depth, aligned with `depths`), and the analysis budget (held-out
-    prompts for SPD / curves, prompts for the probes)."""
+    """A reproduction scale: task (d, n), the models (depth × width, each with its peak lr) × noise grid, the GPT's
+    heads / MLP ratio, the Adam budget, and the analysis budget (held-out prompts for SPD / curves, prompts for the
+    probes)."""
 
     d: int
     n_points: int
-    depths: tuple[int, ...]
+    models: tuple[ModelSize, ...]
     noise_vars: tuple[float, ...]
-    width: int
     heads: int
     mlp_ratio: int
     steps: int
     batch_size: int
-    lrs: tuple[float, ...]
     warmup_steps: int
     n_eval: int
     n_probe: int
 
     def __post_init__(self) -> None:
-        if len(self.lrs) != len(self.depths):
-            raise ValueError(f"lrs: one learning rate per depth {self.depths}, got {self.lrs}")
+        if len({m.key for m in self.models}) != len(self.models):
+            raise ValueError(f"models: each (layers, width) once, got {[m.key for m in self.models]}")
+
+
+def _models(*sizes: tuple[int, int, float]) -> tuple[ModelSize, ...]:
+    return tuple(ModelSize(*s) for s in sizes)
 
 
 SCALES = {
     # tests only: seconds on a CPU; nothing is learned, the pipeline is exercised
-    "tiny": Scale(3, 6, (1, 2), (0.0, 0.5), 16, 2, 2, 20, 32, (1e-3, 1e-3), 2, 48, 100),
-    # d = 3, 8 points, depths 2 and 4, σ² ∈ {0, 0.5}: the ~4-minute CPU budget (see the module docstring's
-    # measurements). With interleaved x, y tokens a 1-layer GPT cannot form the products x_i·y_i that one GD step needs,
-    # so the shallowest depth is 2 (the analogue of Akyürek's 1-layer model over concatenated (x, y) tokens). Peak lr
-    # per depth: at 5e-3 one of the four 2-layer members stays on the plateau through 3 000 steps, at 2.5e-3 the
-    # 4-layer models learn far slower (held-out ½·MSE 0.24 vs 0.04 at σ² = 0 after 2 000 steps).
-    "smoke": Scale(3, 8, (2, 4), (0.0, 0.5), 32, 2, 2, 2000, 128, (2.5e-3, 5e-3), 60, 1000, 2000),
+    "tiny": Scale(3, 6, _models((1, 8, 1e-3), (1, 16, 1e-3), (2, 16, 1e-3)), (0.0, 0.5), 2, 2, 20, 32, 2, 48, 100),
+    # d = 3, 8 points, σ² ∈ {0, 0.5}; models: 2 layers of width 16 (the smallest), 2 and 4 layers of width 32 — the
+    # ~4-minute CPU budget (the module docstring has the measurements). With interleaved x, y tokens a 1-layer GPT
+    # cannot form the products x_i·y_i that one GD step needs, so the shallowest depth is 2. The two 2-layer models
+    # share their training (peak lr 2.5e-3), so width is all that separates them; the 4-layer model trains at 5e-3
+    # (at 5e-3 one of the four 2-layer width-32 members stays on the plateau through 3 000 steps; at 2.5e-3 the
+    # 4-layer models learn far slower).
+    "smoke": Scale(
+        3, 8, _models((2, 16, 2.5e-3), (2, 32, 2.5e-3), (4, 32, 5e-3)), (0.0, 0.5), 2, 2, 2000, 128, 60, 1000, 2000
+    ),
     # Akyürek et al.'s code defaults (google-research/incontext: model_trainer.py, transformer_lib_flax.py, main.py)
+    # for the depths of their Fig. 4 at width 512, and narrower models of 1 and 2 layers for the width axis
     "paper": Scale(
-        20, 40, (1, 2, 4, 8, 12, 16), (0.0, 0.1, 1.0), 512, 8, 4, 500_100, 64, (1e-4,) * 6, 100_000, 4000, 8000
+        20,
+        40,
+        _models(*[(depth, 512, 1e-4) for depth in (1, 2, 4, 8, 12, 16)], (1, 64, 1e-4), (2, 64, 1e-4)),
+        (0.0, 0.1, 1.0),
+        8,
+        4,
+        500_100,
+        64,
+        100_000,
+        4000,
+        8000,
     ),
 }
 
@@ -163,8 +199,9 @@ SCALES = {
 class Options:
     """Options of `iclab reproduce akyurek`."""
 
-    seeds: int = 2
-    """seeds per (depth, noise) cell; seeds of one depth train in one ensemble with its noise levels"""
+    seeds: int = 3
+    """seeds per (model, noise) cell; seeds of one model size train in one ensemble with its noise levels (3: the
+    claims' standard errors come from the seed spread, which 2 seeds estimate with one degree of freedom)"""
 
     def __post_init__(self) -> None:
         check_int("seeds", self.seeds, 1)
@@ -173,16 +210,16 @@ class Options:
 _Options = Options  # the class attribute Akyurek.Options shadows the name inside the class body
 
 
-def _name(depth: int, noise: float, seed: int) -> str:
-    return f"gpt-L{depth}-noise{noise:g}-seed{seed}"
+def _name(size: ModelSize, noise: float, seed: int) -> str:
+    return f"gpt-{size.key}-noise{noise:g}-seed{seed}"
 
 
 class Akyurek(Reproduction):
-    """Akyürek et al.: GPTs of several depths at several noise levels against GD, ridge and OLS (SPD, implicit
-    linear model, error curves) and linear probes of w / Xᵀy per layer with an untrained control."""
+    """Akyürek et al.: GPTs of several depths and widths at several noise levels against GD, ridge and OLS (SPD,
+    implicit linear model, error curves) and probes of w_OLS / Xᵀy per layer with an untrained control."""
 
     name = "akyurek"
-    summary = "trained transformers move between GD, ridge and OLS with depth and noise (Akyürek et al.)"
+    summary = "trained transformers move between GD, ridge and OLS with size and noise (Akyürek et al.)"
     scales = SCALES
     Options = Options
 
@@ -191,7 +228,7 @@ class Akyurek(Reproduction):
 
     def configs(self, scale: Scale, options: _Options) -> list[ExperimentConfig]:
         out = []
-        for depth, lr in zip(scale.depths, scale.lrs):
+        for size in scale.models:
             for noise in scale.noise_vars:
                 for seed in range(options.seeds):
                     out.append(
@@ -200,9 +237,9 @@ class Akyurek(Reproduction):
                                 d=scale.d, n_points=scale.n_points, x_dist="gaussian", x_scale=1.0, noise_var=noise
                             ),
                             model=GPTConfig(
-                                layers=depth,
+                                layers=size.layers,
                                 heads=scale.heads,
-                                width=scale.width,
+                                width=size.width,
                                 mlp_ratio=scale.mlp_ratio,
                                 # the implicit fit asks n context points and 2d + 1 probe queries in one pass
                                 max_points=scale.n_points + 2 * scale.d + 2,
@@ -210,7 +247,7 @@ class Akyurek(Reproduction):
                             train=TrainConfig(
                                 steps=scale.steps,
                                 batch_size=scale.batch_size,
-                                lr=lr,
+                                lr=size.lr,
                                 schedule="warmup_cosine",
                                 warmup_steps=scale.warmup_steps,
                                 eval_every=max(1, scale.steps // 6),
@@ -218,7 +255,7 @@ class Akyurek(Reproduction):
                                 seed=seed,
                             ),
                             eval=EvalConfig(n_prompts=max(scale.n_eval, scale.n_probe)),
-                            name=_name(depth, noise, seed),
+                            name=_name(size, noise, seed),
                         )
                     )
         return out
@@ -227,14 +264,14 @@ class Akyurek(Reproduction):
         sc: Scale = ctx.scale
         seeds = ctx.options.seeds
         grid: dict[str, dict[str, Any]] = {}
-        for depth in sc.depths:
-            grid[f"L{depth}"] = {}
+        for size in sc.models:
+            grid[size.key] = {}
             for noise in sc.noise_vars:
-                members = [ctx.trained[_name(depth, noise, s)] for s in range(seeds)]
-                grid[f"L{depth}"][f"{noise:g}"] = _cell(members, sc)
+                members = [ctx.trained[_name(size, noise, s)] for s in range(seeds)]
+                grid[size.key][f"{noise:g}"] = _cell(members, sc)
         metrics = {
             "setting": {"d": sc.d, "n_points": sc.n_points, "w_var": 1.0, "seeds": seeds, "references": REFERENCES},
-            "depths": list(sc.depths),
+            "models": [{"key": m.key, "layers": m.layers, "width": m.width, "lr": m.lr} for m in sc.models],
             "noise_vars": list(sc.noise_vars),
             "grid": grid,
         }
@@ -256,7 +293,7 @@ def _references(task: Any) -> dict[str, Any]:
 
 
 def _cell(members: list[Any], sc: Scale) -> dict[str, Any]:
-    """Every measurement of one (depth, σ²) cell, per seed (lists over seeds)."""
+    """Every measurement of one (model, σ²) cell, per seed (lists over seeds)."""
     cfg = members[0].config
     task = make_task(cfg.task)
     refs = _references(task)
@@ -340,10 +377,10 @@ def _spd_per_k(model: Any, refs: dict[str, Any], prompts: Any, gen: torch.Genera
 
 def _sections(m: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
-    for depth in m["depths"]:
+    for size in m["models"]:
         for noise in m["noise_vars"]:
-            c = m["grid"][f"L{depth}"][f"{noise:g}"]
-            row: dict[str, Any] = {"layers": depth, "σ²": noise}
+            c = m["grid"][size["key"]][f"{noise:g}"]
+            row: dict[str, Any] = {"layers": size["layers"], "width": size["width"], "σ²": noise}
             for r in REFERENCES:
                 row[f"SPD {r}"] = float(np.mean(c["spd"][r]))
             row[f"SPD {ONE_STEP_SIZE_GD}"] = float(np.mean(c["spd"][ONE_STEP_SIZE_GD]))
@@ -354,15 +391,16 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, str]]:
             row["held-out ½MSE"] = float(np.mean(c["final_eval_half_mse"]))
             rows.append(row)
     probe_rows = []
-    for depth in m["depths"]:
-        cells = list(m["grid"][f"L{depth}"].values())
+    for size in m["models"]:
+        cells = list(m["grid"][size["key"]].values())
         for kind in ("mlp", "linear"):
             for target in PROBE_TARGETS:
                 trained = np.mean([p[kind][target] for c in cells for p in c["probes"]], axis=0)
                 control = np.mean([p[kind][target] for c in cells for p in c["control"]], axis=0)
                 probe_rows.append(
                     {
-                        "layers": depth,
+                        "layers": size["layers"],
+                        "width": size["width"],
                         "probe": kind,
                         "target": PROBE_LABELS[target],
                         "R² input → last (trained)": " ".join(f"{v:.2f}" for v in trained),

@@ -41,9 +41,19 @@ LEARNED = 0.8
 MIN_R2_GAIN = 0.05
 
 
-def learned_ratio(m: dict[str, Any], depth: int, noise: float) -> float:
-    """Held-out ½·MSE of the (depth, σ²) models (mean over seeds) / ½·MSE of predicting 0, ½(dτ² + σ²)."""
-    c, s = m["grid"][f"L{depth}"][f"{noise:g}"], m["setting"]
+def smallest(m: dict[str, Any]) -> dict[str, Any]:
+    """The smallest model of metrics `m`: fewest layers, then narrowest."""
+    return min(m["models"], key=lambda s: (s["layers"], s["width"]))
+
+
+def largest(m: dict[str, Any]) -> dict[str, Any]:
+    """The largest model of metrics `m`: most layers, then widest."""
+    return max(m["models"], key=lambda s: (s["layers"], s["width"]))
+
+
+def learned_ratio(m: dict[str, Any], key: str, noise: float) -> float:
+    """Held-out ½·MSE of the (model `key`, σ²) models (mean over seeds) / ½·MSE of predicting 0, ½(dτ² + σ²)."""
+    c, s = m["grid"][key][f"{noise:g}"], m["setting"]
     return float(np.mean(c["final_eval_half_mse"]) / (0.5 * (s["d"] * s["w_var"] + noise)))
 
 
@@ -74,12 +84,12 @@ def _smoke_note(holds: bool, scale: str, z: float = np.nan, learned: bool = True
     return f" — does not hold at {scale} scale: {why}"
 
 
-def _closest_claim(m: dict[str, Any], depth: int, noises: list[float], target: str, cid: str, text: str, scale: str):
-    """`target` is the closest reference for `depth` at every σ² in `noises`: the worst margin (SPD to the runner-up
-    − SPD to target, over its SE) across noise levels."""
+def _closest_claim(m: dict[str, Any], key: str, noises: list[float], target: str, cid: str, text: str, scale: str):
+    """`target` is the closest reference for model `key` at every σ² in `noises`: the worst margin (SPD to the
+    runner-up − SPD to target, over its SE) across noise levels."""
     worst, parts = np.inf, []
     for noise in noises:
-        c = m["grid"][f"L{depth}"][f"{noise:g}"]
+        c = m["grid"][key][f"{noise:g}"]
         others = [r for r in REFERENCES if r != target and not (noise == 0 and {r, target} == {"ridge", "OLS"})]
         runner = min(others, key=lambda r: np.mean(c["spd"][r]))
         diff, se = _diff_band(
@@ -92,7 +102,7 @@ def _closest_claim(m: dict[str, Any], depth: int, noises: list[float], target: s
             f"margin per seed {margins}"
         )
         worst = min(worst, z)
-    ratio = max(learned_ratio(m, depth, v) for v in noises)
+    ratio = max(learned_ratio(m, key, v) for v in noises)
     holds = bool(worst > Z) and ratio < LEARNED
     return Claim(
         cid,
@@ -109,17 +119,21 @@ def _closest_claim(m: dict[str, Any], depth: int, noises: list[float], target: s
 
 
 def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
-    depths, noises = m["depths"], m["noise_vars"]
-    shallow, deep = min(depths), max(depths)
+    """The claims of metrics `m` (module docstring of iclab.experiments.akyurek): the smallest model closest to GD,
+    the largest closest to ridge with noise, SPD to ridge falling with depth (at the widest width) and with width (at
+    the fewest layers), and the probes of the largest model."""
+    noises = m["noise_vars"]
+    small, large = smallest(m), largest(m)
     claims = [
         _closest_claim(
             m,
-            shallow,
+            small["key"],
             noises,
             "GD",
-            "shallow_closest_to_gd",
-            f"the {shallow}-layer model is closer to one GD step (its step tuned per context length k) than to "
-            "ridge and OLS at every noise level; measured: the smallest margin over the runner-up in standard errors",
+            "smallest_closest_to_gd",
+            f"the smallest model ({_label(small)}) is closer to one GD step (its step tuned per context length k) than "
+            "to ridge and OLS at every noise level (Akyürek et al.: small models behave like GD); measured: the "
+            "smallest margin over the runner-up in standard errors",
             scale,
         ),
     ]
@@ -128,46 +142,60 @@ def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
         claims.append(
             _closest_claim(
                 m,
-                deep,
+                large["key"],
                 noisy,
                 "ridge",
                 "deep_noisy_closest_to_ridge",
-                f"with label noise (σ² > 0) the {deep}-layer model is closest to ridge with λ = σ²/τ² (Akyürek §4: "
-                "noisy targets move deep models to the Bayes predictor); measured: smallest margin in SE",
+                f"with label noise (σ² > 0) the largest model ({_label(large)}) is closest to ridge with λ = σ²/τ² "
+                "(Akyürek §4: noisy targets move deep models to the Bayes predictor); measured: smallest margin in SE",
                 scale,
             )
         )
+    widest = [s for s in m["models"] if s["width"] == large["width"]]
+    shallow, deep = min(widest, key=lambda s: s["layers"]), max(widest, key=lambda s: s["layers"])
+    if shallow != deep:
+        claims.append(_falls_claim(m, shallow, deep, "depth_approaches_ridge", scale))
+    fewest = [s for s in m["models"] if s["layers"] == small["layers"]]
+    narrow, wide = min(fewest, key=lambda s: s["width"]), max(fewest, key=lambda s: s["width"])
+    if narrow != wide:
+        claims.append(_falls_claim(m, narrow, wide, "width_approaches_ridge", scale))
+    claims += _probe_claims(m, large, scale)
+    return claims
+
+
+def _label(size: dict[str, Any]) -> str:
+    return f"{size['layers']} layer{'s' * (size['layers'] > 1)}, width {size['width']}"
+
+
+def _falls_claim(m: dict[str, Any], a_size: dict[str, Any], b_size: dict[str, Any], cid: str, scale: str) -> Claim:
+    """SPD to ridge falls from model `a_size` to the larger `b_size` at every noise level: the smallest drop in SE."""
     worst, parts = np.inf, []
-    for noise in noises:
-        a, b = m["grid"][f"L{shallow}"][f"{noise:g}"], m["grid"][f"L{deep}"][f"{noise:g}"]
+    for noise in m["noise_vars"]:
+        a, b = m["grid"][a_size["key"]][f"{noise:g}"], m["grid"][b_size["key"]][f"{noise:g}"]
         diff, se = _diff_band(
             a["spd"]["ridge"], b["spd"]["ridge"], a["spd_prompt_se"]["ridge"], b["spd_prompt_se"]["ridge"]
         )
         worst = min(worst, diff / se if se > 0 else np.inf)
         parts.append(f"σ²={noise:g}: {np.mean(a['spd']['ridge']):.3g} → {np.mean(b['spd']['ridge']):.3g}")
     holds = bool(worst > Z)
-    claims.append(
-        Claim(
-            "depth_approaches_ridge",
-            f"SPD to ridge (= OLS at σ² = 0) falls from {shallow} to {deep} layers at every noise level ("
-            + "; ".join(parts)
-            + "); measured: smallest drop in SE"
-            + _smoke_note(holds, scale, worst),
-            f"> {Z:g}",
-            worst,
-            f"drop / SE > {Z:g}",
-            holds,
-        )
+    return Claim(
+        cid,
+        f"SPD to ridge (= OLS at σ² = 0) falls from {_label(a_size)} to {_label(b_size)} at every noise level ("
+        + "; ".join(parts)
+        + "); measured: smallest drop in SE"
+        + _smoke_note(holds, scale, worst),
+        f"> {Z:g}",
+        worst,
+        f"drop / SE > {Z:g}",
+        holds,
     )
-    claims += _probe_claims(m, deep, scale)
-    return claims
 
 
-def _probe_claims(m: dict[str, Any], deep: int, scale: str) -> list[Claim]:
-    """MLP-probe R² of the deepest model at the last context token y_n (every noise level and seed is one sample):
+def _probe_claims(m: dict[str, Any], large: dict[str, Any], scale: str) -> list[Claim]:
+    """MLP-probe R² of the largest model at the last context token y_n (every noise level and seed is one sample):
     last layer vs input tokens, and vs the untrained control's last layer; the better-decoded target of w_OLS and
     Xᵀy is the one claimed. The linear probe's R² is quoted beside it."""
-    cells = list(m["grid"][f"L{deep}"].values())
+    cells = list(m["grid"][large["key"]].values())
     out = []
     best = None
     for target in PROBE_TARGETS:
@@ -190,7 +218,8 @@ def _probe_claims(m: dict[str, Any], deep: int, scale: str) -> list[Claim]:
         out.append(
             Claim(
                 cid,
-                f"an MLP probe (one hidden layer) decodes {PROBE_LABELS[target]} from the {deep}-layer model's last "
+                f"an MLP probe (one hidden layer) decodes {PROBE_LABELS[target]} from the largest model's "
+                f"({_label(large)}) last "
                 f"layer at the last context token y_n better than from {what}: held-out R² {np.mean(last):.3f} vs "
                 f"{np.mean(other):.3f} (mean over noise levels and seeds; a linear probe reads {linear:.3f} — Akyürek "
                 "et al.: late layers encode w and Xᵀy non-linearly); measured: the difference in SE"
@@ -217,35 +246,35 @@ def figures(m: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def _heatmap(m: dict[str, Any], path: Path) -> Path:
-    """Depth × noise: colour = the closest reference, text = the SPD to GD / ridge / OLS."""
-    depths, noises, refs = m["depths"], m["noise_vars"], list(REFERENCES)
-    idx = np.array([[refs.index(m["grid"][f"L{d}"][f"{v:g}"]["closest"]) for v in noises] for d in depths])
-    fig = plotting.new_figure(1.8 * len(noises) + 2.5, 1.0 * len(depths) + 1.5)
+    """Model (depth, width) × noise: colour = the closest reference, text = the SPD to GD / ridge / OLS."""
+    sizes, noises, refs = m["models"], m["noise_vars"], list(REFERENCES)
+    idx = np.array([[refs.index(m["grid"][s["key"]][f"{v:g}"]["closest"]) for v in noises] for s in sizes])
+    fig = plotting.new_figure(1.8 * len(noises) + 2.5, 1.0 * len(sizes) + 1.5)
     ax = fig.add_subplot()
     from matplotlib.colors import ListedColormap
 
     ax.imshow(idx, cmap=ListedColormap(["#9ecae1", "#fdae6b", "#a1d99b"]), vmin=-0.5, vmax=2.5, aspect="auto")
-    for i, d in enumerate(depths):
+    for i, size in enumerate(sizes):
         for j, v in enumerate(noises):
-            c = m["grid"][f"L{d}"][f"{v:g}"]
+            c = m["grid"][size["key"]][f"{v:g}"]
             lines = [f"closest: {c['closest']}"] + [f"{r} {np.mean(c['spd'][r]):.2g}" for r in refs]
             ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(noises)), [f"{v:g}" for v in noises])
-    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
-    plotting.style_axes(ax, xlabel="label noise σ²", ylabel="layers")
+    ax.set_yticks(range(len(sizes)), [f"{s['layers']} layers\nwidth {s['width']}" for s in sizes])
+    plotting.style_axes(ax, xlabel="label noise σ²", ylabel="model")
     ax.set_title("Closest algorithm (squared prediction difference)", fontsize=10)
     return plotting.save_figure(fig, path)
 
 
 def _spd_curves(m: dict[str, Any], path: Path) -> Path:
-    """Grid of panels (rows: layers, columns: σ²): SPD of the model (mean over seeds) to each reference vs the
+    """Grid of panels (rows: models, columns: σ²): SPD of the model (mean over seeds) to each reference vs the
     context length k, and to one-step GD with one η for every k (dotted), whose overshoot at small k shows here."""
-    depths, noises = m["depths"], m["noise_vars"]
-    fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(depths))
-    axes = np.asarray(fig.subplots(len(depths), len(noises), squeeze=False, sharey=True))
-    for i, d in enumerate(depths):
+    sizes, noises = m["models"], m["noise_vars"]
+    fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(sizes))
+    axes = np.asarray(fig.subplots(len(sizes), len(noises), squeeze=False, sharey=True))
+    for i, size in enumerate(sizes):
         for j, v in enumerate(noises):
-            ax, per_k = axes[i, j], m["grid"][f"L{d}"][f"{v:g}"]["spd_per_k"]
+            ax, per_k = axes[i, j], m["grid"][size["key"]][f"{v:g}"]["spd_per_k"]
             for n, name in enumerate([*REFERENCES, ONE_STEP_SIZE_GD]):
                 if v == 0 and name == "OLS":  # at σ² = 0 ridge is min-norm least squares: one line
                     continue
@@ -253,10 +282,10 @@ def _spd_curves(m: dict[str, Any], path: Path) -> Path:
                 ax.plot(np.arange(1, len(ys) + 1), ys, color=f"C{n + 1}", label=name, ls=":" if n == 3 else "-")
             ax.set_yscale("log")
             ax.set_ylim(1e-2, 20.0)
-            ax.set_title(f"{d} layer{'s' * (d > 1)}, σ² = {v:g}", fontsize=9)
+            ax.set_title(f"{_label(size)}, σ² = {v:g}", fontsize=9)
             plotting.style_axes(
                 ax,
-                xlabel="in-context examples k" if i == len(depths) - 1 else "",
+                xlabel="in-context examples k" if i == len(sizes) - 1 else "",
                 ylabel="SPD model ↔ reference" if j == 0 else "",
             )
     axes[0, -1].legend(frameon=False, fontsize="x-small")
@@ -264,13 +293,13 @@ def _spd_curves(m: dict[str, Any], path: Path) -> Path:
 
 
 def _curves(m: dict[str, Any], path: Path) -> Path:
-    """Grid of panels (rows: layers, columns: σ²): nmse vs k for the model (mean over seeds) and references."""
-    depths, noises = m["depths"], m["noise_vars"]
-    fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(depths))
-    axes = np.asarray(fig.subplots(len(depths), len(noises), squeeze=False, sharey=True))
-    for i, d in enumerate(depths):
+    """Grid of panels (rows: models, columns: σ²): nmse vs k for the model (mean over seeds) and references."""
+    sizes, noises = m["models"], m["noise_vars"]
+    fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(sizes))
+    axes = np.asarray(fig.subplots(len(sizes), len(noises), squeeze=False, sharey=True))
+    for i, size in enumerate(sizes):
         for j, v in enumerate(noises):
-            ax, curves = axes[i, j], m["grid"][f"L{d}"][f"{v:g}"]["curves"]
+            ax, curves = axes[i, j], m["grid"][size["key"]][f"{v:g}"]["curves"]
             for n, (name, ys) in enumerate(curves.items()):
                 label = "GPT (trained)" if name == "model" else name
                 ax.plot(
@@ -283,19 +312,19 @@ def _curves(m: dict[str, Any], path: Path) -> Path:
                 )
             ax.set_yscale("log")
             ax.set_ylim(1e-3, 5.0)
-            ax.set_title(f"{d} layer{'s' * (d > 1)}, σ² = {v:g}", fontsize=9)
+            ax.set_title(f"{_label(size)}, σ² = {v:g}", fontsize=9)
             plotting.style_axes(
-                ax, xlabel="in-context examples k" if i == len(depths) - 1 else "", ylabel="nmse" if j == 0 else ""
+                ax, xlabel="in-context examples k" if i == len(sizes) - 1 else "", ylabel="nmse" if j == 0 else ""
             )
     axes[0, 0].legend(frameon=False, fontsize="x-small")
     return plotting.save_figure(fig, path)
 
 
 def _probes(m: dict[str, Any], path: Path) -> Path:
-    """Held-out probe R² per hook of the deepest model at y_n (mean over noise and seeds; band ± 1 SE): MLP and
+    """Held-out probe R² per hook of the largest model at y_n (mean over noise and seeds; band ± 1 SE): MLP and
     linear probes, trained vs untrained control."""
-    deep = max(m["depths"])
-    cells = list(m["grid"][f"L{deep}"].values())
+    large = largest(m)
+    cells = list(m["grid"][large["key"]].values())
     curves, bands = {}, {}
     for kind in ("mlp", "linear"):
         for target in PROBE_TARGETS:
@@ -306,14 +335,14 @@ def _probes(m: dict[str, Any], path: Path) -> Path:
                 name = f"{kind} {PROBE_LABELS[target]}, {what}"
                 curves[name] = mean
                 bands[name] = (mean - se, mean + se)
-    x = np.arange(deep + 1)  # 0: input tokens, l: after block l
+    x = np.arange(large["layers"] + 1)  # 0: input tokens, l: after block l
     return plotting.plot_curves(
         x,
         curves,
         path,
         xlabel="layer (0: input tokens, l: after block l)",
         ylabel="held-out probe R² (last context token y_n)",
-        title=f"Probes (MLP, linear), {deep}-layer GPT",
+        title=f"Probes (MLP, linear), GPT of {_label(large)}",
         logy=False,
         bands=bands,
         ylim=(-0.1, 1.05),
