@@ -17,6 +17,7 @@ from iclab.analysis.alignment import (
     gd_predictions,
     layer_activations,
     newton_predictions,
+    peaks_text,
     plot_alignment,
     refined_peak,
     similarity_matrix,
@@ -204,3 +205,8 @@ def test_trained_lsa_layers_align_with_increasing_iterations():
     assert np.all(np.diff(result.readout_nmse) < 0)
     assert np.all(np.diff(result.best_newton) >= 0) and np.all(np.diff(result.best_gd) >= 0)
     assert result.best_gd[-1] > result.best_gd[0]
+
+
+def test_peaks_text_has_at_most_three_significant_figures():
+    assert peaks_text([0, 1.0, 2.4321, 11.52, 40.62, 1234.5, 16384]) == "0 1 2.43 11.5 40.6 1230 16400"
+    assert peaks_text([0.5, 7.0], ", ") == "0.5, 7"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from iclab.analysis.alignment import align_activations
+from iclab.analysis.alignment import align_activations, peaks_text
 from iclab.cli import main
-from iclab.experiments.fu import SCALES, Fu, _fit_layers, _fits, fu_claims, line_fit, peaks_text
+from iclab.experiments.fu import SCALES, Fu, _fit_layers, _fits, fu_claims, line_fit
 
 MODELS = ("gpt-iso", "lsa-iso", "gpt-kappa10", "lsa-kappa10")
 SUMMARY = {"newton_slope", "newton_slope_se", "newton_r2", "gd_log2_slope", "gd_log2_slope_se", "gd_r2", "readable"}
@@ -108,11 +108,6 @@ def test_fits_of_sub_grid_peaks_undo_the_argmax_tie():
     assert by_argmax["gd_r2"] < by_argmax["gd_r2_linear"]  # the tie decides the log-vs-linear contrast
     assert by_peak["gd_r2"] > 0.99 > by_peak["gd_r2_linear"]
     assert by_peak["gd_log2_slope"] == pytest.approx(np.polyfit(layers, np.log2(peaks[1:]), 1)[0])
-
-
-def test_peaks_text_has_at_most_three_significant_figures():
-    assert peaks_text([0, 1.0, 2.4321, 11.52, 40.62, 1234.5, 16384]) == "0 1 2.43 11.5 40.6 1230 16400"
-    assert peaks_text([0.5, 7.0], ", ") == "0.5, 7"
 
 
 def test_fit_layers_readable_and_up_to_convergence():

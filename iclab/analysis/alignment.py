@@ -56,6 +56,7 @@ __all__ = [
     "gd_predictions",
     "layer_activations",
     "newton_predictions",
+    "peaks_text",
     "plot_alignment",
     "refined_peak",
     "similarity_matrix",
@@ -151,6 +152,12 @@ def refined_peak(sims: np.ndarray, grid: Sequence[float], log: bool = False) -> 
         vertex = u[i] + 0.5 * h * (s_l - s_r) / curvature
         out[k] = 2.0**vertex if log else vertex
     return out
+
+
+def peaks_text(values, sep: str = " ") -> str:
+    """Per-layer best matches as text, at most 3 significant figures each: [2.43, 11.52, 40.62, 1.0, 1234.0] →
+    "2.43 11.5 40.6 1 1230"."""
+    return sep.join(f"{float(f'{v:.3g}'):g}" for v in values)
 
 
 # ---------------------------------------------------------------------------------------------------- references

@@ -174,9 +174,12 @@ def _headline(name: str, summary: dict[str, Any]) -> str:
             f"{summary['uniform']['induction'][0][0]:.3f}; {summary['split']} split, figure {summary['figure']})"
         )
     if name == "alignment":
+        from iclab.analysis.alignment import peaks_text
+
         return (
-            f"alignment: per layer, best GD steps {summary['best_gd']}, best Newton iterations "
-            f"{summary['best_newton']}, readout nmse {[round(v, 3) for v in summary['readout_nmse']]}"
+            f"alignment: per layer, best GD steps {peaks_text(summary['refined_gd'])} (grid argmax "
+            f"{summary['best_gd']}), best Newton iterations {peaks_text(summary['refined_newton'])} (grid argmax "
+            f"{summary['best_newton']}), readout nmse {[round(v, 3) for v in summary['readout_nmse']]}"
         )
     return f"{name}: done"
 

@@ -93,6 +93,7 @@ from iclab.analysis.alignment import (
     gd_predictions,
     layer_activations,
     newton_predictions,
+    peaks_text,
     plot_alignment,
     similarity_matrix,
 )
@@ -106,7 +107,7 @@ from iclab.report import Claim, format_table
 from iclab.tasks.linear import LinearConfig
 from iclab.validation import check_int
 
-__all__ = ["SCALES", "Fu", "Options", "Scale", "line_fit", "peaks_text"]
+__all__ = ["SCALES", "Fu", "Options", "Scale", "line_fit"]
 
 
 @dataclass(frozen=True)
@@ -431,12 +432,6 @@ SMOKE_CAVEAT = (
     " — smoke scale: a 4-layer GPT whose first layer is unreadable, so three layers are fitted and one layer decides "
     "a three-point contrast"
 )
-
-
-def peaks_text(values, sep: str = " ") -> str:
-    """Per-layer best matches as text, at most 3 significant figures each: [2.43, 11.52, 40.62, 1.0, 1234.0] →
-    "2.43 11.5 40.6 1 1230"."""
-    return sep.join(f"{float(f'{v:.3g}'):g}" for v in values)
 
 
 def fu_claims(name: str, m: dict[str, Any], scale_name: str = "paper") -> list[Claim]:

@@ -27,7 +27,7 @@ import torch
 from iclab import plotting, theory
 from iclab.algorithms.least_squares import OLS
 from iclab.algorithms.local import KNN, Averaging
-from iclab.analysis.alignment import align, plot_alignment
+from iclab.analysis.alignment import align, peaks_text, plot_alignment
 from iclab.config import EvalConfig, ExperimentConfig, TrainConfig
 from iclab.evaluation import Curve, error_curves
 from iclab.experiments.driver import Analysis, Context, NoOptions, Reproduction
@@ -176,9 +176,11 @@ class Garg(Reproduction):
             {
                 "layer": name,
                 "readout nmse": float(alignment.readout_nmse[i]),
-                "best GD steps": int(alignment.best_gd[i]),
+                "GD steps: peak (argmax)": f"{peaks_text([alignment.refined_gd[i]])} ({int(alignment.best_gd[i])})",
                 "GD similarity": float(alignment.gd.max(1)[i]),
-                "best Newton iters": int(alignment.best_newton[i]),
+                "Newton iters: peak (argmax)": (
+                    f"{peaks_text([alignment.refined_newton[i]])} ({int(alignment.best_newton[i])})"
+                ),
                 "Newton similarity": float(alignment.newton.max(1)[i]),
             }
             for i, name in enumerate(alignment.layers)
@@ -284,26 +286,28 @@ def _alignment_claims(alignment) -> list[Claim]:
     """Fu et al.: later layers compute more iterations — a few more Newton iterations per layer, exponentially more
     GD steps. Claimed, over the layers whose read-out is readable (best similarity ≥ READABLE; an untrained or
     early layer's row is flat noise whose argmax means nothing): the best-matching Newton iteration and GD step
-    count never fall with depth and grow from the first readable layer to the last, and the last layer's read-out
-    predicts better than the first layer's. The Newton grid ends at Scale.newton_iters (10 at smoke scale, where
-    Newton has converged on these problems, so a best match of 10 reads "converged"). Measured at smoke scale,
+    count — each layer's sub-grid peak (iclab.analysis.alignment.refined_peak, as in `iclab reproduce fu`: on a flat
+    top the grid's argmax is a coin toss between neighbours) — never fall with depth and grow from the first
+    readable layer to the last, and the last layer's read-out predicts better than the first layer's. The Newton
+    grid ends at Scale.newton_iters (10 at smoke scale, where Newton has converged on these problems, so a best match
+    of 10 reads "converged"). Measured at smoke scale (grid argmax, before the peaks),
     Newton started as in Fu et al.'s code (seeds 0 / 1): Newton 2, 4, 8, 10 / 2, 4, 9, 10; GD 1, 2, 16, 64 for both;
     layer 0 unreadable (similarity ≤ 0.15). With the start 2/‖SSᵀ‖_F (seeds 0 / 1): Newton 0, 6, 7, 10 / 0, 6, 8, 10."""
     readout = alignment.readout_nmse
     claims = []
     for kind, best, sims in (
-        ("newton_iterations", alignment.best_newton, alignment.newton.max(1)),
-        ("gd_steps", alignment.best_gd, alignment.gd.max(1)),
+        ("newton_iterations", alignment.refined_newton, alignment.newton.max(1)),
+        ("gd_steps", alignment.refined_gd, alignment.gd.max(1)),
     ):
         readable = best[sims >= READABLE]
         grows = bool(len(readable) >= 2 and np.all(np.diff(readable) >= 0) and readable[-1] > readable[0])
         what = "Newton iteration" if kind == "newton_iterations" else "GD step count"
-        listed = ", ".join(f"{int(b)}" if s >= READABLE else f"({int(b)})" for b, s in zip(best, sims))
+        listed = ", ".join(peaks_text([b]) if s >= READABLE else f"({peaks_text([b])})" for b, s in zip(best, sims))
         claims.append(
             Claim(
                 f"later_layers_match_more_{kind}",
                 f"best-matching {what} per layer never falls with depth and grows from the first to the last "
-                f"readable layer (similarity ≥ {READABLE}; unreadable in brackets): {listed}",
+                f"readable layer (sub-grid peaks; similarity ≥ {READABLE}; unreadable in brackets): {listed}",
                 "non-decreasing, last > first",
                 float(best[-1]),
                 "≥ 2 readable layers, monotone",
