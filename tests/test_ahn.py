@@ -7,6 +7,7 @@ the alignment measures) against closed forms and independent references.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from iclab.algorithms.preconditioned import LayerwisePGD, layerwise_pgd_predict,
 from iclab.analysis.compare import layer_preconditioners
 from iclab.cli import main
 from iclab.config import ConfigError
-from iclab.experiments import ahn, reproduce
+from iclab.experiments import ahn, ahn_claims, reproduce
 from iclab.experiments.ahn import precond_alignment, xblock_ratio
 from iclab.experiments.grouping import group_configs
 from iclab.models.lsa import LSA, LSAConfig
@@ -34,6 +35,7 @@ CLAIMS = {"pgd1_closed_form"} | {
         "preconditioner_aligned",
         "one_layer_step_matches_pgd",
         "is_gdpp_own_steps",
+        "seeds_converge",
     )
 }
 FIGURES = ("loss_vs_layers_iso", "loss_vs_layers_sigma", "preconditioners_sigma", "eigenvalues_sigma")
@@ -187,6 +189,9 @@ def test_reproduce_ahn_tiny_through_the_cli(tmp_path, capsys, monkeypatch):
         assert set(t["trained"]) == set(t["references"]) == {"1", "2"}
         assert len(t["trained"]["2"]["members"]) == 2 and len(t["trained"]["2"]["members"][0]["alignment"]) == 2
         assert np.array(t["trained"]["2"]["members"][0]["preconds"]).shape == (2, 5, 5)
+        conv = t["trained"]["2"]["converged"]
+        assert len(conv) == 2 and all(isinstance(c, bool) for c in conv)
+        assert t["trained"]["2"]["n_converged"] == sum(conv) and "converged_stats" in t["trained"]["2"]
     assert len(result["config"]["runs"]) == 8 and result["config"]["seeds"] == 2
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "ahn-iso-1-s0+1", "ahn-iso-2-s0+1", "ahn-sigma-1-s0+1", "ahn-sigma-2-s0+1"
@@ -204,3 +209,146 @@ def test_bad_seeds_fail_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="seeds"):
         reproduce("ahn", scale="smoke", out=tmp_path / "ahn", progress=False, seeds=0)
     assert not (tmp_path / "ahn").exists()
+
+
+# ---- converged seeds (ahn_claims.seed_converged) on synthetic metrics: one (task, L, seed) at a time can stall ----
+
+PGD_REF = {1: 0.568, 2: 0.184, 3: 0.068}  # smoke-scale ½·MSE of optimised L-step PGD
+GDPP_REF = {1: 0.5654, 2: 0.0274, 3: 0.0007}  # L tuned GD++ (Σ⁻¹) steps
+LSA_LOSS = {1: 0.566, 2: 0.0272, 3: 0.00029}  # a converged seed
+STALL_LOSS = {1: 2.07, 2: 0.082, 3: 0.097}  # a seed at a saddle (measured: 1-layer at init std 0.01, smoke 6000 steps)
+ETA1 = 20 / 26  # optimised 1-step PGD's scalar fit onto Σ⁻¹: N/(N + d + 1)
+
+
+def _layer(k, stalled, seeds, key, n_prompts=4000):
+    """references and trained entries of one (task, L): per-prompt losses proportional to a shared χ²₁ draw (paired
+    with PGD's), the seeds in `stalled` at the saddle's loss with a dead or misaligned last layer."""
+    g = torch.Generator().manual_seed(100 * k + len(stalled))
+    shared = torch.randn(n_prompts, generator=g, dtype=torch.float64) ** 2
+    pgd_pp = PGD_REF[k] * shared
+    pers, members = [], []
+    for s in range(seeds):
+        bad = s in stalled
+        noise = 1 + 0.05 * torch.randn(n_prompts, generator=g, dtype=torch.float64)
+        per = (STALL_LOSS[k] if bad else LSA_LOSS[k]) * shared * noise
+        pers.append(per)
+        loss = per.mean().item()
+        align = [{"cos": 0.998, "eta": ETA1 if k == 1 else 0.5, "off_diagonal": 0.01, "rel_distance": 0.05}] * k
+        if bad:  # last layer dead (L = 1: A ≈ 0 at the saddle) or misaligned
+            align = [*align[:-1], {"cos": 0.29, "eta": 0.0, "off_diagonal": 0.9, "rel_distance": 0.95}]
+        members.append(
+            {
+                "half_mse": loss,
+                "half_mse_se": (per.std() / n_prompts**0.5).item(),
+                "gap_to_pgd": (per - pgd_pp).mean().item(),
+                "alignment": align,
+                "xblock_ratio": [0.5] * k,
+                "projection_half_mse": loss * (7.8 if bad else 1.001),
+                "projection_gap": loss * (6.8 if bad else 0.001),
+                "projection_gap_se": loss * 0.01,
+            }
+        )
+    ref = {
+        "half_mse": {ahn.PGD_NAME: PGD_REF[k], "GD": 1.1 * PGD_REF[k], ahn.GDPP_NAME: GDPP_REF[k]},
+        "pgd_alignment": [{"eta": ETA1 if k == 1 else 0.4}] * k,
+        "gdpp_xblock_ratio": [0.5] * k,
+    }
+    return ref, {"members": members, **ahn.summarise_layer(pers, pgd_pp, GDPP_REF[k])}
+
+
+def _metrics(seeds=4, stalled=None, layers=(1, 2, 3)):
+    """iso: every seed converges; sigma: stalled[k] lists the seeds at a saddle at L = k."""
+    stalled = stalled or {}
+    tasks = {}
+    for key in ("iso", "sigma"):
+        built = {k: _layer(k, stalled.get(k, ()) if key == "sigma" else (), seeds, key) for k in layers}
+        tasks[key] = {
+            "references": {str(k): r for k, (r, _) in built.items()},
+            "trained": {str(k): t for k, (_, t) in built.items()},
+            "pgd1_closed_form": {"tuned_rel_distance": 0.014},
+        }
+    return {"setting": {"sigma_diag": list(ahn.SIGMA)}, "tasks": tasks}
+
+
+def _claims(metrics, seeds=4, layers=(1, 2, 3)):
+    return {c.id: c for c in ahn_claims.ahn_claims(metrics, SimpleNamespace(layers=layers), seeds)}
+
+
+FORM_CLAIMS = ("deep_beats_pgd", "loss_drops_with_layers", "preconditioner_aligned", "is_gdpp_own_steps")
+
+
+def test_seed_converged_at_its_boundary():
+    """Converged: ½·MSE ≤ GD++ reference·(1 + SLACK) + 3 of the seed's prompt SEs — inclusive, NaN never."""
+    ref, se = 0.0274, 0.001
+    limit = ahn_claims.convergence_threshold(se, ref)
+    assert limit == pytest.approx(0.0274 * 1.02 + 0.003)
+    assert ahn_claims.seed_converged(limit, se, ref)
+    assert not ahn_claims.seed_converged(float(np.nextafter(limit, 1.0)), se, ref)
+    assert not ahn_claims.seed_converged(0.0274 * 1.02 + 0.0031, se, ref)  # the seed's own SE sets the margin
+    assert ahn_claims.seed_converged(0.0274 * 1.02 + 0.0031, 0.0011, ref)
+    assert not ahn_claims.seed_converged(float("nan"), se, ref)
+    # the smoke measurements (module docstring): seeds 0, 1 converge at every L, the stalled ones do not
+    assert ahn_claims.seed_converged(0.566, 0.0118, 0.5654)
+    assert ahn_claims.seed_converged(0.0271, 0.00097, 0.0274)
+    assert ahn_claims.seed_converged(0.00029, 0.00002, 0.0007)  # better than the (sub-optimal) 3-step GD++ tuner
+    assert not ahn_claims.seed_converged(0.082, 0.003, 0.0274)
+    assert not ahn_claims.seed_converged(0.097, 0.003, 0.0007)
+
+
+def test_form_claims_read_the_converged_seeds():
+    """One stalled seed at sigma L = 2 and one at L = 3 (as measured with 4 seeds): they are marked, the claims on the
+    solution hold on the other seeds and say how many converged; the convergence claim reports 3/4."""
+    m = _metrics(stalled={2: (3,), 3: (2,)})
+    sigma = m["tasks"]["sigma"]["trained"]
+    assert sigma["1"]["converged"] == [True] * 4 and sigma["2"]["converged"] == [True, True, True, False]
+    assert sigma["3"]["converged"] == [True, True, False, True] and sigma["3"]["n_converged"] == 3
+    assert sigma["2"]["converged_stats"]["half_mse_mean"] == pytest.approx(LSA_LOSS[2], rel=0.05)
+    assert sigma["2"]["half_mse_mean"] > 1.5 * LSA_LOSS[2]  # every seed: pulled up by the stalled one
+    claims = _claims(m)
+    assert all(c.holds for c in claims.values()), [c.id for c in claims.values() if not c.holds]
+    for cid in FORM_CLAIMS:
+        assert "L=2: 3 of 4, L=3: 3 of 4 seeds converged" in claims[f"sigma_{cid}"].description, cid
+    conv = claims["sigma_seeds_converge"]
+    assert conv.measured == 0.75 and claims["iso_seeds_converge"].measured == 1.0
+    assert "L=2 seed 3 (½·MSE 0.08" in conv.description and "L=3 seed 2 (½·MSE 0.09" in conv.description
+    assert claims["iso_seeds_converge"].description.count("not converged: none") == 1
+    assert claims["sigma_preconditioner_aligned"].measured == pytest.approx(0.998)
+    text = dict(ahn_claims.tables(m, SimpleNamespace(layers=(1, 2, 3))))
+    sigma_table = next(t for title, t in text.items() if title.startswith("Task sigma"))
+    assert "3/4" in sigma_table and "4/4" in sigma_table
+
+
+def test_pooling_every_seed_fails_the_form_claims():
+    """The same metrics with every seed counted as converged (the pooled claims before): the four sigma claims on the
+    solution fail — the filter, not the tolerances, makes them hold."""
+    m = _metrics(stalled={2: (3,), 3: (2,)})
+    for t in m["tasks"]["sigma"]["trained"].values():
+        t["converged"] = [True] * len(t["members"])
+        t["n_converged"] = len(t["members"])
+        t["converged_stats"] = {name: t[name] for name in t["converged_stats"]}
+    claims = _claims(m)
+    assert [cid for cid in FORM_CLAIMS if claims[f"sigma_{cid}"].holds] == []
+    assert all(claims[f"iso_{cid}"].holds for cid in FORM_CLAIMS)
+
+
+@pytest.mark.parametrize(("stalled", "fraction", "holds"), [((2, 3), 0.5, True), ((0, 2, 3), 0.25, False)])
+def test_seeds_converge_needs_half_at_every_layer(stalled, fraction, holds):
+    claims = _claims(_metrics(stalled={2: stalled}))
+    c = claims["sigma_seeds_converge"]
+    assert c.measured == fraction and c.holds is holds
+    assert ("does not hold" in c.description) is (not holds)
+    assert claims["sigma_deep_beats_pgd"].holds and claims["sigma_preconditioner_aligned"].holds
+
+
+def test_no_converged_seed_fails_the_claims_and_says_so():
+    """Every sigma L = 3 seed and the 1-layer seed 1 (of 2) stalled: claims reading L = 3 fail and name it; the
+    1-layer claims hold on seed 0 alone; the convergence claim reports 0."""
+    claims = _claims(_metrics(seeds=2, stalled={1: (1,), 3: (0, 1)}), seeds=2)
+    for cid in FORM_CLAIMS:
+        c = claims[f"sigma_{cid}"]
+        assert not c.holds and "no seed converged at L = 3" in c.description, cid
+    assert np.isnan(claims["sigma_deep_beats_pgd"].measured)
+    assert claims["sigma_seeds_converge"].measured == 0.0 and not claims["sigma_seeds_converge"].holds
+    for cid in ("one_layer_matches_pgd", "one_layer_step_matches_pgd"):
+        assert claims[f"sigma_{cid}"].holds and "1 of 2" in claims[f"sigma_{cid}"].description, cid
+    assert claims["sigma_one_layer_matches_pgd"].measured == pytest.approx(LSA_LOSS[1], rel=0.05)
