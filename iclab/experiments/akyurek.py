@@ -66,13 +66,13 @@ still closest to GD (σ² = 0 margins +0.31, +0.11; ½·MSE 0.18–0.24x predict
 at d = 3, "GD-like" marks the models that learned least — by size or by training — and models move towards OLS /
 ridge as they learn more; docs/papers.md §4 has every measurement.
 
-Measured at smoke scale (3 seeds, on the shared 2-core machine under load; the README has the idle timing): 6/6
-claims hold. Closest per cell: 2 layers × width 16 GD at both noise levels (SPD GD 0.68 vs ridge 1.33 at σ² = 0,
-0.85 vs 1.30 at σ² = 0.5; 8.7 SE; ½·MSE 0.74x predicting 0 at σ² = 0.5); 2 layers × width 32 GD by a hair (0.64 vs
-0.70, 0.40 vs 0.42); 4 layers × width 32 OLS at σ² = 0 (0.23 vs GD 0.97) and ridge at σ² = 0.5 (0.11 vs 0.61;
-13.9 SE). SPD to ridge falls with depth (0.70 → 0.23, 0.42 → 0.11; 3.3 SE) and with width (1.33 → 0.70, 1.30 →
-0.42; 2.2 SE — with 2 seeds 1.5 SE, one width-32 seed being OLS-like: the reason for 3 seeds). MLP-probe R² of
-w_OLS at y_n of the 4-layer models 0.37 vs 0.00 at the input and untrained (14.9 / 13.4 SE; a linear probe 0.12).
+Measured at smoke scale (3 seeds; 249 s on the idle 2-core machine): 6/6 claims hold. Closest per cell: 2 layers ×
+width 16 GD at both noise levels (SPD GD 0.68 vs ridge 1.33 at σ² = 0, 0.85 vs 1.30 at σ² = 0.5; 8.7 SE; ½·MSE 0.74x
+predicting 0 at σ² = 0.5); 2 layers × width 32 GD by a hair (0.64 vs 0.70, 0.40 vs 0.42); 4 layers × width 32 OLS at
+σ² = 0 (0.25 vs GD 0.95) and ridge at σ² = 0.5 (0.10 vs 0.62; 15.7 SE). SPD to ridge falls with depth (0.70 → 0.25,
+0.42 → 0.10; 3.3 SE) and with width (1.33 → 0.70, 1.30 → 0.42; 2.2 SE — with 2 seeds 1.5 SE, one width-32 seed being
+OLS-like: the reason for 3 seeds). MLP-probe R² of Xᵀy at y_n of the 4-layer models 0.37 vs −0.01 at the input and
+untrained (10.0 / 9.6 SE; a linear probe 0.14).
 
 paper — Akyürek et al.'s code defaults (google-research/incontext: d = 20, 40 examples, width 512, 8 heads, batch
 64, AdamW lr 1e-4 β₂ = 0.98, cosine schedule with 20 % warm-up, 5 001 × 100 steps) for depths 1, 2, 4, 8, 12, 16
