@@ -208,5 +208,6 @@ def test_trained_lsa_layers_align_with_increasing_iterations():
 
 
 def test_peaks_text_has_at_most_three_significant_figures():
-    assert peaks_text([0, 1.0, 2.4321, 11.52, 40.62, 1234.5, 16384]) == "0 1 2.43 11.5 40.6 1230 16400"
+    assert peaks_text([0, 1.0, 2.4321, 11.52, 40.62, 1234.5, 16384]) == "0 1 2.43 11.5 40.6 1230 16384"
+    assert peaks_text([1024, 2048.0, 8192]) == "1024 2048 8192"  # grid step counts print exactly
     assert peaks_text([0.5, 7.0], ", ") == "0.5, 7"

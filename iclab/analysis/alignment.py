@@ -131,7 +131,8 @@ def refined_peak(sims: np.ndarray, grid: Sequence[float], log: bool = False) -> 
     u* = u_c + h/2 · (s_l − s_r)/(s_l − 2s_c + s_r), within h/2 of u_c since s_c is the maximum (a two-point tie,
     s_c = s_r > s_l, gives the midpoint). The argmax's grid value itself where no parabola applies: the argmax at
     either end of the grid, neighbours not evenly spaced in u (relative tolerance 1e-6; with log, a grid value ≤ 0
-    has no u, so GD's 1 step next to 0 steps stays 1), or a flat row s_l = s_c = s_r.
+    has no u, so GD's 1 step next to 0 steps stays 1), or a flat row s_l = s_c = s_r. A row with a NaN takes the
+    NaN's grid value (numpy's argmax, as `Alignment.best_gd` does): similarities come from finite read-outs.
     """
     sims = np.asarray(sims, dtype=float)
     g = np.asarray(grid, dtype=float)
@@ -155,9 +156,9 @@ def refined_peak(sims: np.ndarray, grid: Sequence[float], log: bool = False) -> 
 
 
 def peaks_text(values, sep: str = " ") -> str:
-    """Per-layer best matches as text, at most 3 significant figures each: [2.43, 11.52, 40.62, 1.0, 1234.0] →
-    "2.43 11.5 40.6 1 1230"."""
-    return sep.join(f"{float(f'{v:.3g}'):g}" for v in values)
+    """Per-layer best matches as text: whole numbers exactly (a grid's step counts), others to 3 significant figures:
+    [2.43, 11.52, 40.62, 1.0, 1234.5, 16384] → "2.43 11.5 40.6 1 1230 16384"."""
+    return sep.join(str(int(v)) if float(v).is_integer() else f"{float(f'{v:.3g}'):g}" for v in values)
 
 
 # ---------------------------------------------------------------------------------------------------- references

@@ -151,7 +151,7 @@ def akyurek_claims(m: dict[str, Any], scale: str) -> list[Claim]:
                 scale,
             )
         )
-    widest = [s for s in m["models"] if s["width"] == large["width"]]
+    widest = [s for s in m["models"] if s["width"] == max(t["width"] for t in m["models"])]
     shallow, deep = min(widest, key=lambda s: s["layers"]), max(widest, key=lambda s: s["layers"])
     if shallow != deep:
         claims.append(_falls_claim(m, shallow, deep, "depth_approaches_ridge", scale))
@@ -168,25 +168,28 @@ def _label(size: dict[str, Any]) -> str:
 
 
 def _falls_claim(m: dict[str, Any], a_size: dict[str, Any], b_size: dict[str, Any], cid: str, scale: str) -> Claim:
-    """SPD to ridge falls from model `a_size` to the larger `b_size` at every noise level: the smallest drop in SE."""
+    """SPD to ridge falls from model `a_size` to the larger `b_size` at every noise level: the smallest drop in SE.
+    Guarded like the closest-algorithm claims: both models must have learned (½·MSE < LEARNED × predicting 0 at
+    every noise level) — a model still on the plateau predicts ≈ 0, far from ridge, and would make any drop trivial."""
     worst, parts = np.inf, []
     for noise in m["noise_vars"]:
         a, b = m["grid"][a_size["key"]][f"{noise:g}"], m["grid"][b_size["key"]][f"{noise:g}"]
         diff, se = _diff_band(
             a["spd"]["ridge"], b["spd"]["ridge"], a["spd_prompt_se"]["ridge"], b["spd_prompt_se"]["ridge"]
         )
-        worst = min(worst, diff / se if se > 0 else np.inf)
+        worst = min(worst, diff / se if se > 0 else np.inf * np.sign(diff))
         parts.append(f"σ²={noise:g}: {np.mean(a['spd']['ridge']):.3g} → {np.mean(b['spd']['ridge']):.3g}")
-    holds = bool(worst > Z)
+    ratio = max(learned_ratio(m, size["key"], v) for size in (a_size, b_size) for v in m["noise_vars"])
+    holds = bool(worst > Z) and ratio < LEARNED
     return Claim(
         cid,
         f"SPD to ridge (= OLS at σ² = 0) falls from {_label(a_size)} to {_label(b_size)} at every noise level ("
         + "; ".join(parts)
-        + "); measured: smallest drop in SE"
-        + _smoke_note(holds, scale, worst),
+        + f"); measured: smallest drop in SE; both models' ½·MSE is at most {ratio:.2f}x that of predicting 0 "
+        f"(needs < {LEARNED:g})" + _smoke_note(holds, scale, worst, learned=ratio < LEARNED),
         f"> {Z:g}",
         worst,
-        f"drop / SE > {Z:g}",
+        f"drop / SE > {Z:g}, ½·MSE < {LEARNED:g}x predicting 0",
         holds,
     )
 

@@ -365,11 +365,13 @@ def converged_at(
     return int(grid[done[0]]) if len(done) else int(grid[-1])
 
 
-def _fit_layers(best: np.ndarray, sims: np.ndarray, cap: int) -> np.ndarray:
-    """The layers a fit uses: readable ones (best similarity sims ≥ READABLE), up to the first whose best match
-    `best` (the sub-grid peak) is at or beyond `cap` (converged, `converged_at`: later layers cannot read more)."""
+def _fit_layers(argmax: np.ndarray, sims: np.ndarray, cap: int) -> np.ndarray:
+    """The layers a fit uses: readable ones (best similarity sims ≥ READABLE), up to the first whose grid argmax is
+    at or beyond `cap` (a grid value: converged, `converged_at`; later layers cannot read more). The argmax, not the
+    sub-grid peak, meets the cap: a layer whose best grid point is the converged one may have its peak up to half a
+    grid step below it, and would let a later plateau layer into the fit."""
     idx = np.flatnonzero(sims >= READABLE)
-    at_cap = idx[best[idx] >= cap]
+    at_cap = idx[argmax[idx] >= cap]
     return idx[idx <= at_cap[0]] if len(at_cap) else idx
 
 
@@ -400,8 +402,8 @@ def layer_alignment(
     best_n, best_g = full.refined_newton, full.refined_gd  # sub-grid peaks (module docstring: why not the argmax)
     cap_n = converged_at(x, y, list(iters), "newton", float(full.newton.max(1)[-1]))
     cap_g = converged_at(x, y, list(full.gd_steps), "gd", float(full.gd.max(1)[-1]))
-    layers_n = _fit_layers(best_n, full.newton.max(1), cap_n)
-    layers_g = _fit_layers(best_g, full.gd.max(1), cap_g)
+    layers_n = _fit_layers(full.best_newton, full.newton.max(1), cap_n)
+    layers_g = _fit_layers(full.best_gd, full.gd.max(1), cap_g)
     fits = _fits(best_n, best_g, layers_n, layers_g)
     per_block = []
     for chunk in np.array_split(np.arange(x.shape[0]), blocks):

@@ -8,8 +8,8 @@ single GD step (Mahankali et al., (d + 1)/(k + d + 1)), averaging and 3-NN, on t
 bootstrap bands. Then the alignment analysis (iclab.analysis.alignment) finds, for every layer, the GD step count
 and the Newton iteration whose predictions its read-out matches best.
 
-Scales: smoke — d = 5 and 10 context points, a 4-layer GPT of width 128 trained for 6 000 steps (~13 minutes on
-two CPU cores, README.md has its numbers); paper — Garg's
+Scales: smoke — d = 5 and 10 context points, a 4-layer GPT of width 128 trained for 6 000 steps (7 minutes on
+two idle CPU cores, README.md has its numbers); paper — Garg's
 setting (d = 20, 40 context points, GPT-2 with 12 layers, width 256, 8 heads, curriculum, 500 001 steps of batch 64),
 a GPU budget of hours.
 """
@@ -97,7 +97,7 @@ class Scale:
     """Newton iterations 0 … newton_iters in the alignment (d = 5 converges by 10; d = 20 at k ≈ d needs more)"""
 
 
-# smoke: preset garg-linear-small, ~13 minutes on two CPU cores. Measured (seeds 0 / 1): largest gap to least squares
+# smoke: preset garg-linear-small, ~7 minutes on two idle cores. Measured (seeds 0 / 1): largest gap to least squares
 # below d 0.038 / 0.031, from k = d on 0.112 / 0.113 (at k = d, where X is square and least squares is at its most
 # ill-conditioned; 0.014 at k = 2d); the tolerances leave ~40 % margin. paper: Garg's full budget; the tolerances
 # are Garg's Figure 2 read off (the trained model is on the least-squares curve to within the line width; k = d
