@@ -36,31 +36,38 @@ results.json "metrics": {"setting", "tasks": {"iso"|"sigma": {"references", "tra
 (task, L), "trained" holds the members, the loss statistics over every seed, "converged" (one bool per seed),
 "n_converged" and "converged_stats" (the same statistics over the converged seeds).
 
-Converged seeds (as in mahankali-zfb): a seed of an L-layer model *converged* when its held-out ½·MSE is no worse
-than L tuned Σ⁻¹-preconditioned GD++ steps' (the form Ahn et al.'s theory gives the full parametrisation's optimum),
-allowing 3 of the seed's own prompt standard errors + 2 % of the reference (ahn_claims.seed_converged). The claims on
-the trained solution's form and loss read the converged seeds (a seed at a saddle is not that solution);
-`{task}_seeds_converge` requires at least half of the seeds to converge at every L (a stated threshold).
+Converged seeds: a seed of an L-layer model *converged* when its held-out ½·MSE is at most 1.5x (CONVERGED_FACTOR,
+stated) the lowest ½·MSE among the seeds of its (task, L) (ahn_claims.converged_seeds: judged against the other
+seeds, with no reference loss; a NaN loss never converges; a lone seed is its own best, so it converges). Seeds that
+stall at a saddle with dead layers sit far above the best seed (smoke, sigma: L = 2 at 11.7x and 13.7x, L = 3 at
+346x; 0.08–0.29 at L = 2, 3–11x, in other runs), those at the solution within 3.4 % of it, so 1.5 separates them
+with room on both sides. The claims on the trained solution's form and loss read the converged seeds (a seed at a
+saddle is not that solution); `{task}_seeds_converge` requires at least half of the seeds to converge at every L (a
+stated threshold) and lists each unconverged seed with its loss and limit. As no reference enters the rule, the
+claims on the converged seeds test the solution on their own (deep-vs-PGD and the layer drop can fail on converged
+seeds; if every seed stalls alike, all count as converged and the claims fail on their merits). What this shares
+with mahankali-zfb is the reporting: a convergence count beside claims on the converged seeds.
 
 Measured at smoke scale (3000 cosine steps at lr 0.01, batch 256, init std 0.05; ½·MSE on 10 000 held-out prompts).
-Default seeds 0, 1 (1 min 3 s wall on the shared 2-core machine at load average ~0.9: training 51 s, analysis 9 s):
-every seed converges (2/2 at every L of both tasks); iso L = 1, 2, 3: LSA 0.566 / 0.0275 / 0.00029 against optimised
-PGD 0.568 / 0.184 / 0.068, GD 0.566 / 0.180 / 0.065 and tuned GD++ (Σ⁻¹) 0.565 / 0.0274 / 0.0007 (the 4-start tuner
-misses the 3-step optimum the LSA finds); sigma: LSA 0.566 / 0.0274 / 0.00029 (GD 1.10 / 0.75 / 0.59). Every A_l has
-cosine ≥ 0.996 with Σ⁻¹ (iso: I); the models projected onto Σ⁻¹-preconditioned GD++ with their own numbers change
-their loss by −3.5 % … +0.3 % (within ~2 paired SE; mostly down: the off-form residue costs the model a little);
-their value x-blocks are GD++'s (ratio 0.88 in layer 1 of L = 2, GD++'s 0.89), so the deep models beat PGD (LSA/PGD
-0.149 at L = 2, 0.0043 at L = 3). 15 of 15 claims hold. With --seeds 4 (1 min 41 s at load 1.1–1.5: training 88 s,
-analysis 11 s) 15 of 15 hold too, sigma_seeds_converge exactly at its threshold (0.5): seeds 2, 3 of sigma L = 2
-stop on a plateau (½·MSE 0.373, 0.319 against convergence limits 0.053, 0.059; the last layer nearly dead, ‖A_2‖_F
-0.11, 0.77 against ~39 in converged seeds, at cosine 0.17, 0.26 with Σ⁻¹) and seed 2 of sigma L = 3 at 0.099 (limit
-0.0097; layers 2–3 dead, ‖A_l‖_F 0.04, 0.06), so 4/4, 2/4, 3/4 sigma seeds converge at L = 1, 2, 3 (iso 4/4 at
-every L); the converged seeds' numbers are those above
-(sigma 0.566 / 0.0275 / 0.00029, smallest cosine 0.9985, projections −4.3 % … 0.0 %). Not robust yet: about a
-quarter of the deep sigma runs stall at this budget (3 of 8 here; 2 of 8 at 6000 steps), so with other seeds the
-convergence claim can fall below its line; init std 0.1 or 0.02 left 1 of 4 sigma L = 2 seeds there too (0.087,
-0.29). Before (init std 0.01, 800 steps): one sigma 1-layer seed at the saddle (2.07) and L = 3 unconverged, 6 of
-13 claims (before the convergence claims).
+Default seeds 0, 1 (1 min 5 s wall on the shared 2-core machine at load average ~0.5–0.9: training 52 s, analysis
+10 s): every seed converges (2/2 at every L of both tasks; the worse seed of each L at most 1.02x the better); iso L
+= 1, 2, 3: LSA 0.566 / 0.0275 / 0.00029 against optimised PGD 0.568 / 0.184 / 0.068, GD 0.566 / 0.180 / 0.065 and
+tuned GD++ (Σ⁻¹) 0.565 / 0.0274 / 0.0007 (the 4-start tuner misses the 3-step optimum the LSA finds); sigma: LSA
+0.566 / 0.0274 / 0.00029 (GD 1.10 / 0.75 / 0.59). Every A_l has cosine ≥ 0.996 with Σ⁻¹ (iso: I); the models
+projected onto Σ⁻¹-preconditioned GD++ with their own numbers change their loss by −3.5 % … +0.3 % (within ~2 paired
+SE; mostly down: the off-form residue costs the model a little); their value x-blocks are GD++'s (ratio 0.88 in
+layer 1 of L = 2, GD++'s 0.89), so the deep models beat PGD (LSA/PGD 0.149 at L = 2, 0.0043 at L = 3). 15 of 15
+claims hold. With --seeds 4 (1 min 42 s at load ~1.0: training 89 s, analysis 11 s) 15 of 15 hold too,
+sigma_seeds_converge exactly at its threshold (0.5): seeds 2, 3 of sigma L = 2 stop on a plateau (½·MSE 0.373,
+0.319 against the limit 1.5 × 0.0272 = 0.0408; the last layer nearly dead, ‖A_2‖_F 0.11, 0.77 against ~58 in the
+converged seeds, at cosine 0.17, 0.26 with Σ⁻¹) and seed 2 of sigma L = 3 at 0.0992 (limit 1.5 × 0.000287 =
+0.00043; layers 2–3 dead, ‖A_l‖_F 0.04, 0.06), so 4/4, 2/4, 3/4 sigma seeds converge at L = 1, 2, 3 (iso 4/4 at
+every L; converged seeds within 1.034x of their L's best). The converged seeds' numbers are close to, not equal to,
+the 2-seed ones (sigma 0.566 / 0.0275 / 0.00029, LSA/PGD 0.150 / 0.0043, smallest cosine 0.9985, projections −4.3 %
+… +0.03 %). Not robust yet: at this budget 3 of the 8 deep sigma (L, seed) runs of seeds 0–3 stall (5 of 8 converge;
+2 of 8 stalled at 6000 steps), so with other seeds the convergence claim can fall below its line; init std 0.1 or
+0.02 left 1 of 4 sigma L = 2 seeds there too (0.087, 0.29). Before (init std 0.01, 800 steps): one sigma 1-layer
+seed at the saddle (2.07) and L = 3 unconverged, 6 of 13 claims (before the convergence claims).
 """
 
 from __future__ import annotations
@@ -130,8 +137,9 @@ class Scale:
 
 
 # smoke: 3000 cosine steps at lr 0.01, batch 256 per ensemble (both seeds in one pass): every L of seeds 0, 1 reaches
-# its optimum's neighbourhood, about 1 in 4 other deep sigma seeds stalls (module docstring) (at 2000 steps one sigma
-# L = 3 seed stopped at 2x the loss with A_3's cosine 0.95; lr 0.02 fixed that but left an iso L = 2 seed at 0.38).
+# its optimum's neighbourhood; with --seeds 4, 3 of the 4 deep sigma runs of seeds 2, 3 stall (module docstring)
+# (at 2000 steps one sigma L = 3 seed stopped at 2x the loss with A_3's cosine 0.95; lr 0.02 fixed that but left an
+# iso L = 2 seed at 0.38).
 # References tuned once, on the whitened problem: GD++ on 4 000 prompts with 4 starts, PGD on 10 000.
 # init std 0.05 at every scale, not Ahn's 1e-4: their P, Q are single matrices, iclab's KQ = W_KᵀW_Q and OV = W_O W_V
 # products of two factors, whose gradients at a 1e-4 start (~1e-12) fall below Adam's ε; at 0.01, 1 of 4 sigma
@@ -150,7 +158,7 @@ class Options:
     """Options of `iclab reproduce ahn`."""
 
     seeds: int = 2
-    """seeds per (task, layers): trained as one ensemble; the claims use their mean and spread"""
+    """seeds per (task, L), one ensemble; solution claims read the converged ones, {task}_seeds_converge counts them"""
 
     def __post_init__(self) -> None:
         check_int("seeds", self.seeds, 1)
@@ -276,13 +284,13 @@ def loss_stats(per: list[Tensor], pgd_pp: Tensor) -> dict[str, float]:
     }
 
 
-def summarise_layer(per: list[Tensor], pgd_pp: Tensor, gdpp_half_mse: float) -> dict[str, Any]:
+def summarise_layer(per: list[Tensor], pgd_pp: Tensor) -> dict[str, Any]:
     """The seeds of one (task, L), from their per-prompt losses: loss_stats over every seed (top level), each seed's
-    convergence verdict (ahn_claims.seed_converged against L tuned GD++ steps' ½·MSE, `gdpp_half_mse`), their count,
-    and loss_stats over the converged seeds ("converged_stats": what the claims on the solution read)."""
-    from iclab.experiments.ahn_claims import seed_converged
+    convergence verdict (ahn_claims.converged_seeds: ½·MSE within CONVERGED_FACTOR of the best seed's, no reference),
+    their count, and loss_stats over the converged seeds ("converged_stats": what the claims on the solution read)."""
+    from iclab.experiments.ahn_claims import converged_seeds
 
-    converged = [seed_converged(p.mean().item(), _se(p), gdpp_half_mse) for p in per]
+    converged = converged_seeds([p.mean().item() for p in per])
     return {
         **loss_stats(per, pgd_pp),
         "converged": converged,
@@ -385,7 +393,8 @@ def _analyse_task(
             members.append(
                 {
                     "half_mse": per.mean().item(),
-                    "half_mse_se": _se(per),  # this seed's Monte Carlo error over the held-out prompts
+                    # this seed's Monte Carlo error over the held-out prompts (one_layer_matches_pgd's every-seed test)
+                    "half_mse_se": _se(per),
                     "gap_to_pgd": (per - pgd_pp).mean().item(),
                     "alignment": [precond_alignment(a_l, target) for a_l in a],
                     "preconds": a.tolist(),
@@ -396,7 +405,7 @@ def _analyse_task(
                     "train_wall_s": t.result.wall_time_s,
                 }
             )
-        trained[str(k)] = {"members": members, **summarise_layer(pers, pgd_pp, refs[str(k)]["half_mse"][GDPP_NAME])}
+        trained[str(k)] = {"members": members, **summarise_layer(pers, pgd_pp)}
     a_star, risk = theory.optimal_preconditioner(
         np.diag(sigma.numpy()), np.diag(task.w_second_moment().numpy()), n, 0.0
     )

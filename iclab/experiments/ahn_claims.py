@@ -8,13 +8,22 @@ which is not trained here; so beyond one layer the claims are the full-parametri
 model *is* Σ⁻¹-preconditioned GD++ with its own per-layer numbers (projected onto that form it keeps its loss), and
 it beats optimised L-step PGD (not "≈ PGD"). At one layer the two forms coincide: LSA = optimised 1-step PGD.
 
-Converged seeds (as in mahankali-zfb): a seed of an L-layer model has *converged* when its held-out ½·MSE is no
-worse than L tuned Σ⁻¹-preconditioned GD++ steps' (the form of the full parametrisation's optimum) on the same
-prompts, allowing 3 of the seed's own prompt standard errors + SLACK of the reference (seed_converged). About a
-quarter of the deep sigma seeds stall at a saddle at the smoke budget (nearly dead last layers, ½·MSE 3–14x the
-optimum at L = 2, ~340x at L = 3); a saddle is not the solution whose form is claimed, so the claims on the trained
-solution's form and loss read the converged seeds (and fail, saying so, where none converged), and
-`{task}_seeds_converge` states how many converge: at least half at every L (a stated threshold).
+Converged seeds, judged against the other seeds of the same (task, L), not against a reference: a seed has
+*converged* when its held-out ½·MSE is at most CONVERGED_FACTOR (1.5, stated) times the lowest ½·MSE among that
+(task, L)'s seeds (converged_seeds; a NaN loss never converges; a lone seed is its own best, so it converges). At
+the smoke budget some deep sigma seeds stall at a saddle with nearly dead layers, far off the best seed (--seeds 4:
+L = 2 at 0.373, 0.319 against the best seed's 0.0272, 11.7–13.7x, and 0.08–0.29, 3–11x, in other runs; L = 3 at
+0.0992 against 0.000287, 346x), while the seeds that reach the solution agree within 3.4 % (L = 1: 0.5653–0.5663;
+L = 2: 0.02723–0.02780; L = 3: 0.000287–0.000297), so a factor of 1.5 separates the two with room on both sides. A
+saddle is not the solution whose form is claimed, so the claims on the trained solution's form and loss read the
+converged seeds (and fail, saying so, where none converged: only when every loss of an L is NaN), and
+`{task}_seeds_converge` counts them: at least half at every L (a stated threshold), listing each unconverged seed
+with its loss and the limit. Because the rule uses no reference loss, those claims test the converged solution on
+their own: the deep-vs-PGD, layer-drop, alignment and projection claims can fail on converged seeds (if every seed
+stalls alike, all count as converged and the claims fail on their merits). What this shares with mahankali-zfb is
+the reporting — a convergence count beside claims on the converged seeds — not the rule: mahankali-zfb's is paired
+against a closed form, which a deep model here lacks (the L-step GD++ reference is tuned, and at L = 3 its 0.0007 is
+2.4x the 0.00029 the LSA reaches).
 
 Tolerances: losses are compared on the same 10 000 held-out prompts (paired); a gap's standard error adds the
 prompts' Monte Carlo error of the seed-mean difference and the spread over seeds in quadrature; on top, 2 % of the
@@ -35,12 +44,12 @@ from iclab import plotting
 from iclab.report import Claim, format_table
 
 __all__ = [
-    "CONVERGED_SE",
+    "CONVERGED_FACTOR",
     "MIN_CONVERGED",
     "ahn_claims",
-    "convergence_threshold",
+    "converged_seeds",
+    "convergence_limit",
     "figures",
-    "seed_converged",
     "tables",
 ]
 
@@ -48,23 +57,27 @@ PGD, GD, GDPP = "PGD (optimised A_l)", "GD", "GD++ (Σ⁻¹-preconditioned)"
 TARGET = {"iso": "I", "sigma": "Σ⁻¹"}
 SLACK = 0.02  # relative allowance for a finite training run
 PROJ_SLACK = 0.05  # relative allowance for the off-form entries a finite run leaves (stated)
-CONVERGED_SE = 3  # a converged seed's ½·MSE may exceed the GD++ reference by this many of its prompt SEs (+ SLACK)
+# a converged seed's ½·MSE is at most this many times the best seed's of its (task, L) (stated: stalled seeds sit
+# 3–350x above the best, converged ones within 3.4 % of it at smoke scale; module docstring)
+CONVERGED_FACTOR = 1.5
 # the fraction of seeds that must converge at every L (stated: Ahn et al. train 5 seeds and report their spread; at
-# the smoke budget about 3 in 4 deep sigma seeds converge)
+# the smoke budget with --seeds 4, 5 of the 8 deep sigma (L, seed) runs converged, 3 stalled)
 MIN_CONVERGED = 0.5
 
 
-def convergence_threshold(half_mse_se: float, gdpp_half_mse: float) -> float:
-    """The largest held-out ½·MSE a converged seed may have: the GD++ reference + SLACK of it + CONVERGED_SE of the
-    seed's prompt standard errors."""
-    return gdpp_half_mse * (1 + SLACK) + CONVERGED_SE * half_mse_se
+def convergence_limit(half_mses: list[float]) -> float:
+    """The largest held-out ½·MSE a converged seed of one (task, L) may have: CONVERGED_FACTOR times the lowest
+    finite ½·MSE among its seeds (`half_mses`); NaN when none is finite."""
+    finite = [v for v in half_mses if np.isfinite(v)]
+    return CONVERGED_FACTOR * min(finite) if finite else float("nan")
 
 
-def seed_converged(half_mse: float, half_mse_se: float, gdpp_half_mse: float) -> bool:
-    """Whether a seed of an L-layer LSA has converged: its held-out ½·MSE is no worse than that of L tuned
-    Σ⁻¹-preconditioned GD++ steps on the same prompts (`gdpp_half_mse`; Ahn et al.'s full-parametrisation optimum
-    has that form), within convergence_threshold. A NaN loss has not converged."""
-    return bool(half_mse <= convergence_threshold(half_mse_se, gdpp_half_mse))
+def converged_seeds(half_mses: list[float]) -> list[bool]:
+    """Which seeds of one (task, L) have converged, from their held-out ½·MSEs on the same prompts: those at most
+    convergence_limit (CONVERGED_FACTOR × the best seed's), judged against each other, not against a reference. A NaN
+    loss never converges; a lone (finite) seed is its own best, so it converges."""
+    limit = convergence_limit(half_mses)
+    return [bool(v <= limit) for v in half_mses]  # False for NaN (either side)
 
 
 def _fmt(values: list[float]) -> str:
@@ -132,8 +145,8 @@ def tables(metrics: dict[str, Any], sc: Any) -> list[tuple[str, str]]:
             )
         title = "isotropic x ~ N(0, I)" if key == "iso" else "x ~ N(0, Σ), Σ = diag(1, 1, 1/4, 1/16, 1), w ~ N(0, Σ⁻¹)"
         note = (
-            "\n(½·MSE on the same held-out prompts; converged: seeds whose ½·MSE is no worse than L tuned GD++ (Σ⁻¹) "
-            f"steps' + {CONVERGED_SE} of the seed's prompt SEs + {SLACK * 100:g} % (ahn_claims.seed_converged); LSA: "
+            f"\n(½·MSE on the same held-out prompts; converged: seeds whose ½·MSE is at most {CONVERGED_FACTOR:g} × "
+            "the lowest among that L's seeds (ahn_claims.converged_seeds; no reference loss); LSA: "
             "mean ± SE over the converged seeds, as are LSA → GD++ form, LSA / PGD and the LSA weight columns; LSA "
             "all seeds: mean over every seed; LSA → GD++ form: the "
             f"trained model projected onto {TARGET[key]}-preconditioned GD++ with its own per-layer numbers "
@@ -214,8 +227,9 @@ def _heatmaps(a: np.ndarray, etas: list[float], sigma: np.ndarray, path: Path, s
 
 
 def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "smoke") -> list[Claim]:
-    """The claims. Those on the trained solution's form and loss read the converged seeds (seed_converged), each
-    for its own reason (below); `{task}_seeds_converge` counts them."""
+    """The claims. Those on the trained solution's form and loss read the converged seeds (converged_seeds: within
+    CONVERGED_FACTOR of the best seed of their (task, L)), each for its own reason (below); `{task}_seeds_converge`
+    counts them. The rule uses no reference loss, so each of these claims can fail on converged seeds."""
     claims: list[Claim] = []
 
     def add(cid: str, text: str, ref: float | str, measured: float, tol: float | str, holds: bool) -> None:
@@ -237,11 +251,10 @@ def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "
         none_note = f"; no seed converged at L = {', '.join(map(str, missing))}" if missing else ""
         first = sc.layers[0]
         if first == 1:
-            # Over the converged seeds: at one layer the convergence rule (no worse than the 1-step GD++ optimum)
-            # already bounds each seed from above, so what this claim adds is the two-sided test against optimised
-            # PGD (a separate reference: full matrix, tuned on other prompts) — the converged seeds' mean, and no
-            # seed better or worse than it beyond its prompts' Monte Carlo error. A seed at the saddle (A = 0) is
-            # not a 1-layer solution of another form: it is counted by {key}_seeds_converge.
+            # Over the converged seeds: the two-sided test against optimised PGD (full matrix, tuned on other
+            # prompts) — the converged seeds' mean, and no converged seed better or worse than it beyond its own
+            # prompts' Monte Carlo error (half_mse_se). A seed at the saddle (A = 0, ½·MSE ~3.7x the best seed's)
+            # is not a 1-layer solution of another form: it is counted by {key}_seeds_converge.
             t1, pgd1 = tr["1"], refs["1"]["half_mse"][PGD]
             c1, conv = t1["converged_stats"], _converged(t1)
             tol = 3 * c1["gap_to_pgd_se"] + SLACK * pgd1
@@ -257,9 +270,10 @@ def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "
             )  # fmt: skip
         deep = [k for k in sc.layers if k > 1]
         if deep:
-            # Over the converged seeds: the claim is about the optimum the full parametrisation reaches (GD++, below
-            # PGD); a seed stalled at a saddle is above it — at smoke scale sigma L = 2's stalled seeds sit at
-            # 0.08–0.37, between GD++ (0.027) and PGD (0.184) or above PGD
+            # Over the converged seeds: the claim is about the solution training reaches, not a saddle some seeds
+            # stall at (at smoke scale sigma L = 2's stalled seeds sit at 0.08–0.37, the best seed at 0.027, PGD at
+            # 0.184). Converged is judged against the other seeds, not PGD or GD++, so converged seeds that all sit
+            # above PGD fail this claim.
             cs = {k: tr[str(k)]["converged_stats"] for k in deep}
             ratios = {k: cs[k]["half_mse_mean"] / refs[str(k)]["half_mse"][PGD] for k in deep}
             # below PGD by more than 3 SE: the full parametrisation's free x-block is GD++'s data transform, which
@@ -340,19 +354,23 @@ def ahn_claims(metrics: dict[str, Any], sc: Any, seeds: int, scale_name: str = "
         )  # fmt: skip
         # how many seeds reach that solution: a stated threshold, at least MIN_CONVERGED of them at every L
         fractions = {k: tr[str(k)]["n_converged"] / len(tr[str(k)]["members"]) for k in sc.layers}
-        stalled = [
-            f"L={k} seed {s} (½·MSE {mm['half_mse']:.3g} > "
-            f"{convergence_threshold(mm['half_mse_se'], refs[str(k)]['half_mse'][GDPP]):.3g})"
-            for k in sc.layers
-            for s, (mm, ok) in enumerate(zip(tr[str(k)]["members"], tr[str(k)]["converged"]))
-            if not ok
-        ]
+        stalled = []
+        for k in sc.layers:
+            losses = [mm["half_mse"] for mm in tr[str(k)]["members"]]
+            limit = convergence_limit(losses)
+            stalled += [
+                f"L={k} seed {s} (½·MSE {loss:.3g} > {CONVERGED_FACTOR:g} × {limit / CONVERGED_FACTOR:.3g} = "
+                f"{limit:.3g})"
+                if np.isfinite(loss) and np.isfinite(limit)
+                else f"L={k} seed {s} (½·MSE {loss:.3g})"
+                for s, (loss, ok) in enumerate(zip(losses, tr[str(k)]["converged"]))
+                if not ok
+            ]
         worst_fraction = _worst(list(fractions.values()), largest=False)
         add(
             f"{key}_seeds_converge",
-            f"at every L at least half of the {key} seeds converge — ½·MSE no worse than L tuned GD++ (Σ⁻¹) steps' + "
-            f"{CONVERGED_SE} of the seed's prompt SEs + {SLACK * 100:g} % (the form of the full parametrisation's "
-            "optimum): "
+            f"at every L at least half of the {key} seeds converge — ½·MSE at most {CONVERGED_FACTOR:g} × the lowest "
+            "among that L's seeds (stated; at smoke scale a seed stalled at a saddle sits 3–350x above it): "
             + _counts(tr, sc.layers)
             + "; not converged: "
             + (", ".join(stalled) or "none")
