@@ -22,9 +22,9 @@ continuously with the similarities. The fits, the per-block fits (standard error
 monotone claim all read the peaks; the argmax is reported beside them.
 
 Fits, over the *readable* layers (best similarity ≥ READABLE, iclab.experiments.garg: an early layer's read-out is
-noise whose best match means nothing) up to the first *converged* layer (peak at or beyond the first grid iterate that
-is as close to least squares as the last layer's read-out is to its best iterate, `converged_at`: deeper layers
-cannot show more iterations, so a plateau after convergence is not fitted):
+noise whose best match means nothing) up to the first *converged* layer (grid argmax at or beyond the first grid
+iterate that is as close to least squares as the last layer's read-out is to its best iterate, `converged_at`: deeper
+layers cannot show more iterations, so a plateau after convergence is not fitted):
 Newton iterations vs layer (slope: iterations per layer) and log₂(GD steps) vs layer (slope: doublings per layer),
 each also fitted on the other scale. Claims, per GPT covariance:
 
