@@ -339,20 +339,24 @@ def test_converged_at_is_the_first_iterate_near_least_squares():
             assert 0 < i < len(grid) - 1 and cos(preds([grid[i - 1]])[0]) < ceiling, kind
 
 
+def _summary(kind, x_condition, newton, gd, fit_layers, **fits):
+    """A model's alignment summary for fu_claims: newton / gd = (grid argmax, sub-grid peaks) per layer, the same
+    fitted layers for both fits, GD converged at 64 steps, and the given fit numbers."""
+    alignment = {"best_newton": newton[0], "refined_newton": newton[1], "best_gd": gd[0], "refined_gd": gd[1]}
+    return {
+        "kind": kind, "x_condition": x_condition, "alignment": alignment, "gd_converged_at": 64,
+        "fit_layers_newton": fit_layers, "fit_layers_gd": fit_layers, **fits,
+    }  # fmt: skip
+
+
 def test_two_fitted_layers_say_their_fits_are_vacuous():
     """With two fitted layers any line fits (R² = 1 on both scales): the claims then test the slopes only, and say
     so in their text; with three or more they do not."""
-    m = {
-        "kind": "GPT", "x_condition": 1.0,
-        "alignment": {
-            "best_newton": [0, 3, 5, 8], "best_gd": [1, 2, 4, 16],
-            "refined_newton": [0, 3.2, 5.1, 7.6], "refined_gd": [1, 2.2, 4.5, 14.3],
-        },
-        "gd_converged_at": 64,
-        "fit_layers_newton": [2, 3], "fit_layers_gd": [2, 3], "newton_slope": 3.0, "newton_slope_se": 0.5,
-        "newton_r2": 1.0, "gd_log2_slope": 2.0, "gd_log2_slope_se": 0.25, "gd_r2": 1.0, "gd_r2_linear": 1.0,
-        "readout_first": 0.45, "readout_last": 0.25,
-    }  # fmt: skip
+    m = _summary(
+        "GPT", 1.0, ([0, 3, 5, 8], [0, 3.2, 5.1, 7.6]), ([1, 2, 4, 16], [1, 2.2, 4.5, 14.3]), [2, 3],
+        newton_slope=3.0, newton_slope_se=0.5, newton_r2=1.0, gd_log2_slope=2.0, gd_log2_slope_se=0.25, gd_r2=1.0,
+        gd_r2_linear=1.0, readout_first=0.45, readout_last=0.25,
+    )  # fmt: skip
     claims = {c.id: c for c in fu_claims("gpt-iso", m, "smoke")}
     assert claims["gpt_iso_newton_linear"].holds and "R² is vacuous" in claims["gpt_iso_newton_linear"].description
     assert claims["gpt_iso_gd_exponential"].holds and "vacuous" in claims["gpt_iso_gd_exponential"].description
@@ -374,17 +378,11 @@ def test_two_fitted_layers_say_their_fits_are_vacuous():
 def test_lsa_monotone_claim_reads_the_sub_grid_peaks():
     """later_layers_match_more: a GD step count that never falls with depth, on the sub-grid peaks (an argmax flipped
     by a tie between doublings does not decide it; a peak that falls does)."""
-    m = {
-        "kind": "LSA", "x_condition": 10.0,
-        "alignment": {
-            "best_newton": [4, 7, 7, 11], "best_gd": [2, 16, 8, 64],
-            "refined_newton": [3.5, 7.0, 7.4, 11.5], "refined_gd": [2.3, 9.8, 10.9, 49.8],
-        },
-        "gd_converged_at": 64,
-        "fit_layers_newton": [0, 1, 2, 3], "fit_layers_gd": [0, 1, 2, 3], "newton_slope": 2.4, "newton_slope_se": 0.2,
-        "newton_r2": 0.9, "gd_log2_slope": 1.3, "gd_log2_slope_se": 0.1, "gd_r2": 0.9, "gd_r2_linear": 0.75,
-        "readout_first": 0.56, "readout_last": 0.14,
-    }  # fmt: skip
+    m = _summary(
+        "LSA", 10.0, ([4, 7, 7, 11], [3.5, 7.0, 7.4, 11.5]), ([2, 16, 8, 64], [2.3, 9.8, 10.9, 49.8]), [0, 1, 2, 3],
+        newton_slope=2.4, newton_slope_se=0.2, newton_r2=0.9, gd_log2_slope=1.3, gd_log2_slope_se=0.1, gd_r2=0.9,
+        gd_r2_linear=0.75, readout_first=0.56, readout_last=0.14,
+    )  # fmt: skip
     claim = {c.id: c for c in fu_claims("lsa-kappa10", m, "smoke")}["lsa_kappa10_later_layers_match_more"]
     assert claim.holds and claim.measured == pytest.approx(49.8)
     m["alignment"] = {**m["alignment"], "best_gd": [2, 8, 8, 64], "refined_gd": [2.3, 9.8, 9.7, 49.8]}
