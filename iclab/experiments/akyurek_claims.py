@@ -269,58 +269,50 @@ def _heatmap(m: dict[str, Any], path: Path) -> Path:
     return plotting.save_figure(fig, path)
 
 
-def _spd_curves(m: dict[str, Any], path: Path) -> Path:
-    """Grid of panels (rows: models, columns: σ²): SPD of the model (mean over seeds) to each reference vs the
-    context length k, and to one-step GD with one η for every k (dotted), whose overshoot at small k shows here."""
+def _panels(m: dict[str, Any], path: Path, draw, ylim: tuple[float, float], ylabel: str, legend_col: int) -> Path:
+    """A grid of log-y panels (rows: models, columns: σ²), `draw(ax, cell)` filling each from its grid cell; the
+    legend in the first row's column `legend_col`."""
     sizes, noises = m["models"], m["noise_vars"]
     fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(sizes))
     axes = np.asarray(fig.subplots(len(sizes), len(noises), squeeze=False, sharey=True))
     for i, size in enumerate(sizes):
         for j, v in enumerate(noises):
-            ax, per_k = axes[i, j], m["grid"][size["key"]][f"{v:g}"]["spd_per_k"]
-            for n, name in enumerate([*REFERENCES, ONE_STEP_SIZE_GD]):
-                if v == 0 and name == "OLS":  # at σ² = 0 ridge is min-norm least squares: one line
-                    continue
-                ys = per_k[name]
-                ax.plot(np.arange(1, len(ys) + 1), ys, color=f"C{n + 1}", label=name, ls=":" if n == 3 else "-")
+            ax = axes[i, j]
+            draw(ax, m["grid"][size["key"]][f"{v:g}"], v)
             ax.set_yscale("log")
-            ax.set_ylim(1e-2, 20.0)
+            ax.set_ylim(*ylim)
             ax.set_title(f"{_label(size)}, σ² = {v:g}", fontsize=9)
             plotting.style_axes(
-                ax,
-                xlabel="in-context examples k" if i == len(sizes) - 1 else "",
-                ylabel="SPD model ↔ reference" if j == 0 else "",
+                ax, xlabel="in-context examples k" if i == len(sizes) - 1 else "", ylabel=ylabel if j == 0 else ""
             )
-    axes[0, -1].legend(frameon=False, fontsize="x-small")
+    axes[0, legend_col].legend(frameon=False, fontsize="x-small")
     return plotting.save_figure(fig, path)
+
+
+def _spd_curves(m: dict[str, Any], path: Path) -> Path:
+    """Grid of panels (rows: models, columns: σ²): SPD of the model (mean over seeds) to each reference vs the
+    context length k, and to one-step GD with one η for every k (dotted), whose overshoot at small k shows here."""
+
+    def draw(ax, cell: dict[str, Any], noise: float) -> None:
+        for n, name in enumerate([*REFERENCES, ONE_STEP_SIZE_GD]):
+            if noise == 0 and name == "OLS":  # at σ² = 0 ridge is min-norm least squares: one line
+                continue
+            ys = cell["spd_per_k"][name]
+            ax.plot(np.arange(1, len(ys) + 1), ys, color=f"C{n + 1}", label=name, ls=":" if n == 3 else "-")
+
+    return _panels(m, path, draw, (1e-2, 20.0), "SPD model ↔ reference", -1)
 
 
 def _curves(m: dict[str, Any], path: Path) -> Path:
     """Grid of panels (rows: models, columns: σ²): nmse vs k for the model (mean over seeds) and references."""
-    sizes, noises = m["models"], m["noise_vars"]
-    fig = plotting.new_figure(3.2 * len(noises), 2.6 * len(sizes))
-    axes = np.asarray(fig.subplots(len(sizes), len(noises), squeeze=False, sharey=True))
-    for i, size in enumerate(sizes):
-        for j, v in enumerate(noises):
-            ax, curves = axes[i, j], m["grid"][size["key"]][f"{v:g}"]["curves"]
-            for n, (name, ys) in enumerate(curves.items()):
-                label = "GPT (trained)" if name == "model" else name
-                ax.plot(
-                    np.arange(len(ys)),
-                    ys,
-                    lw=2.0 if name == "model" else 1.2,
-                    color=f"C{n}",
-                    label=label,
-                    ls="-" if name == "model" else "--",
-                )
-            ax.set_yscale("log")
-            ax.set_ylim(1e-3, 5.0)
-            ax.set_title(f"{_label(size)}, σ² = {v:g}", fontsize=9)
-            plotting.style_axes(
-                ax, xlabel="in-context examples k" if i == len(sizes) - 1 else "", ylabel="nmse" if j == 0 else ""
-            )
-    axes[0, 0].legend(frameon=False, fontsize="x-small")
-    return plotting.save_figure(fig, path)
+
+    def draw(ax, cell: dict[str, Any], noise: float) -> None:
+        for n, (name, ys) in enumerate(cell["curves"].items()):
+            trained = {"lw": 2.0, "ls": "-", "label": "GPT (trained)"}
+            style = trained if name == "model" else {"lw": 1.2, "ls": "--", "label": name}
+            ax.plot(np.arange(len(ys)), ys, color=f"C{n}", **style)
+
+    return _panels(m, path, draw, (1e-3, 5.0), "nmse", 0)
 
 
 def _probes(m: dict[str, Any], path: Path) -> Path:

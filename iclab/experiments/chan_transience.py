@@ -160,17 +160,7 @@ def _config(sc: Scale, name: str, seed: int, *, log2_k: int, burstiness: int, al
         p_bursty=sc.p_bursty,
         zipf_alpha=alpha,
     )
-    return attn_only_run(
-        task,
-        name,
-        seed,
-        width=sc.width,
-        steps=steps,
-        batch_size=sc.batch_size,
-        lr=sc.lr,
-        eval_every=sc.eval_every,
-        train_eval_prompts=sc.train_eval_prompts,
-    )
+    return attn_only_run(task, name, seed, sc, steps)
 
 
 def alpha_name(alpha: float, seed: int) -> str:

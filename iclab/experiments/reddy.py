@@ -173,44 +173,29 @@ def _task(sc: Scale, burstiness: int, log2_k: int, p_novel: float = 0.0) -> ICLC
     )
 
 
-def attn_only_run(
-    task: ICLClassificationConfig,
-    name: str,
-    seed: int,
-    *,
-    width: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    eval_every: int,
-    train_eval_prompts: int,
-) -> ExperimentConfig:
-    """One run of Reddy's network (`attn_only`, classifier as wide as the stream) on a label task: Adam at `lr`,
-    evaluated (with the induction scores) every `eval_every` steps on `train_eval_prompts` prompts per split, one
-    checkpoint at the end. Shared by the classification reproductions (reddy, chan-transience)."""
+def attn_only_run(task: ICLClassificationConfig, name: str, seed: int, sc: Any, steps: int) -> ExperimentConfig:
+    """One run of Reddy's network (`attn_only`, classifier as wide as the stream) on a label task, `steps` Adam steps
+    with the scale `sc`'s width, batch_size and lr, evaluated (with the induction scores) every sc.eval_every steps on
+    sc.train_eval_prompts prompts per split, one checkpoint at the end. Shared by the classification reproductions
+    (reddy, chan-transience), whose scales carry those fields."""
     return ExperimentConfig(
         task=task,
-        model=AttnOnlyConfig(width=width, classifier_hidden=width, max_points=task.n_points + 1),
+        model=AttnOnlyConfig(width=sc.width, classifier_hidden=sc.width, max_points=task.n_points + 1),
         train=TrainConfig(
-            steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, checkpoint_every=steps, seed=seed
+            steps=steps,
+            batch_size=sc.batch_size,
+            lr=sc.lr,
+            eval_every=sc.eval_every,
+            checkpoint_every=steps,
+            seed=seed,
         ),
-        eval=EvalConfig(n_prompts=train_eval_prompts),
+        eval=EvalConfig(n_prompts=sc.train_eval_prompts),
         name=name,
     )
 
 
 def _config(sc: Scale, task: ICLClassificationConfig, name: str, seed: int) -> ExperimentConfig:
-    return attn_only_run(
-        task,
-        name,
-        seed,
-        width=sc.width,
-        steps=sc.steps,
-        batch_size=sc.batch_size,
-        lr=sc.lr,
-        eval_every=sc.eval_every,
-        train_eval_prompts=sc.train_eval_prompts,
-    )
+    return attn_only_run(task, name, seed, sc, sc.steps)
 
 
 def cell_name(burstiness: int, log2_k: int, seed: int) -> str:
